@@ -1,0 +1,1 @@
+"""The stateless REST api: validates, reads Postgres, writes small things, enqueues message writes."""

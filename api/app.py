@@ -1,0 +1,71 @@
+"""Builds the api: `create_app(settings)` wires every client and resource in one place."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.asgi
+
+from api import problems
+from api.auth import BearerAuth
+from api.deps import Deps
+from api.observe import Lifespan, Metrics, RequestMetrics
+from api.resources import auth, conversations, health, jobs, messages, users
+from chat.db import create_engine, create_sessionmaker
+from chat.eventbus import RedisPublisher
+from chat.redis import create_redis
+from chat.security import Passwords, Tokens
+from chat.settings import Settings
+
+PREFIX = "/api/v1"
+
+
+def build_deps(settings: Settings) -> Deps:
+    engine = create_engine(settings)
+    redis = create_redis(settings)
+    return Deps(
+        settings=settings,
+        engine=engine,
+        sessions=create_sessionmaker(engine),
+        redis=redis,
+        publisher=RedisPublisher(redis, stream_maxlen=settings.event_stream_maxlen),
+        passwords=Passwords(settings),
+        tokens=Tokens(settings),
+    )
+
+
+def create_app(settings: Settings | None = None, deps: Deps | None = None) -> falcon.asgi.App:
+    """The api as an ASGI app. Clients are created here but connect lazily, on first use."""
+    deps = deps or build_deps(settings or Settings())
+    app = falcon.asgi.App(
+        middleware=[RequestMetrics(), Lifespan(deps), BearerAuth(deps.tokens)],
+        cors_enable=False,
+    )
+    app.req_options.strip_url_path_trailing_slash = True
+    problems.register(app)
+
+    for base in ("", PREFIX):
+        app.add_route(f"{base}/healthz", health.Health())
+        app.add_route(f"{base}/readyz", health.Ready(deps))
+        app.add_route(f"{base}/metrics", Metrics())
+
+    routes: list[tuple[str, object]] = [
+        ("/auth/register", auth.Register(deps)),
+        ("/auth/login", auth.Login(deps)),
+        ("/auth/refresh", auth.Refresh(deps)),
+        ("/auth/logout", auth.Logout(deps)),
+        ("/users/me", users.Me(deps)),
+        ("/users", users.Users(deps)),
+        ("/users/{user_id}", users.UserById(deps)),
+        ("/conversations", conversations.Conversations(deps)),
+        ("/conversations/{conversation_id}", conversations.ConversationById(deps)),
+        ("/conversations/{conversation_id}/participants", conversations.Participants(deps)),
+        ("/conversations/{conversation_id}/participants/{user_id}", conversations.ParticipantById(deps)),
+        ("/conversations/{conversation_id}/read", conversations.ReadMarker(deps)),
+        ("/conversations/{conversation_id}/typing", conversations.TypingIndicator(deps)),
+        ("/conversations/{conversation_id}/messages", messages.ConversationMessages(deps)),
+        ("/messages/{message_id}", messages.MessageById(deps)),
+        ("/jobs/{job_id}", jobs.JobById(deps)),
+    ]
+    for path, resource in routes:
+        app.add_route(PREFIX + path, resource)
+    return app

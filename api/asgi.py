@@ -1,0 +1,5 @@
+"""The `web` process: `uvicorn api.asgi:app`."""
+
+from api.app import create_app
+
+app = create_app()

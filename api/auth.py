@@ -1,0 +1,33 @@
+"""Bearer authentication for every resource that doesn't opt out with `auth_required = False`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from falcon.asgi import Request, Response
+
+from chat.errors import Unauthorized
+from chat.security import Tokens
+
+
+class BearerAuth:
+    def __init__(self, tokens: Tokens) -> None:
+        self._tokens = tokens
+
+    async def process_resource(self, req: Request, resp: Response, resource: Any, params: dict[str, Any]) -> None:
+        if resource is None or not getattr(resource, "auth_required", True):
+            return
+        header = req.get_header("Authorization")
+        if not header:
+            raise Unauthorized("Missing bearer token.")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("The Authorization header must be 'Bearer <access token>' (malformed token).")
+        claims = self._tokens.verify_access(token.strip())
+        req.context.user_id = claims.user_id
+
+
+def current_user(req: Request) -> uuid.UUID:
+    user_id: uuid.UUID = req.context.user_id
+    return user_id

@@ -1,0 +1,43 @@
+"""Request metrics, `/metrics`, and the lifespan hook that closes this process's clients."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from falcon.asgi import Request, Response
+
+from api.deps import Deps
+from chat import metrics
+
+
+class RequestMetrics:
+    async def process_request(self, req: Request, resp: Response) -> None:
+        req.context.started = time.perf_counter()
+
+    async def process_response(self, req: Request, resp: Response, resource: Any, req_succeeded: bool) -> None:
+        started = getattr(req.context, "started", None)
+        if started is None:
+            return
+        # The route template, not the path: ids in label values would explode the series count.
+        route = req.uri_template or "unmatched"
+        status = resp.status if isinstance(resp.status, int) else int(str(resp.status)[:3])
+        metrics.HTTP_REQUESTS.labels(req.method, route, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(req.method, route).observe(time.perf_counter() - started)
+
+
+class Lifespan:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        await self._deps.redis.aclose()
+        await self._deps.engine.dispose()
+
+
+class Metrics:
+    auth_required = False
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        resp.content_type = metrics.CONTENT_TYPE
+        resp.data = metrics.render()

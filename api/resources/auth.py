@@ -1,0 +1,184 @@
+"""Register, log in, refresh and log out."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from falcon.asgi import Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth import current_user
+from api.deps import Deps
+from api.http import parse, send
+from chat.errors import Conflict, Unauthorized
+from chat.models import RefreshToken, User
+from chat.schemas import UserOut
+from chat.security import hash_refresh_token, new_refresh_token
+
+Username = Annotated[str, StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
+Password = Annotated[str, Field(min_length=8, max_length=128)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class DisplayName(_Body):
+    display_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class RegisterBody(_Body):
+    username: Username
+    password: Password
+    display_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = (
+        None
+    )
+
+
+class LoginBody(_Body):
+    username: Annotated[str, Field(min_length=1, max_length=128)]
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class RefreshBody(_Body):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=256)]
+
+    @field_validator("refresh_token")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+
+class Register:
+    auth_required = False
+
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def on_post(self, req: Request, resp: Response) -> None:
+        body = await parse(req, RegisterBody, self._deps.settings.max_body_bytes)
+        key = body.username.lower()
+        async with self._deps.sessions() as session:
+            taken = await session.scalar(select(User.id).where(User.username_key == key))
+            if taken is not None:
+                raise Conflict(f"The username {body.username!r} is taken.")
+            password_hash = await asyncio.to_thread(self._deps.passwords.hash, body.password)
+            user = User(
+                id=uuid.uuid4(),
+                username=body.username,
+                username_key=key,
+                display_name=body.display_name or body.username,
+                password_hash=password_hash,
+                is_admin=False,
+                created_at=datetime.now(UTC),
+            )
+            session.add(user)
+            try:
+                await session.commit()
+            except IntegrityError:
+                raise Conflict(f"The username {body.username!r} is taken.") from None
+        resp.set_header("Location", f"/api/v1/users/{user.id}")
+        send(resp, UserOut.model_validate(user), 201)
+
+
+class Login:
+    auth_required = False
+
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def on_post(self, req: Request, resp: Response) -> None:
+        body = await parse(req, LoginBody, self._deps.settings.max_body_bytes, allow_form=True)
+        async with self._deps.sessions() as session:
+            user = await session.scalar(select(User).where(User.username_key == body.username.lower()))
+            ok = await asyncio.to_thread(
+                self._deps.passwords.verify, user.password_hash if user else None, body.password
+            )
+            if user is None or not ok:
+                raise Unauthorized("Wrong username or password.")
+            pair = await issue_pair(session, self._deps, user.id, family_id=uuid.uuid4())
+            await session.commit()
+        send(resp, pair)
+
+
+class Refresh:
+    auth_required = False
+
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def on_post(self, req: Request, resp: Response) -> None:
+        body = await parse(req, RefreshBody, self._deps.settings.max_body_bytes)
+        now = datetime.now(UTC)
+        token_hash = hash_refresh_token(body.refresh_token)
+        async with self._deps.sessions() as session:
+            token = await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
+            if token is None or token.revoked_at is not None or token.expires_at <= now:
+                raise Unauthorized("The refresh token is invalid or expired.")
+            # Claim the token atomically: of two concurrent uses, exactly one rotates it.
+            claimed = await session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == token.id, RefreshToken.rotated_at.is_(None))
+                .values(rotated_at=now)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                # A rotated token came back: someone holds a stolen copy. End that whole login.
+                await revoke_family(session, token.family_id, now)
+                await session.commit()
+                raise Unauthorized("The refresh token was already used; this login has been revoked.")
+            pair = await issue_pair(session, self._deps, token.user_id, family_id=token.family_id)
+            await session.commit()
+        send(resp, pair)
+
+
+class Logout:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def on_post(self, req: Request, resp: Response) -> None:
+        body = await parse(req, RefreshBody, self._deps.settings.max_body_bytes)
+        user_id = current_user(req)
+        async with self._deps.sessions() as session:
+            token = await session.scalar(
+                select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(body.refresh_token))
+            )
+            # Unknown or foreign tokens are ignored: logout is idempotent and reveals nothing.
+            if token is not None and token.user_id == user_id:
+                await revoke_family(session, token.family_id, datetime.now(UTC))
+                await session.commit()
+        resp.status = 204
+
+
+async def issue_pair(session: AsyncSession, deps: Deps, user_id: uuid.UUID, *, family_id: uuid.UUID) -> dict[str, object]:
+    now = datetime.now(UTC)
+    refresh = new_refresh_token()
+    session.add(
+        RefreshToken(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            family_id=family_id,
+            token_hash=hash_refresh_token(refresh),
+            created_at=now,
+            expires_at=now + deps.tokens.refresh_ttl,
+        )
+    )
+    return {
+        "access_token": deps.tokens.issue_access(user_id, now=now),
+        "token_type": "bearer",
+        "expires_in": int(deps.tokens.access_ttl.total_seconds()),
+        "refresh_token": refresh,
+    }
+
+
+async def revoke_family(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )

@@ -1,0 +1,195 @@
+"""Messages: sends, edits and deletes are validated here and queued; history is read from Postgres."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from falcon.asgi import Request, Response
+from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
+from sqlalchemy import select
+
+from api.auth import current_user
+from api.deps import Deps
+from api.http import parse, path_uuid, query_int, send
+from api.views import require_participant
+from chat import metrics
+from chat.errors import Conflict, Forbidden, NotFound, Unprocessable
+from chat.jobs import (
+    DELETE_MESSAGE,
+    EDIT_MESSAGE,
+    PERSIST_MESSAGE,
+    DeleteMessage,
+    EditMessage,
+    PersistMessage,
+    change_job_id,
+    enqueue,
+    persist_job_id,
+)
+from chat.models import Conversation, Message
+from chat.schemas import MessageOut
+from chat.sequence import Sequencer, persisted_max_seq
+
+MAX_BODY_CHARS = 4000
+# Message ids for client_id sends are derived, so a repeat maps to the same id on any replica.
+CLIENT_ID_NAMESPACE = uuid.UUID("6f1c1d52-8d0e-4c1e-9a55-2f9b1f4b7e10")
+
+
+def _check_body(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+class SendBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    body: Annotated[str, StringConstraints(max_length=MAX_BODY_CHARS)]
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+    _body = field_validator("body")(_check_body)
+
+
+class EditBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    body: Annotated[str, StringConstraints(max_length=MAX_BODY_CHARS)]
+
+    _body = field_validator("body")(_check_body)
+
+
+def digest(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def accepted(resp: Response, message_id: uuid.UUID, conversation_id: uuid.UUID, seq: int, job_id: str) -> None:
+    resp.set_header("Location", f"/api/v1/messages/{message_id}")
+    send(
+        resp,
+        {"id": message_id, "conversation_id": conversation_id, "seq": seq, "status": "queued", "job_id": job_id},
+        202,
+    )
+
+
+class ConversationMessages:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+        self._sequencer = Sequencer(deps.redis)
+
+    async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
+        cid = path_uuid(conversation_id, "conversation")
+        me = current_user(req)
+        body = await parse(req, SendBody, self._deps.settings.max_body_bytes)
+        message_id = (
+            uuid.uuid5(CLIENT_ID_NAMESPACE, f"{me}:{cid}:{body.client_id}") if body.client_id else uuid.uuid4()
+        )
+        body_digest = digest(body.body)
+        async with self._deps.sessions() as session:
+            await require_participant(session, cid, me)
+            if body.client_id:
+                stored = await session.get(Message, message_id)
+                if stored is not None:
+                    # Postgres is the lasting guard against duplicates, long after the queue forgot.
+                    if stored.edited_at is None and not stored.deleted and stored.body != body.body:
+                        raise Conflict("This client_id was already used for a different message body.")
+                    accepted(resp, message_id, cid, stored.seq, persist_job_id(message_id))
+                    return
+            claim = await self._sequencer.claim(cid, message_id if body.client_id else None, body_digest)
+            if claim is None:
+                floor = await persisted_max_seq(session, cid)
+                await self._sequencer.raise_to(cid, floor)
+                claim = await self._sequencer.claim(cid, message_id if body.client_id else None, body_digest)
+                assert claim is not None
+        if not claim.fresh and claim.digest != body_digest:
+            raise Conflict("This client_id was already used for a different message body.")
+        job = PersistMessage(
+            message_id=message_id,
+            conversation_id=cid,
+            sender_id=me,
+            seq=claim.seq,
+            body=body.body,
+            client_id=body.client_id,
+            created_at=datetime.now(UTC),
+        )
+        job_id = persist_job_id(message_id)
+        # A repeat re-enqueues too: if the first request died before enqueueing, this one delivers it.
+        await enqueue(self._deps.redis, PERSIST_MESSAGE, job, job_id)
+        if claim.fresh:
+            metrics.MESSAGES_ACCEPTED.inc()
+        accepted(resp, message_id, cid, claim.seq, job_id)
+
+    async def on_get(self, req: Request, resp: Response, conversation_id: str) -> None:
+        cid = path_uuid(conversation_id, "conversation")
+        me = current_user(req)
+        before = query_int(req, "before", lo=0)
+        after = query_int(req, "after", lo=0)
+        limit = query_int(req, "limit", default=50, lo=1, hi=200)
+        assert limit is not None
+        if before is not None and after is not None:
+            raise Unprocessable(
+                "Use either before or after, not both.",
+                [{"field": "query.before", "message": "Cannot be combined with after."}],
+            )
+        query = select(Message).where(Message.conversation_id == cid)
+        if after is not None:
+            query = query.where(Message.seq > after).order_by(Message.seq.asc())
+        else:
+            if before is not None:
+                query = query.where(Message.seq < before)
+            query = query.order_by(Message.seq.desc())
+        async with self._deps.sessions() as session:
+            await require_participant(session, cid, me)
+            rows = list(await session.scalars(query.limit(limit + 1)))
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if after is None:
+            rows.reverse()
+        send(resp, {"items": [MessageOut.model_validate(m) for m in rows], "has_more": has_more})
+
+
+class MessageById:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def _visible(self, req: Request, message_id: str) -> tuple[Message, str]:
+        mid = path_uuid(message_id, "message")
+        me = current_user(req)
+        async with self._deps.sessions() as session:
+            message = await session.get(Message, mid)
+            if message is None:
+                raise NotFound("No such message (or it is still queued).")
+            participant = await require_participant(session, message.conversation_id, me)
+        return message, participant.role
+
+    async def on_get(self, req: Request, resp: Response, message_id: str) -> None:
+        message, _ = await self._visible(req, message_id)
+        send(resp, MessageOut.model_validate(message))
+
+    async def on_patch(self, req: Request, resp: Response, message_id: str) -> None:
+        message, _ = await self._visible(req, message_id)
+        body = await parse(req, EditBody, self._deps.settings.max_body_bytes)
+        me = current_user(req)
+        if message.sender_id != me:
+            raise Forbidden("Only the sender can edit a message.")
+        if message.deleted:
+            raise Conflict("The message was deleted.")
+        job_id = change_job_id("edit", message.id)
+        payload = EditMessage(message_id=message.id, actor_id=me, body=body.body, edited_at=datetime.now(UTC))
+        await enqueue(self._deps.redis, EDIT_MESSAGE, payload, job_id)
+        accepted(resp, message.id, message.conversation_id, message.seq, job_id)
+
+    async def on_delete(self, req: Request, resp: Response, message_id: str) -> None:
+        message, role = await self._visible(req, message_id)
+        me = current_user(req)
+        if message.sender_id != me:
+            async with self._deps.sessions() as session:
+                kind = await session.scalar(select(Conversation.kind).where(Conversation.id == message.conversation_id))
+            if not (kind == "group" and role == "owner"):
+                raise Forbidden("Only the sender or the group's owner can delete a message.")
+        job_id = change_job_id("delete", message.id)
+        payload = DeleteMessage(message_id=message.id, actor_id=me, deleted_at=datetime.now(UTC))
+        await enqueue(self._deps.redis, DELETE_MESSAGE, payload, job_id)
+        accepted(resp, message.id, message.conversation_id, message.seq, job_id)
+

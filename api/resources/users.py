@@ -1,0 +1,101 @@
+"""The current user, user search and public profiles with presence."""
+
+from __future__ import annotations
+
+import base64
+
+from falcon.asgi import Request, Response
+from sqlalchemy import select, update
+
+from api.auth import current_user
+from api.deps import Deps
+from api.http import limit_param, parse, path_uuid, send
+from api.resources.auth import DisplayName
+from chat import presence
+from chat.errors import NotFound, field_error
+from chat.models import User
+from chat.schemas import UserOut, UserProfileOut
+
+
+class Me:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        async with self._deps.sessions() as session:
+            user = await session.get(User, current_user(req))
+        if user is None:
+            raise NotFound("The user of this token no longer exists.")
+        send(resp, UserOut.model_validate(user))
+
+    async def on_patch(self, req: Request, resp: Response) -> None:
+        body = await parse(req, DisplayName, self._deps.settings.max_body_bytes)
+        async with self._deps.sessions() as session:
+            await session.execute(
+                update(User).where(User.id == current_user(req)).values(display_name=body.display_name)
+            )
+            await session.commit()
+            user = await session.get(User, current_user(req), populate_existing=True)
+        if user is None:
+            raise NotFound("The user of this token no longer exists.")
+        send(resp, UserOut.model_validate(user))
+
+
+class Users:
+    """`GET /users?q=prefix`: case-insensitive username prefix search, paged by username."""
+
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        limit = limit_param(req)
+        prefix = (req.get_param("q") or "").strip().lower()
+        if len(prefix) > 32:
+            raise field_error("query.q", "At most 32 characters.")
+        after = _decode_cursor(req.get_param("cursor"))
+        query = select(User).order_by(User.username_key).limit(limit + 1)
+        if prefix:
+            query = query.where(User.username_key.startswith(prefix, autoescape=True))
+        if after:
+            query = query.where(User.username_key > after)
+        async with self._deps.sessions() as session:
+            users = list(await session.scalars(query))
+        more = len(users) > limit
+        users = users[:limit]
+        cursor = _encode_cursor(users[-1].username_key) if more else None
+        send(resp, {"items": [UserOut.model_validate(u) for u in users], "next_cursor": cursor})
+
+
+class UserById:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def on_get(self, req: Request, resp: Response, user_id: str) -> None:
+        uid = path_uuid(user_id, "user")
+        async with self._deps.sessions() as session:
+            user = await session.get(User, uid)
+        if user is None:
+            raise NotFound("No such user.")
+        online, last_seen = await presence.status(self._deps.redis, uid)
+        profile = UserProfileOut(
+            id=user.id,
+            username=user.username,
+            display_name=user.display_name,
+            created_at=user.created_at,
+            online=online,
+            last_seen_at=last_seen,
+        )
+        send(resp, profile)
+
+
+def _encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise field_error("query.cursor", "Not a cursor this endpoint issued.") from None

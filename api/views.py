@@ -1,0 +1,86 @@
+"""Loads conversations as clients see them, for many at once without a query per conversation."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat.errors import NotFound
+from chat.models import Conversation, Message, Participant
+from chat.schemas import ConversationOut, MessageOut, ParticipantOut
+
+
+async def require_participant(session: AsyncSession, conversation_id: uuid.UUID, user_id: uuid.UUID) -> Participant:
+    """The caller's membership; 404 otherwise, so a non-participant never learns the conversation exists."""
+    participant = await session.get(Participant, (conversation_id, user_id))
+    if participant is None:
+        raise NotFound("No such conversation.")
+    return participant
+
+
+async def conversation_views(
+    session: AsyncSession, conversations: Sequence[Conversation], viewer: uuid.UUID
+) -> list[ConversationOut]:
+    if not conversations:
+        return []
+    ids = [c.id for c in conversations]
+    members: dict[uuid.UUID, list[ParticipantOut]] = defaultdict(list)
+    rows = await session.scalars(
+        select(Participant).where(Participant.conversation_id.in_(ids)).order_by(Participant.joined_at)
+    )
+    for p in rows:
+        members[p.conversation_id].append(ParticipantOut.model_validate(p))
+
+    last_messages = {
+        m.conversation_id: MessageOut.model_validate(m)
+        for m in await session.scalars(
+            select(Message)
+            .join(Conversation, and_(Message.conversation_id == Conversation.id, Message.seq == Conversation.last_seq))
+            .where(Conversation.id.in_(ids))
+        )
+    }
+
+    mine = Participant.__table__.alias("mine")
+    unread_rows = await session.execute(
+        select(Message.conversation_id, func.count())
+        .join(mine, and_(mine.c.conversation_id == Message.conversation_id, mine.c.user_id == viewer))
+        .where(
+            Message.conversation_id.in_(ids),
+            Message.seq > mine.c.last_read_seq,
+            Message.sender_id != viewer,
+            Message.deleted.is_(False),
+        )
+        .group_by(Message.conversation_id)
+    )
+    unread = {cid: int(n) for cid, n in unread_rows.all()}
+
+    return [
+        ConversationOut(
+            id=c.id,
+            kind=c.kind,  # type: ignore[arg-type]
+            title=c.title,
+            created_at=c.created_at,
+            participants=members.get(c.id, []),
+            last_seq=c.last_seq,
+            last_message=last_messages.get(c.id),
+            unread_count=unread.get(c.id, 0),
+        )
+        for c in conversations
+    ]
+
+
+async def conversation_view(session: AsyncSession, conversation_id: uuid.UUID, viewer: uuid.UUID) -> ConversationOut:
+    conversation = await session.get(Conversation, conversation_id, populate_existing=True)
+    if conversation is None:
+        raise NotFound("No such conversation.")
+    [view] = await conversation_views(session, [conversation], viewer)
+    return view
+
+
+async def participant_ids(session: AsyncSession, conversation_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await session.scalars(select(Participant.user_id).where(Participant.conversation_id == conversation_id))
+    return list(rows)

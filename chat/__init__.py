@@ -1,0 +1,1 @@
+"""What every process type shares: settings, database, models, security, events and jobs."""

@@ -1,0 +1,72 @@
+"""How events travel through Redis: one capped stream and one pub/sub channel per user.
+
+A stream entry id is the event's `event_id` for that user, so ids increase per user and a
+reconnecting client resumes with XRANGE from its last id. The push process subscribes only to the
+channels of users connected to it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from chat.events import StoredEvent, Typing, encode
+
+STREAM_PREFIX = "events:"
+CHANNEL_PREFIX = "user:"
+EVENT_FIELD = b"e"
+
+
+def stream_key(user_id: uuid.UUID | str) -> str:
+    return f"{STREAM_PREFIX}{user_id}"
+
+
+def channel(user_id: uuid.UUID | str) -> str:
+    return f"{CHANNEL_PREFIX}{user_id}"
+
+
+# Append to each recipient's stream and publish the framed event on their channel, in one round
+# trip. The frame splices the stream id in as event_id exactly like chat.events.frame.
+_APPEND_AND_PUBLISH = """
+local ids = {}
+local body = string.sub(ARGV[2], 2)
+for i, key in ipairs(KEYS) do
+  local id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
+  redis.call('PUBLISH', ARGV[2 + i], '{"event_id":"' .. id .. '",' .. body)
+  ids[i] = id
+end
+return ids
+"""
+
+
+class Publisher(Protocol):
+    async def publish(self, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> list[str]: ...
+
+    async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None: ...
+
+
+class RedisPublisher:
+    def __init__(self, redis: Redis, *, stream_maxlen: int) -> None:
+        self._redis = redis
+        self._maxlen = stream_maxlen
+        self._script = redis.register_script(_APPEND_AND_PUBLISH)
+
+    async def publish(self, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> list[str]:
+        """Store and publish `event` for each recipient; returns the event ids, one per recipient."""
+        users = list(dict.fromkeys(recipients))
+        if not users:
+            return []
+        keys = [stream_key(u) for u in users]
+        args: list[str | int | bytes] = [self._maxlen, encode(event), *(channel(u) for u in users)]
+        ids = await self._script(keys=keys, args=args)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None:
+        data = encode(event)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user in dict.fromkeys(recipients):
+                pipe.publish(channel(user), data)
+            await pipe.execute()

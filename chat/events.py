@@ -1,0 +1,109 @@
+"""The closed set of events that workers and the api publish and the push process relays.
+
+Each event is told apart by its `type`; `event_id` is not part of the model because it is
+assigned per recipient by Redis when the event is appended to that recipient's stream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from chat.schemas import ConversationOut, MessageOut
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conversation_id: uuid.UUID
+
+
+class UserRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: uuid.UUID
+
+
+class ReadMarker(UserRef):
+    seq: int
+
+
+class MessageCreated(_Event):
+    type: Literal["message.created"] = "message.created"
+    data: MessageOut
+
+
+class MessageUpdated(_Event):
+    type: Literal["message.updated"] = "message.updated"
+    data: MessageOut
+
+
+class MessageDeleted(_Event):
+    type: Literal["message.deleted"] = "message.deleted"
+    data: MessageOut
+
+
+class ConversationCreated(_Event):
+    type: Literal["conversation.created"] = "conversation.created"
+    data: ConversationOut
+
+
+class ParticipantAdded(_Event):
+    type: Literal["participant.added"] = "participant.added"
+    data: UserRef
+
+
+class ParticipantRemoved(_Event):
+    type: Literal["participant.removed"] = "participant.removed"
+    data: UserRef
+
+
+class ConversationRead(_Event):
+    type: Literal["conversation.read"] = "conversation.read"
+    data: ReadMarker
+
+
+class Typing(_Event):
+    """Ephemeral: published live only, never stored in a stream, so it carries no event_id."""
+
+    type: Literal["typing"] = "typing"
+    data: UserRef
+
+
+StoredEvent = (
+    MessageCreated
+    | MessageUpdated
+    | MessageDeleted
+    | ConversationCreated
+    | ParticipantAdded
+    | ParticipantRemoved
+    | ConversationRead
+)
+Event = Annotated[StoredEvent | Typing, Field(discriminator="type")]
+
+_event_adapter: TypeAdapter[StoredEvent | Typing] = TypeAdapter(Event)
+
+
+def encode(event: StoredEvent | Typing) -> bytes:
+    """Serialise once; the same bytes go to every recipient's stream and channel."""
+    return orjson.dumps(event.model_dump(mode="json"))
+
+
+def frame(event_id: bytes | str, encoded: bytes) -> bytes:
+    """The WebSocket frame for one recipient: the encoded event with its `event_id` spliced in.
+
+    The Lua publisher builds the same bytes inside Redis; both must stay in step.
+    """
+    if isinstance(event_id, str):
+        event_id = event_id.encode()
+    return b'{"event_id":"' + event_id + b'",' + encoded[1:]
+
+
+def decode(data: bytes | str) -> StoredEvent | Typing:
+    """Parse an event (a frame's extra `event_id` is dropped); for consumers and tests."""
+    raw = orjson.loads(data)
+    raw.pop("event_id", None)
+    return _event_adapter.validate_python(raw)

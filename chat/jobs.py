@@ -1,0 +1,69 @@
+"""The job contract between the api (producer) and the workers (consumer).
+
+Job ids are derived from message ids, so re-sending a message while its first job is queued
+enqueues nothing (arq refuses a second job with the same id).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from arq.connections import ArqRedis
+from pydantic import BaseModel, ConfigDict
+
+PERSIST_MESSAGE = "persist_message"
+EDIT_MESSAGE = "edit_message"
+DELETE_MESSAGE = "delete_message"
+
+
+class JobPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class PersistMessage(JobPayload):
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    sender_id: uuid.UUID
+    seq: int
+    body: str
+    client_id: str | None
+    created_at: datetime
+
+
+class EditMessage(JobPayload):
+    message_id: uuid.UUID
+    actor_id: uuid.UUID
+    body: str
+    edited_at: datetime
+
+
+class DeleteMessage(JobPayload):
+    message_id: uuid.UUID
+    actor_id: uuid.UUID
+    deleted_at: datetime
+
+
+def persist_job_id(message_id: uuid.UUID) -> str:
+    return f"persist:{message_id}"
+
+
+def change_job_id(kind: str, message_id: uuid.UUID) -> str:
+    # Every edit or delete is its own job; the random part keeps two edits from merging.
+    return f"{kind}:{message_id}:{uuid.uuid4().hex[:12]}"
+
+
+def wake_channel(queue_name: str) -> str:
+    return f"{queue_name}:wake"
+
+
+async def enqueue(redis: ArqRedis, function: str, payload: JobPayload, job_id: str) -> bool:
+    """Enqueue one job and wake an idle worker; False when a job with this id already exists."""
+    job = await redis.enqueue_job(function, payload.dump(), _job_id=job_id)
+    # Workers otherwise only notice new jobs on their next poll; the wake-up keeps pick-up in ms.
+    await redis.publish(wake_channel(redis.default_queue_name), b"1")
+    return job is not None

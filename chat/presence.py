@@ -1,0 +1,50 @@
+"""Who is connected, kept in Redis by the push processes and read by the api.
+
+Each connection scores itself in a per-user sorted set with an expiry time and renews it on a
+heartbeat, so a crashed push process's users go offline by themselves after the TTL.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+
+def presence_key(user_id: uuid.UUID | str) -> str:
+    return f"presence:{user_id}"
+
+
+def last_seen_key(user_id: uuid.UUID | str) -> str:
+    return f"last_seen:{user_id}"
+
+
+async def touch(redis: Redis, user_id: uuid.UUID | str, connection_id: str, ttl_seconds: int) -> None:
+    """Mark one connection alive for `ttl_seconds` more and record the user as seen now."""
+    now = time.time()
+    key = presence_key(user_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(key, {connection_id: now + ttl_seconds})
+        pipe.zremrangebyscore(key, "-inf", now)
+        pipe.expire(key, ttl_seconds * 2)
+        pipe.set(last_seen_key(user_id), repr(now))
+        await pipe.execute()
+
+
+async def leave(redis: Redis, user_id: uuid.UUID | str, connection_id: str) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrem(presence_key(user_id), connection_id)
+        pipe.set(last_seen_key(user_id), repr(time.time()))
+        await pipe.execute()
+
+
+async def status(redis: Redis, user_id: uuid.UUID | str) -> tuple[bool, datetime | None]:
+    """(online, last_seen_at) for one user."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zcount(presence_key(user_id), time.time(), "+inf")
+        pipe.get(last_seen_key(user_id))
+        live, seen = await pipe.execute()
+    last_seen = datetime.fromtimestamp(float(seen), UTC) if seen else None
+    return bool(live), last_seen

@@ -1,0 +1,54 @@
+"""What clients see of users, conversations and messages: REST responses and event payloads alike."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Representation(BaseModel):
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+
+class UserOut(Representation):
+    id: uuid.UUID
+    username: str
+    display_name: str
+    created_at: datetime
+
+
+class UserProfileOut(UserOut):
+    online: bool
+    last_seen_at: datetime | None
+
+
+class MessageOut(Representation):
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    seq: int
+    sender_id: uuid.UUID
+    body: str | None
+    client_id: str | None
+    created_at: datetime
+    edited_at: datetime | None
+    deleted: bool
+
+
+class ParticipantOut(Representation):
+    user_id: uuid.UUID
+    role: Literal["owner", "member"]
+    last_read_seq: int
+
+
+class ConversationOut(Representation):
+    id: uuid.UUID
+    kind: Literal["direct", "group"]
+    title: str | None
+    created_at: datetime
+    participants: list[ParticipantOut]
+    last_seq: int
+    last_message: MessageOut | None
+    unread_count: int

@@ -1,0 +1,97 @@
+"""Passwords (Argon2id), access tokens (JWT) and refresh tokens (opaque, stored hashed)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from chat.errors import Unauthorized
+from chat.settings import Settings
+
+
+class Passwords:
+    """Argon2id hashing. Hashing is CPU-bound on purpose: callers run it in a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=settings.password_hash_time_cost,
+            memory_cost=settings.password_hash_memory_kib,
+            parallelism=1,
+            type=Type.ID,
+        )
+        # Verifying unknown usernames against a real hash keeps login time flat, so it can't enumerate.
+        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    expires_at: datetime
+
+
+class Tokens:
+    """Issues and checks access tokens. Only the configured algorithm is accepted, never `none`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.secret_key.get_secret_value()
+        self._algorithm = settings.algorithm
+        self.access_ttl = timedelta(minutes=settings.access_token_expire_minutes)
+        self.refresh_ttl = timedelta(days=settings.refresh_token_expire_days)
+
+    def issue_access(self, user_id: uuid.UUID, *, now: datetime | None = None) -> str:
+        now = now or datetime.now(UTC)
+        claims = {
+            "sub": str(user_id),
+            "iat": int(now.timestamp()),
+            "exp": int((now + self.access_ttl).timestamp()),
+            "jti": uuid.uuid4().hex,
+            "type": "access",
+        }
+        return jwt.encode(claims, self._key, algorithm=self._algorithm)
+
+    def verify_access(self, token: str | None) -> AccessClaims:
+        if not token:
+            raise Unauthorized("Missing bearer token.")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                options={"require": ["sub", "exp", "iat", "jti", "type"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The access token has expired.") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("The access token is invalid.") from exc
+        if claims.get("type") != "access":
+            raise Unauthorized("The token is not an access token.")
+        try:
+            user_id = uuid.UUID(str(claims["sub"]))
+        except ValueError as exc:
+            raise Unauthorized("The access token is invalid.") from exc
+        return AccessClaims(user_id=user_id, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> str:
+    # The token has 256 bits of entropy, so a fast hash is enough; only the hash is stored.
+    return hashlib.sha256(token.encode()).hexdigest()

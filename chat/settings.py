@@ -1,0 +1,82 @@
+"""Configuration for every process type, read from the environment and an optional `.env`."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./headless-chat.db"
+EMBEDDED_REDIS_URL = "memory://"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Everything a process needs to know about its environment.
+
+    `environment` decides how strict startup is: `production` (the default, so a forgotten
+    variable fails loudly) demands a strong SECRET_KEY and real Postgres/Redis URLs; `dev` and
+    `test` fall back to the embedded SQLite + in-process Redis and a throwaway key.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["production", "dev", "test"] = "production"
+    database_url: str = EMBEDDED_DATABASE_URL
+    redis_url: str = EMBEDDED_REDIS_URL
+    secret_key: SecretStr = SecretStr("")
+    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_expire_minutes: int = Field(default=15, ge=1)
+    refresh_token_expire_days: int = Field(default=30, ge=1)
+
+    # Argon2id cost; tests lower it, production keeps argon2-cffi's RFC 9106 "low memory" profile.
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_memory_kib: int = Field(default=65536, ge=8)
+
+    max_body_bytes: int = 64 * 1024
+    database_pool_size: int = Field(default=10, ge=1)
+
+    # Queue and events.
+    queue_name: str = "arq:queue"
+    job_max_tries: int = Field(default=12, ge=1)
+    job_timeout_seconds: float = Field(default=30, gt=0)
+    job_keep_result_seconds: int = Field(default=86400, ge=1)
+    worker_max_jobs: int = Field(default=50, ge=1)
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+    worker_metrics_port: int | None = None
+    event_stream_maxlen: int = Field(default=1000, ge=10)
+    typing_interval_seconds: float = Field(default=1.0, gt=0)
+
+    # Push process.
+    push_send_queue_size: int = Field(default=512, ge=1)
+    push_socket_sndbuf: int = Field(default=65536, ge=4096)
+    push_ping_interval_seconds: float = Field(default=20, gt=0)
+    presence_ttl_seconds: int = Field(default=60, ge=5)
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.environment != "production":
+            if not self.secret_key.get_secret_value():
+                # A per-process random key: tokens survive only within one dev process, by design.
+                self.secret_key = SecretStr(secrets.token_urlsafe(48))
+            return self
+        problems = []
+        if len(self.secret_key.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+            problems.append(
+                f"SECRET_KEY must be set to a random string of at least {MIN_SECRET_KEY_LENGTH} characters"
+                " (for example: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        if self.redis_url.startswith("memory://"):
+            problems.append(
+                "REDIS_URL=memory:// only works inside one process (dev mode); "
+                "set REDIS_URL to a real Redis, or ENVIRONMENT=dev"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

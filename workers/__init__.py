@@ -1,0 +1,1 @@
+"""arq workers: persist queued message writes to Postgres, then publish their events."""

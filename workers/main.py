@@ -1,0 +1,141 @@
+"""The `worker` process: an arq worker for the message jobs, woken the moment a job is enqueued."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from arq import Worker
+from arq.connections import RedisSettings
+
+from chat.db import create_engine, create_sessionmaker
+from chat.eventbus import RedisPublisher
+from chat.jobs import wake_channel
+from chat.redis import create_redis, deserialize_job, serialize_job
+from chat.sequence import Sequencer
+from chat.settings import Settings
+from workers.tasks import delete_message, edit_message, persist_message
+
+log = logging.getLogger("workers")
+
+FUNCTIONS = [persist_message, edit_message, delete_message]
+
+
+def make_startup(settings: Settings) -> Any:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        # ctx["redis"] is the worker's own arq pool; publishing shares it.
+        engine = create_engine(settings)
+        ctx["settings"] = settings
+        ctx["engine"] = engine
+        ctx["sessions"] = create_sessionmaker(engine)
+        ctx["publisher"] = RedisPublisher(ctx["redis"], stream_maxlen=settings.event_stream_maxlen)
+        ctx["sequencer"] = Sequencer(ctx["redis"])
+        ctx["max_tries"] = settings.job_max_tries
+
+    return on_startup
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    engine = ctx.get("engine")
+    if engine is not None:
+        await engine.dispose()
+
+
+class ChatWorker(Worker):  # type: ignore[misc]
+    """arq's worker, except that it sleeps on a wake-up channel instead of a fixed poll.
+
+    arq polls its queue every `poll_delay` (0.5 s by default), which alone would add ~250 ms to the
+    average send → deliver latency. The api publishes on the wake channel after each enqueue and
+    this loop re-polls at once; the poll delay stays as the fallback if a wake-up is missed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = asyncio.Event()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        # A free slot may be able to take a job that was skipped while all slots were busy.
+        self._wake.set()
+
+    async def main(self) -> None:
+        logging.getLogger("arq.worker").info("starting worker for %s", ", ".join(self.functions))
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        listener = asyncio.create_task(self._listen())
+        try:
+            while True:
+                self._wake.clear()
+                await self._poll_iteration()
+                if self.burst:
+                    if 0 <= self.max_burst_jobs <= self._jobs_started():
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                    if await self.pool.zcard(self.queue_name) == 0:
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self.pool.pubsub()
+                await pubsub.subscribe(wake_channel(self.queue_name))
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away; the poll delay covers us until it is back
+                log.warning("wake-up channel lost (%s); reconnecting", exc)
+                await asyncio.sleep(1)
+
+
+def create_worker(settings: Settings, **overrides: Any) -> ChatWorker:
+    """The worker with every client built from `settings`; tests pass `burst=True` and the like."""
+    options: dict[str, Any] = {
+        "functions": FUNCTIONS,
+        "queue_name": settings.queue_name,
+        "redis_pool": create_redis(settings),
+        "on_startup": make_startup(settings),
+        "on_shutdown": on_shutdown,
+        "max_jobs": settings.worker_max_jobs,
+        "max_tries": settings.job_max_tries,
+        "job_timeout": settings.job_timeout_seconds,
+        "keep_result": settings.job_keep_result_seconds,
+        "poll_delay": settings.worker_poll_seconds,
+        "job_serializer": serialize_job,
+        "job_deserializer": deserialize_job,
+        "log_results": False,
+    }
+    options.update(overrides)
+    return ChatWorker(**options)
+
+
+class WorkerSettings:
+    """For `arq workers.main.WorkerSettings`: the stock arq worker (polling) over the same jobs.
+
+    `python -m workers` (the Procfile's line) runs ChatWorker instead, which adds wake-ups.
+    """
+
+    functions = FUNCTIONS
+    on_shutdown = on_shutdown
+    job_serializer = serialize_job
+    job_deserializer = deserialize_job
+    redis_settings = RedisSettings.from_dsn(os.environ.get("REDIS_URL", "redis://localhost:6379"))
+    queue_name = os.environ.get("QUEUE_NAME", "arq:queue")
+    max_tries = 12
+    poll_delay = 0.05
+
+    @staticmethod
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        await make_startup(Settings())(ctx)
