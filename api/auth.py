@@ -23,7 +23,7 @@ class BearerAuth:
             raise Unauthorized("Missing bearer token.")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("The Authorization header must be 'Bearer <access token>' (malformed token).")
+            raise Unauthorized("The Authorization header must be 'Bearer <access token>'.", invalid_token=True)
         claims = self._tokens.verify_access(token.strip())
         req.context.user_id = claims.user_id
 

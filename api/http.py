@@ -20,12 +20,16 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def dumps(payload: Any) -> bytes:
+    if isinstance(payload, BaseModel):
+        return payload.model_dump_json().encode()
     return orjson.dumps(payload, default=_default, option=orjson.OPT_UTC_Z)
 
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, BaseModel):
-        return obj.model_dump()
+        return obj.model_dump(mode="json")
+    if isinstance(obj, uuid.UUID):  # asyncpg hands back its own UUID subclass, which orjson skips
+        return str(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 

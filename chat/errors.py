@@ -27,9 +27,9 @@ class Unauthorized(ChatError):
     status = 401
     title = "Unauthorized"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
-        # RFC 6750: tell the client which scheme is expected, and that its token was the problem.
-        challenge = 'Bearer error="invalid_token"' if "token" in detail.lower() else "Bearer"
+    def __init__(self, detail: str, *, invalid_token: bool = False, **extra: Any) -> None:
+        # RFC 6750: name the scheme, and say so when a token was sent but is not acceptable.
+        challenge = 'Bearer error="invalid_token"' if invalid_token else "Bearer"
         super().__init__(detail, headers={"WWW-Authenticate": challenge}, **extra)
 
 

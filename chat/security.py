@@ -76,15 +76,15 @@ class Tokens:
                 options={"require": ["sub", "exp", "iat", "jti", "type"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("The access token has expired.") from exc
+            raise Unauthorized("The access token has expired.", invalid_token=True) from exc
         except jwt.PyJWTError as exc:
-            raise Unauthorized("The access token is invalid.") from exc
+            raise Unauthorized("The access token is invalid.", invalid_token=True) from exc
         if claims.get("type") != "access":
-            raise Unauthorized("The token is not an access token.")
+            raise Unauthorized("The token is not an access token.", invalid_token=True)
         try:
             user_id = uuid.UUID(str(claims["sub"]))
         except ValueError as exc:
-            raise Unauthorized("The access token is invalid.") from exc
+            raise Unauthorized("The access token is invalid.", invalid_token=True) from exc
         return AccessClaims(user_id=user_id, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
 
 

@@ -44,10 +44,13 @@ return {1, seq}
 
 # Raise the counter to at least ARGV[1] (never lower it), creating it if missing.
 _RAISE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local current = redis.call('GET', KEYS[1])
 local floor = tonumber(ARGV[1])
-if current < floor then redis.call('SET', KEYS[1], floor) return floor end
-return current
+if not current or tonumber(current) < floor then
+  redis.call('SET', KEYS[1], floor)
+  return floor
+end
+return tonumber(current)
 """
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from typing import Any
 
 from arq import Worker
@@ -85,14 +86,27 @@ class ChatWorker(Worker):  # type: ignore[misc]
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
 
+    async def close(self) -> None:
+        # arq's close() calls redis-py's deprecated close(); same steps, with aclose().
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.aclose(close_connection_pool=True)
+        self._pool = None
+
     async def _listen(self) -> None:
         while True:
             try:
-                pubsub = self.pool.pubsub()
-                await pubsub.subscribe(wake_channel(self.queue_name))
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        self._wake.set()
+                async with self.pool.pubsub() as pubsub:
+                    await pubsub.subscribe(wake_channel(self.queue_name))
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away; the poll delay covers us until it is back

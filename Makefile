@@ -1,0 +1,36 @@
+# The targets a newcomer looks for. Each one builds the virtualenv it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+READY := $(VENV)/.ready
+
+.PHONY: dev test lint format bench clean
+
+$(READY): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(READY)
+
+## Run the whole product in one process: api, worker and push on SQLite + in-process Redis.
+dev: $(READY)
+	$(BIN)/python -m devserver
+
+## Run the test suite (uses the local PostgreSQL and Redis; each run gets its own database).
+test: $(READY)
+	$(BIN)/python -m pytest
+
+lint: $(READY)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(READY)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(READY)
+	$(BIN)/python -m bench.write_path
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache headless-chat.db*
