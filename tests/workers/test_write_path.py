@@ -1,25 +1,310 @@
 from __future__ import annotations
 
-from tests.support import ApiClient
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+import redis.exceptions
+from sqlalchemy import func, select
+
+from api.deps import Deps
+from chat.eventbus import RedisPublisher
+from chat.models import Message
+from chat.sequence import counter_key
+from chat.settings import Settings
+from tests.api.test_conversations import stream
+from tests.support import ApiClient, TestUser, assert_problem
 from tests.workers.conftest import RunWorker
+from workers import store
+from workers.main import create_worker
+
+
+async def send(api: ApiClient, user: TestUser, cid: str, body: str, client_id: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"body": body}
+    if client_id is not None:
+        payload["client_id"] = client_id
+    result = await api.post(f"/conversations/{cid}/messages", user, json=payload)
+    assert result.status_code == 202, result.text
+    accepted: dict[str, Any] = result.json
+    return accepted
+
+
+async def stored_count(deps: Deps, **where: Any) -> int:
+    async with deps.sessions() as session:
+        query = select(func.count()).select_from(Message)
+        for column, value in where.items():
+            query = query.where(getattr(Message, column) == value)
+        return int(await session.scalar(query) or 0)
 
 
 async def test_send_is_queued_then_persisted(api: ApiClient, run_worker: RunWorker) -> None:
     alice, bob = await api.user(), await api.user()
     conv = await api.conversation(alice, bob, kind="direct")
-    sent = await api.post(f"/conversations/{conv['id']}/messages", alice, json={"body": "hi bob"})
-    assert sent.status_code == 202, sent.text
-    assert sent.json["status"] == "queued"
-    assert sent.json["seq"] == 1
-    assert sent.headers["location"] == f"/api/v1/messages/{sent.json['id']}"
-    assert (await api.get(f"/messages/{sent.json['id']}", alice)).status_code == 404
+    sent = await send(api, alice, conv["id"], "hi bob")
+    assert sent["status"] == "queued" and sent["seq"] == 1 and sent["conversation_id"] == conv["id"]
+    assert (await api.get(f"/messages/{sent['id']}", alice)).status_code == 404  # not persisted yet
+    job = await api.get(f"/jobs/{sent['job_id']}", alice)
+    assert job.json["status"] == "queued" and job.json["function"] == "persist_message"
 
     assert await run_worker() == 1
 
-    got = await api.get(f"/messages/{sent.json['id']}", bob)
+    got = await api.get(f"/messages/{sent['id']}", bob)
     assert got.status_code == 200, got.text
-    assert got.json["body"] == "hi bob"
-    assert got.json["seq"] == 1
-    job = await api.get(f"/jobs/{sent.json['job_id']}", alice)
-    assert job.status_code == 200, job.text
-    assert job.json["status"] == "complete"
+    assert got.json | {"created_at": None} == {
+        "id": sent["id"], "conversation_id": conv["id"], "seq": 1, "sender_id": alice.id, "body": "hi bob",
+        "client_id": None, "created_at": None, "edited_at": None, "deleted": False,
+    }
+    job = await api.get(f"/jobs/{sent['job_id']}", alice)
+    assert job.json["status"] == "complete" and job.json["tries"] == 1 and job.json["finished_at"]
+    assert_problem(await api.get(f"/jobs/{sent['job_id']}", bob), 404)  # only who caused it
+    assert_problem(await api.get("/jobs/persist:nothing", alice), 404)
+
+    view = (await api.get(f"/conversations/{conv['id']}", bob)).json
+    assert view["last_seq"] == 1 and view["last_message"]["id"] == sent["id"] and view["unread_count"] == 1
+    assert (await api.get(f"/conversations/{conv['id']}", alice)).json["unread_count"] == 0
+
+
+async def test_events_reach_participants_only(api: ApiClient, deps: Deps, run_worker: RunWorker) -> None:
+    alice, bob, carol, eve = [await api.user() for _ in range(4)]
+    conv = await api.conversation(alice, bob, carol)
+    sent = await send(api, bob, conv["id"], "to the group")
+    await run_worker()
+    for user in (alice, bob, carol):
+        created = [e for e in await stream(deps.redis, user.id) if e.type == "message.created"]
+        assert [str(e.data.id) for e in created] == [sent["id"]]  # type: ignore[union-attr]
+    assert await stream(deps.redis, eve.id) == []
+
+
+async def test_client_id_is_idempotent_before_and_after_persist(
+    api: ApiClient, deps: Deps, run_worker: RunWorker
+) -> None:
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    first = await send(api, alice, cid, "once", client_id="c-1")
+    queued_repeat = await send(api, alice, cid, "once", client_id="c-1")
+    assert (queued_repeat["id"], queued_repeat["seq"]) == (first["id"], first["seq"])
+    # Concurrent repeats of a new client_id still map to one message and one seq.
+    burst = await asyncio.gather(*(send(api, alice, cid, "twice", client_id="c-2") for _ in range(8)))
+    assert len({(r["id"], r["seq"]) for r in burst}) == 1
+    await run_worker()
+    after_persist = await send(api, alice, cid, "once", client_id="c-1")
+    assert (after_persist["id"], after_persist["seq"]) == (first["id"], first["seq"])
+    # Forget the queue's memory entirely: Postgres still guards against the duplicate.
+    await deps.redis.flushdb()
+    days_later = await send(api, alice, cid, "once", client_id="c-1")
+    assert (days_later["id"], days_later["seq"]) == (first["id"], first["seq"])
+    await run_worker()
+    assert await stored_count(deps, client_id="c-1") == 1
+    assert await stored_count(deps, client_id="c-2") == 1
+    # The same client_id from another sender is a different message.
+    other = await send(api, bob, cid, "once", client_id="c-1")
+    assert other["id"] != first["id"]
+    # Same client_id, different body: a conflict, queued or persisted.
+    assert_problem(await api.post(f"/conversations/{cid}/messages", alice, json={"body": "x", "client_id": "c-1"}), 409)
+    await send(api, alice, cid, "three", client_id="c-3")
+    assert_problem(await api.post(f"/conversations/{cid}/messages", alice, json={"body": "y", "client_id": "c-3"}), 409)
+
+
+async def test_rapid_sends_with_two_workers_keep_send_order(
+    api: ApiClient, deps: Deps, settings: Settings
+) -> None:
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    workers = [create_worker(settings, handle_signals=False, max_jobs=5) for _ in range(2)]
+    tasks = [asyncio.create_task(w.main()) for w in workers]
+    try:
+        sent = [await send(api, alice, cid, f"message {i}") for i in range(60)]
+        for _ in range(200):
+            if await stored_count(deps, conversation_id=uuid.UUID(cid)) == 60:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for w in workers:
+            await w.close()
+    assert all(w.jobs_complete > 0 for w in workers), "both workers should have taken jobs"
+    seqs = [s["seq"] for s in sent]
+    assert seqs == list(range(1, 61))
+    history = await api.get(f"/conversations/{cid}/messages", bob, query_string="limit=200")
+    assert [m["body"] for m in history.json["items"]] == [f"message {i}" for i in range(60)]
+    assert [m["seq"] for m in history.json["items"]] == seqs
+    assert history.json["has_more"] is False
+
+
+async def test_transient_failure_is_retried_and_stores_one_row(
+    api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    sent = await send(api, alice, cid, "survives a blip")
+    real = store.recipients
+    calls = 0
+
+    async def flaky(session: Any, conversation_id: uuid.UUID) -> list[uuid.UUID]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # after the insert, before the commit: the transaction is lost
+            raise ConnectionResetError("connection to Postgres lost")
+        return await real(session, conversation_id)
+
+    monkeypatch.setattr(store, "recipients", flaky)
+    await run_worker()
+    assert calls == 2
+    assert await stored_count(deps, id=uuid.UUID(sent["id"])) == 1
+    job = await api.get(f"/jobs/{sent['job_id']}", alice)
+    assert job.json["status"] == "complete" and job.json["tries"] == 2
+
+
+async def test_crash_between_commit_and_publish_publishes_on_retry(
+    api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    sent = await send(api, alice, cid, "committed, then the worker died")
+    real = RedisPublisher.publish
+    calls = 0
+
+    async def dies_once(self: RedisPublisher, event: Any, recipients: Any) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise redis.exceptions.ConnectionError("worker lost Redis right after commit")
+        return await real(self, event, recipients)
+
+    monkeypatch.setattr(RedisPublisher, "publish", dies_once)
+    await run_worker()
+    assert calls == 2
+    assert await stored_count(deps, id=uuid.UUID(sent["id"])) == 1
+    for user in (alice, bob):
+        created = [e for e in await stream(deps.redis, user.id) if e.type == "message.created"]
+        assert [str(e.data.id) for e in created] == [sent["id"]]  # type: ignore[union-attr]
+
+
+async def test_permanent_failure_goes_to_dead_letters(
+    api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chat import deadletters
+
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    sent = await send(api, alice, cid, "doomed")
+
+    async def broken(*args: Any) -> None:
+        raise ValueError("a bug, not a blip")
+
+    monkeypatch.setattr(store, "persist_message", broken)
+    await run_worker()
+    [entry] = await deadletters.entries(deps.redis)
+    assert entry["job_id"] == sent["job_id"] and "a bug" in entry["error"] and entry["tries"] == 1
+    assert entry["args"][0]["message_id"] == sent["id"]
+    job = await api.get(f"/jobs/{sent['job_id']}", alice)
+    assert job.json["status"] == "failed" and "a bug" in job.json["error"]
+
+
+async def test_lost_counter_is_reseeded(api: ApiClient, deps: Deps, run_worker: RunWorker) -> None:
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    for i in range(3):
+        await send(api, alice, cid, f"m{i}")
+    await run_worker()
+    # The key vanished: the api seeds from Postgres and carries on after the last stored seq.
+    await deps.redis.delete(counter_key(cid))
+    assert (await send(api, alice, cid, "after loss"))["seq"] == 4
+    await run_worker()
+    # The key went back in time: the worker finds its seq taken and takes the next free one.
+    await deps.redis.set(counter_key(cid), 2)
+    late = await send(api, alice, cid, "collides")
+    assert late["seq"] == 3
+    await run_worker()
+    stored = await api.get(f"/messages/{late['id']}", alice)
+    assert stored.json["seq"] == 5
+    history = await api.get(f"/conversations/{cid}/messages", alice)
+    assert [m["seq"] for m in history.json["items"]] == [1, 2, 3, 4, 5]
+    assert (await send(api, alice, cid, "next"))["seq"] == 6
+
+
+async def test_edit_and_delete(api: ApiClient, deps: Deps, run_worker: RunWorker) -> None:
+    alice, bob, carol = [await api.user() for _ in range(3)]
+    cid = (await api.conversation(alice, bob, carol))["id"]
+    mine = await send(api, bob, cid, "typo")
+    await run_worker()
+    mid = mine["id"]
+    assert_problem(await api.patch(f"/messages/{mid}", carol, json={"body": "hack"}), 403)
+    assert_problem(await api.patch(f"/messages/{mid}", bob, json={"body": "  "}), 422)
+    edit = await api.patch(f"/messages/{mid}", bob, json={"body": "fixed"})
+    assert edit.status_code == 202 and edit.json["status"] == "queued" and edit.json["seq"] == 1
+    await run_worker()
+    edited = (await api.get(f"/messages/{mid}", carol)).json
+    assert edited["body"] == "fixed" and edited["edited_at"] is not None
+    assert_problem(await api.delete(f"/messages/{mid}", carol), 403)  # neither sender nor owner
+    deleted = await api.delete(f"/messages/{mid}", alice)  # the group's owner may
+    assert deleted.status_code == 202, deleted.text
+    await run_worker()
+    gone = (await api.get(f"/messages/{mid}", bob)).json
+    assert gone["deleted"] is True and gone["body"] is None
+    assert_problem(await api.patch(f"/messages/{mid}", bob, json={"body": "again"}), 409)
+    types = [e.type for e in await stream(deps.redis, carol.id) if e.type.startswith("message.")]
+    assert types == ["message.created", "message.updated", "message.deleted"]
+    job = await api.get(f"/jobs/{edit.json['job_id']}", bob)
+    assert job.json["status"] == "complete" and job.json["function"] == "edit_message"
+
+
+async def test_history_paging(api: ApiClient, run_worker: RunWorker) -> None:
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    for i in range(7):
+        await send(api, alice, cid, f"m{i + 1}")
+    await run_worker()
+
+    async def seqs(query: str) -> tuple[list[int], bool]:
+        page = await api.get(f"/conversations/{cid}/messages", bob, query_string=query)
+        assert page.status_code == 200, page.text
+        return [m["seq"] for m in page.json["items"]], page.json["has_more"]
+
+    assert await seqs("limit=3") == ([5, 6, 7], True)
+    assert await seqs("before=5&limit=3") == ([2, 3, 4], True)
+    assert await seqs("before=3&limit=3") == ([1, 2], False)
+    assert await seqs("after=2&limit=3") == ([3, 4, 5], True)
+    assert await seqs("after=5") == ([6, 7], False)
+    assert await seqs("after=7") == ([], False)
+    for bad in ("before=1&after=2", "limit=0", "limit=201", "before=x", "after=-1"):
+        assert_problem(await api.get(f"/conversations/{cid}/messages", bob, query_string=bad), 422)
+
+
+async def test_send_validation(api: ApiClient) -> None:
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    path = f"/conversations/{cid}/messages"
+    for body in ({"body": ""}, {"body": "  \n "}, {"body": "x" * 4001}, {}, {"body": 5},
+                 {"body": "ok", "client_id": ""}, {"body": "ok", "client_id": "c" * 65}):
+        assert_problem(await api.post(path, alice, json=body), 422)
+    assert (await api.post(path, alice, json={"body": "x" * 4000})).status_code == 202
+    assert_problem(await api.post(path, alice, body=b"not json", headers={"Content-Type": "application/json"}), 400)
+    assert_problem(await api.post(path, alice, body=b"body=hi", headers={"Content-Type": "text/plain"}), 400)
+    assert_problem(await api.post(path, json={"body": "hi"}), 401)
+    assert_problem(await api.post(f"/conversations/{uuid.uuid4()}/messages", alice, json={"body": "hi"}), 404)
+    assert_problem(await api.get(f"/messages/{uuid.uuid4()}", alice), 404)
+
+
+async def test_read_marker_only_moves_forward(api: ApiClient, deps: Deps, run_worker: RunWorker) -> None:
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    for i in range(4):
+        await send(api, alice, cid, f"m{i}")
+    await run_worker()
+    assert (await api.get(f"/conversations/{cid}", bob)).json["unread_count"] == 4
+    assert (await api.post(f"/conversations/{cid}/read", bob, json={"seq": 3})).status_code == 204
+    assert (await api.post(f"/conversations/{cid}/read", bob, json={"seq": 1})).status_code == 204
+    view = (await api.get(f"/conversations/{cid}", bob)).json
+    marker = {p["user_id"]: p["last_read_seq"] for p in view["participants"]}
+    assert marker[bob.id] == 3 and view["unread_count"] == 1
+    # Past the newest message it stops at the newest.
+    assert (await api.post(f"/conversations/{cid}/read", bob, json={"seq": 99})).status_code == 204
+    assert (await api.get(f"/conversations/{cid}", bob)).json["unread_count"] == 0
+    reads = [e for e in await stream(deps.redis, alice.id) if e.type == "conversation.read"]
+    assert [(str(e.data.user_id), e.data.seq) for e in reads] == [(bob.id, 3), (bob.id, 4)]  # type: ignore[union-attr]
+    for bad in ({"seq": -1}, {"seq": "3"}, {}, {"seq": 1.5}):
+        assert_problem(await api.post(f"/conversations/{cid}/read", bob, json=bad), 422)
