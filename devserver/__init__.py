@@ -1,0 +1,1 @@
+"""The embedded dev mode: api, worker and push in one process, no Postgres or Redis needed."""
