@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 import falcon.asgi
+from falcon.asgi import Request, Response
 
 from api import problems
 from api.auth import BearerAuth
@@ -33,11 +36,12 @@ def build_deps(settings: Settings) -> Deps:
     )
 
 
-def create_app(settings: Settings | None = None, deps: Deps | None = None) -> falcon.asgi.App:
+def create_app(settings: Settings | None = None, deps: Deps | None = None) -> falcon.asgi.App[Request, Response]:
     """The api as an ASGI app. Clients are created here but connect lazily, on first use."""
     deps = deps or build_deps(settings or Settings())
+    middleware: list[Any] = [RequestMetrics(), Lifespan(deps), BearerAuth(deps.tokens)]
     app = falcon.asgi.App(
-        middleware=[RequestMetrics(), Lifespan(deps), BearerAuth(deps.tokens)],
+        middleware=middleware,
         cors_enable=False,
     )
     app.req_options.strip_url_path_trailing_slash = True

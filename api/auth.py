@@ -15,7 +15,9 @@ class BearerAuth:
     def __init__(self, tokens: Tokens) -> None:
         self._tokens = tokens
 
-    async def process_resource(self, req: Request, resp: Response, resource: Any, params: dict[str, Any]) -> None:
+    async def process_resource(
+        self, req: Request, resp: Response, resource: Any, params: dict[str, Any]
+    ) -> None:
         if resource is None or not getattr(resource, "auth_required", True):
             return
         header = req.get_header("Authorization")
@@ -23,7 +25,9 @@ class BearerAuth:
             raise Unauthorized("Missing bearer token.")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("The Authorization header must be 'Bearer <access token>'.", invalid_token=True)
+            raise Unauthorized(
+                "The Authorization header must be 'Bearer <access token>'.", invalid_token=True
+            )
         claims = self._tokens.verify_access(token.strip())
         req.context.user_id = claims.user_id
 

@@ -92,7 +92,9 @@ def validation_problem(exc: ValidationError, where: str) -> Unprocessable:
     return Unprocessable("The request has invalid fields.", errors)
 
 
-def query_int(req: Request, name: str, *, default: int | None = None, lo: int = 0, hi: int | None = None) -> int | None:
+def query_int(
+    req: Request, name: str, *, default: int | None = None, lo: int = 0, hi: int | None = None
+) -> int | None:
     raw = req.get_param(name)
     if raw is None or raw == "":
         return default

@@ -15,7 +15,9 @@ class RequestMetrics:
     async def process_request(self, req: Request, resp: Response) -> None:
         req.context.started = time.perf_counter()
 
-    async def process_response(self, req: Request, resp: Response, resource: Any, req_succeeded: bool) -> None:
+    async def process_response(
+        self, req: Request, resp: Response, resource: Any, req_succeeded: bool
+    ) -> None:
         started = getattr(req.context, "started", None)
         if started is None:
             return

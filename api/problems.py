@@ -31,7 +31,9 @@ async def handle_chat_error(req: Request, resp: Response, exc: ChatError, params
         resp.set_header(name, value)
 
 
-async def handle_http_error(req: Request, resp: Response, exc: falcon.HTTPError, params: dict[str, Any]) -> None:
+async def handle_http_error(
+    req: Request, resp: Response, exc: falcon.HTTPError, params: dict[str, Any]
+) -> None:
     status = exc.status_code
     title = exc.title or falcon.code_to_http_status(status).split(" ", 1)[-1]
     detail = exc.description or title
@@ -40,8 +42,8 @@ async def handle_http_error(req: Request, resp: Response, exc: falcon.HTTPError,
     elif status == 405:
         detail = f"{req.method} is not allowed on {req.path}."
     _write(resp, status, title, detail)
-    for name, value in (exc.headers or {}).items():
-        resp.set_header(name, value)
+    if exc.headers:
+        resp.set_headers(exc.headers)
 
 
 async def handle_unexpected(req: Request, resp: Response, exc: Exception, params: dict[str, Any]) -> None:
@@ -50,7 +52,7 @@ async def handle_unexpected(req: Request, resp: Response, exc: Exception, params
     _write(resp, 500, "Internal Server Error", "The server hit an unexpected error; it has been logged.")
 
 
-def register(app: falcon.asgi.App) -> None:
+def register(app: falcon.asgi.App[Request, Response]) -> None:
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_http_error)
     app.add_error_handler(ChatError, handle_chat_error)

@@ -14,7 +14,9 @@ from chat.models import Conversation, Message, Participant
 from chat.schemas import ConversationOut, MessageOut, ParticipantOut
 
 
-async def require_participant(session: AsyncSession, conversation_id: uuid.UUID, user_id: uuid.UUID) -> Participant:
+async def require_participant(
+    session: AsyncSession, conversation_id: uuid.UUID, user_id: uuid.UUID
+) -> Participant:
     """The caller's membership; 404 otherwise, so a non-participant never learns the conversation exists."""
     participant = await session.get(Participant, (conversation_id, user_id))
     if participant is None:
@@ -39,7 +41,10 @@ async def conversation_views(
         m.conversation_id: MessageOut.model_validate(m)
         for m in await session.scalars(
             select(Message)
-            .join(Conversation, and_(Message.conversation_id == Conversation.id, Message.seq == Conversation.last_seq))
+            .join(
+                Conversation,
+                and_(Message.conversation_id == Conversation.id, Message.seq == Conversation.last_seq),
+            )
             .where(Conversation.id.in_(ids))
         )
     }
@@ -61,7 +66,7 @@ async def conversation_views(
     return [
         ConversationOut(
             id=c.id,
-            kind=c.kind,  # type: ignore[arg-type]
+            kind=c.kind,
             title=c.title,
             created_at=c.created_at,
             participants=members.get(c.id, []),
@@ -73,7 +78,9 @@ async def conversation_views(
     ]
 
 
-async def conversation_view(session: AsyncSession, conversation_id: uuid.UUID, viewer: uuid.UUID) -> ConversationOut:
+async def conversation_view(
+    session: AsyncSession, conversation_id: uuid.UUID, viewer: uuid.UUID
+) -> ConversationOut:
     conversation = await session.get(Conversation, conversation_id, populate_existing=True)
     if conversation is None:
         raise NotFound("No such conversation.")
@@ -82,5 +89,7 @@ async def conversation_view(session: AsyncSession, conversation_id: uuid.UUID, v
 
 
 async def participant_ids(session: AsyncSession, conversation_id: uuid.UUID) -> list[uuid.UUID]:
-    rows = await session.scalars(select(Participant.user_id).where(Participant.conversation_id == conversation_id))
+    rows = await session.scalars(
+        select(Participant.user_id).where(Participant.conversation_id == conversation_id)
+    )
     return list(rows)

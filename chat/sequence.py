@@ -69,7 +69,9 @@ class Sequencer:
         self._raise = redis.register_script(_RAISE)
         self._redis = redis
 
-    async def claim(self, conversation_id: uuid.UUID, message_id: uuid.UUID | None, digest: str) -> Claim | None:
+    async def claim(
+        self, conversation_id: uuid.UUID, message_id: uuid.UUID | None, digest: str
+    ) -> Claim | None:
         """The next seq (or, for a repeated client_id, the seq already claimed); None if unseeded."""
         keys = [counter_key(conversation_id)]
         if message_id is not None:
@@ -98,5 +100,7 @@ class Sequencer:
 async def persisted_max_seq(session: AsyncSession, conversation_id: uuid.UUID) -> int:
     """The highest seq Postgres knows for a conversation: where a lost counter restarts."""
     last = await session.scalar(select(Conversation.last_seq).where(Conversation.id == conversation_id))
-    top = await session.scalar(select(func.max(Message.seq)).where(Message.conversation_id == conversation_id))
+    top = await session.scalar(
+        select(func.max(Message.seq)).where(Message.conversation_id == conversation_id)
+    )
     return max(last or 0, top or 0)

@@ -14,12 +14,12 @@ import os
 import signal
 
 import uvicorn
-from alembic import command
 from alembic.config import Config
+from push.server import build_server
 
+from alembic import command
 from api.app import create_app
 from chat.settings import Settings
-from push.server import build_server
 from workers.main import create_worker
 
 log = logging.getLogger("devserver")
@@ -40,7 +40,7 @@ async def serve(settings: Settings, host: str, api_port: int, push_port: int) ->
     worker = create_worker(settings, handle_signals=False)
     for server in (api, push):
         # One set of signal handlers for the three parts, installed below.
-        server.capture_signals = contextlib.nullcontext
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
 
     tasks = [
         asyncio.create_task(api.serve(), name="api"),
@@ -76,7 +76,9 @@ async def serve(settings: Settings, host: str, api_port: int, push_port: int) ->
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     os.environ.setdefault("ENVIRONMENT", "dev")
     settings = Settings()
     host = os.environ.get("HOST", "127.0.0.1")

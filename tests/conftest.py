@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.config import Config
 from falcon.testing import ASGIConductor
 from sqlalchemy import text
 
+from alembic import command
 from api.app import build_deps, create_app
 from api.deps import Deps
 from chat.settings import Settings

@@ -28,7 +28,12 @@ class ApiClient:
         self.conductor = conductor
 
     async def request(
-        self, method: str, path: str, user: TestUser | None = None, headers: dict[str, str] | None = None, **kw: Any
+        self,
+        method: str,
+        path: str,
+        user: TestUser | None = None,
+        headers: dict[str, str] | None = None,
+        **kw: Any,
     ) -> Result:
         merged = dict(headers or {})
         if user is not None:

@@ -13,7 +13,9 @@ from workers.main import create_worker
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     settings = Settings()
     port = settings.worker_metrics_port or (int(os.environ["PORT"]) if os.environ.get("PORT") else None)
     if port:

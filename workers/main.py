@@ -45,7 +45,7 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await engine.dispose()
 
 
-class ChatWorker(Worker):  # type: ignore[misc]
+class ChatWorker(Worker):
     """arq's worker, except that it sleeps on a wake-up channel instead of a fixed poll.
 
     arq polls its queue every `poll_delay` (0.5 s by default), which alone would add ~250 ms to the

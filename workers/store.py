@@ -18,7 +18,7 @@ MAX_RESEQUENCE = 5
 
 
 def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 async def persist_message(session: AsyncSession, job: PersistMessage, sequencer: Sequencer) -> Message:
@@ -61,7 +61,8 @@ async def persist_message(session: AsyncSession, job: PersistMessage, sequencer:
         .values(
             last_seq=case((Conversation.last_seq < seq, seq), else_=Conversation.last_seq),
             last_activity_at=case(
-                (Conversation.last_activity_at < job.created_at, job.created_at), else_=Conversation.last_activity_at
+                (Conversation.last_activity_at < job.created_at, job.created_at),
+                else_=Conversation.last_activity_at,
             ),
         )
     )
@@ -89,10 +90,16 @@ async def edit_message(session: AsyncSession, job: EditMessage) -> Message | Non
 
 async def delete_message(session: AsyncSession, job: DeleteMessage) -> Message | None:
     await session.execute(
-        update(Message).where(Message.id == job.message_id, Message.deleted.is_(False)).values(deleted=True, body=None)
+        update(Message)
+        .where(Message.id == job.message_id, Message.deleted.is_(False))
+        .values(deleted=True, body=None)
     )
     return await session.get(Message, job.message_id, populate_existing=True)
 
 
 async def recipients(session: AsyncSession, conversation_id: uuid.UUID) -> list[uuid.UUID]:
-    return list(await session.scalars(select(Participant.user_id).where(Participant.conversation_id == conversation_id)))
+    return list(
+        await session.scalars(
+            select(Participant.user_id).where(Participant.conversation_id == conversation_id)
+        )
+    )

@@ -92,7 +92,11 @@ async def persist_message(ctx: Ctx, payload: dict[str, Any]) -> str:
         await session.commit()
     # Only after commit: a crash between the two makes arq re-run the job, which finds the row and
     # publishes again. Clients de-duplicate by message id.
-    await _publish(ctx, MessageCreated(conversation_id=message.conversation_id, data=MessageOut.model_validate(message)), users)
+    await _publish(
+        ctx,
+        MessageCreated(conversation_id=message.conversation_id, data=MessageOut.model_validate(message)),
+        users,
+    )
     return f"stored seq {message.seq}"
 
 
@@ -105,7 +109,11 @@ async def edit_message(ctx: Ctx, payload: dict[str, Any]) -> str:
         await session.commit()
     if message is None:
         return "superseded"
-    await _publish(ctx, MessageUpdated(conversation_id=message.conversation_id, data=MessageOut.model_validate(message)), users)
+    await _publish(
+        ctx,
+        MessageUpdated(conversation_id=message.conversation_id, data=MessageOut.model_validate(message)),
+        users,
+    )
     return "edited"
 
 
@@ -118,11 +126,17 @@ async def delete_message(ctx: Ctx, payload: dict[str, Any]) -> str:
         await session.commit()
     if message is None:
         return "no such message"
-    await _publish(ctx, MessageDeleted(conversation_id=message.conversation_id, data=MessageOut.model_validate(message)), users)
+    await _publish(
+        ctx,
+        MessageDeleted(conversation_id=message.conversation_id, data=MessageOut.model_validate(message)),
+        users,
+    )
     return "deleted"
 
 
-async def _publish(ctx: Ctx, event: MessageCreated | MessageUpdated | MessageDeleted, users: list[Any]) -> None:
+async def _publish(
+    ctx: Ctx, event: MessageCreated | MessageUpdated | MessageDeleted, users: list[Any]
+) -> None:
     publisher: Publisher = ctx["publisher"]
     await publisher.publish(event, users)
     metrics.EVENTS_PUBLISHED.labels(event.type).inc(len(users))

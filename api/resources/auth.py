@@ -36,9 +36,9 @@ class DisplayName(_Body):
 class RegisterBody(_Body):
     username: Username
     password: Password
-    display_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = (
-        None
-    )
+    display_name: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None
+    ) = None
 
 
 class LoginBody(_Body):
@@ -155,7 +155,9 @@ class Logout:
         resp.status = 204
 
 
-async def issue_pair(session: AsyncSession, deps: Deps, user_id: uuid.UUID, *, family_id: uuid.UUID) -> dict[str, object]:
+async def issue_pair(
+    session: AsyncSession, deps: Deps, user_id: uuid.UUID, *, family_id: uuid.UUID
+) -> dict[str, object]:
     now = datetime.now(UTC)
     refresh = new_refresh_token()
     session.add(

@@ -18,7 +18,14 @@ from api.deps import Deps
 from api.http import limit_param, parse, path_uuid, send
 from api.views import conversation_view, conversation_views, participant_ids, require_participant
 from chat.errors import Forbidden, NotFound, TooManyRequests, Unprocessable, field_error
-from chat.events import ConversationCreated, ConversationRead, ParticipantAdded, ParticipantRemoved, Typing, UserRef
+from chat.events import (
+    ConversationCreated,
+    ConversationRead,
+    ParticipantAdded,
+    ParticipantRemoved,
+    Typing,
+    UserRef,
+)
 from chat.events import ReadMarker as ReadMarkerData
 from chat.models import Conversation, Participant, User
 from chat.sequence import Sequencer
@@ -30,7 +37,9 @@ class CreateBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     kind: Literal["direct", "group"]
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = (
+        None
+    )
     participant_ids: Annotated[list[uuid.UUID], Field(max_length=MAX_PARTICIPANTS)]
 
     @model_validator(mode="after")
@@ -88,14 +97,26 @@ class Conversations:
             last_seq=0,
             last_activity_at=now,
         )
-        members = [Participant(conversation_id=conversation.id, user_id=me, role="owner" if body.kind == "group" else "member", last_read_seq=0, joined_at=now)]
+        members = [
+            Participant(
+                conversation_id=conversation.id,
+                user_id=me,
+                role="owner" if body.kind == "group" else "member",
+                last_read_seq=0,
+                joined_at=now,
+            )
+        ]
         members += [
-            Participant(conversation_id=conversation.id, user_id=u, role="member", last_read_seq=0, joined_at=now)
+            Participant(
+                conversation_id=conversation.id, user_id=u, role="member", last_read_seq=0, joined_at=now
+            )
             for u in others
         ]
         async with self._deps.sessions() as session:
             if direct_key is not None:
-                existing = await session.scalar(select(Conversation.id).where(Conversation.direct_key == direct_key))
+                existing = await session.scalar(
+                    select(Conversation.id).where(Conversation.direct_key == direct_key)
+                )
                 if existing is not None:
                     send(resp, await conversation_view(session, existing, me), 200)
                     return
@@ -107,7 +128,9 @@ class Conversations:
             except IntegrityError:
                 # Both users opened the direct conversation at once; the other request won.
                 await session.rollback()
-                existing = await session.scalar(select(Conversation.id).where(Conversation.direct_key == direct_key))
+                existing = await session.scalar(
+                    select(Conversation.id).where(Conversation.direct_key == direct_key)
+                )
                 if existing is None:
                     raise
                 send(resp, await conversation_view(session, existing, me), 200)
@@ -125,7 +148,9 @@ class Conversations:
         after = _decode_cursor(req.get_param("cursor"))
         query = (
             select(Conversation)
-            .join(Participant, and_(Participant.conversation_id == Conversation.id, Participant.user_id == me))
+            .join(
+                Participant, and_(Participant.conversation_id == Conversation.id, Participant.user_id == me)
+            )
             .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
             .limit(limit + 1)
         )
@@ -178,11 +203,14 @@ class Participants:
             current = set(await participant_ids(session, cid))
             new = [u for u in dict.fromkeys(body.user_ids) if u not in current]
             if len(current) + len(new) > MAX_PARTICIPANTS:
-                raise field_error("body.user_ids", f"A conversation has at most {MAX_PARTICIPANTS} participants.")
+                raise field_error(
+                    "body.user_ids", f"A conversation has at most {MAX_PARTICIPANTS} participants."
+                )
             await _require_users(self._deps, new, "body.user_ids")
             now = datetime.now(UTC)
             session.add_all(
-                Participant(conversation_id=cid, user_id=u, role="member", last_read_seq=0, joined_at=now) for u in new
+                Participant(conversation_id=cid, user_id=u, role="member", last_read_seq=0, joined_at=now)
+                for u in new
             )
             try:
                 await session.commit()
@@ -199,7 +227,9 @@ class Participants:
             view = await conversation_view(session, cid, me)
             recipients = await participant_ids(session, cid)
         for user in new:
-            await self._deps.publisher.publish(ParticipantAdded(conversation_id=cid, data=UserRef(user_id=user)), recipients)
+            await self._deps.publisher.publish(
+                ParticipantAdded(conversation_id=cid, data=UserRef(user_id=user)), recipients
+            )
         send(resp, view)
 
 
@@ -262,7 +292,11 @@ class ReadMarker:
             seq = min(body.seq, newest)
             moved = await session.execute(
                 update(Participant)
-                .where(Participant.conversation_id == cid, Participant.user_id == me, Participant.last_read_seq < seq)
+                .where(
+                    Participant.conversation_id == cid,
+                    Participant.user_id == me,
+                    Participant.last_read_seq < seq,
+                )
                 .values(last_read_seq=seq)
             )
             await session.commit()
@@ -292,7 +326,9 @@ class TypingIndicator:
                 "Typing notifications are limited to one per interval per conversation.",
                 retry_after=math.ceil(max(ttl_ms, 1) / 1000),
             )
-        await self._deps.publisher.publish_ephemeral(Typing(conversation_id=cid, data=UserRef(user_id=me)), recipients)
+        await self._deps.publisher.publish_ephemeral(
+            Typing(conversation_id=cid, data=UserRef(user_id=me)), recipients
+        )
         resp.status = 204
 
 

@@ -49,7 +49,12 @@ class JobById:
 
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         me = current_user(req)
-        job = Job(job_id, self._deps.redis, _queue_name=self._deps.settings.queue_name, _deserializer=deserialize_job)
+        job = Job(
+            job_id,
+            self._deps.redis,
+            _queue_name=self._deps.settings.queue_name,
+            _deserializer=deserialize_job,
+        )
         status = await job.status()
         definition = await job.info() if status != JobStatus.not_found else None
         async with self._deps.sessions() as session:
@@ -57,7 +62,11 @@ class JobById:
             is_admin = bool(user and user.is_admin)
             owner = _owner(definition)
             persisted: Message | None = None
-            if definition is None and (mid := _message_id(job_id)) is not None and job_id.startswith("persist:"):
+            if (
+                definition is None
+                and (mid := _message_id(job_id)) is not None
+                and job_id.startswith("persist:")
+            ):
                 # The queue forgot the job (results expire); Postgres still knows it was done, and by whom.
                 persisted = await session.get(Message, mid)
                 owner = str(persisted.sender_id) if persisted else None

@@ -64,11 +64,19 @@ def digest(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
-def accepted(resp: Response, message_id: uuid.UUID, conversation_id: uuid.UUID, seq: int, job_id: str) -> None:
+def accepted(
+    resp: Response, message_id: uuid.UUID, conversation_id: uuid.UUID, seq: int, job_id: str
+) -> None:
     resp.set_header("Location", f"/api/v1/messages/{message_id}")
     send(
         resp,
-        {"id": message_id, "conversation_id": conversation_id, "seq": seq, "status": "queued", "job_id": job_id},
+        {
+            "id": message_id,
+            "conversation_id": conversation_id,
+            "seq": seq,
+            "status": "queued",
+            "job_id": job_id,
+        },
         202,
     )
 
@@ -83,7 +91,9 @@ class ConversationMessages:
         me = current_user(req)
         body = await parse(req, SendBody, self._deps.settings.max_body_bytes)
         message_id = (
-            uuid.uuid5(CLIENT_ID_NAMESPACE, f"{me}:{cid}:{body.client_id}") if body.client_id else uuid.uuid4()
+            uuid.uuid5(CLIENT_ID_NAMESPACE, f"{me}:{cid}:{body.client_id}")
+            if body.client_id
+            else uuid.uuid4()
         )
         body_digest = digest(body.body)
         async with self._deps.sessions() as session:
@@ -185,11 +195,12 @@ class MessageById:
         me = current_user(req)
         if message.sender_id != me:
             async with self._deps.sessions() as session:
-                kind = await session.scalar(select(Conversation.kind).where(Conversation.id == message.conversation_id))
+                kind = await session.scalar(
+                    select(Conversation.kind).where(Conversation.id == message.conversation_id)
+                )
             if not (kind == "group" and role == "owner"):
                 raise Forbidden("Only the sender or the group's owner can delete a message.")
         job_id = change_job_id("delete", message.id)
         payload = DeleteMessage(message_id=message.id, actor_id=me, deleted_at=datetime.now(UTC))
         await enqueue(self._deps.redis, DELETE_MESSAGE, payload, job_id)
         accepted(resp, message.id, message.conversation_id, message.seq, job_id)
-

@@ -36,7 +36,9 @@ async def test_direct_conversation_is_one_per_pair(api: ApiClient, deps: Deps) -
 async def test_group_creator_is_owner(api: ApiClient) -> None:
     alice, bob, carol = await api.user(), await api.user(), await api.user()
     result = await api.post(
-        "/conversations", alice, json={"kind": "group", "title": "trip", "participant_ids": [bob.id, carol.id, bob.id]}
+        "/conversations",
+        alice,
+        json={"kind": "group", "title": "trip", "participant_ids": [bob.id, carol.id, bob.id]},
     )
     assert result.status_code == 201, result.text
     roles = {p["user_id"]: p["role"] for p in result.json["participants"]}
@@ -58,8 +60,12 @@ async def test_create_validation(api: ApiClient) -> None:
     ]
     for body in bad_bodies:
         assert_problem(await api.post("/conversations", alice, json=body), 422)
-    assert_problem(await api.post("/conversations", alice, body=b"{", headers={"Content-Type": "application/json"}), 400)
-    assert_problem(await api.post("/conversations", json={"kind": "direct", "participant_ids": [bob.id]}), 401)
+    assert_problem(
+        await api.post("/conversations", alice, body=b"{", headers={"Content-Type": "application/json"}), 400
+    )
+    assert_problem(
+        await api.post("/conversations", json={"kind": "direct", "participant_ids": [bob.id]}), 401
+    )
 
 
 async def test_non_participant_sees_nothing(api: ApiClient) -> None:
@@ -69,7 +75,9 @@ async def test_non_participant_sees_nothing(api: ApiClient) -> None:
     assert_problem(await api.get(f"/conversations/{cid}", eve), 404)
     assert_problem(await api.get(f"/conversations/{cid}/messages", eve), 404)
     assert_problem(await api.post(f"/conversations/{cid}/messages", eve, json={"body": "hi"}), 404)
-    assert_problem(await api.post(f"/conversations/{cid}/participants", eve, json={"user_ids": [eve.id]}), 404)
+    assert_problem(
+        await api.post(f"/conversations/{cid}/participants", eve, json={"user_ids": [eve.id]}), 404
+    )
     assert_problem(await api.post(f"/conversations/{cid}/read", eve, json={"seq": 1}), 404)
     assert_problem(await api.post(f"/conversations/{cid}/typing", eve), 404)
     assert_problem(await api.delete(f"/conversations/{cid}/participants/{eve.id}", eve), 404)
@@ -111,7 +119,9 @@ async def test_participants_add_and_remove(api: ApiClient, deps: Deps) -> None:
 async def test_direct_participants_are_fixed(api: ApiClient) -> None:
     alice, bob, carol = await api.user(), await api.user(), await api.user()
     conv = await api.conversation(alice, bob, kind="direct")
-    assert_problem(await api.post(f"/conversations/{conv['id']}/participants", alice, json={"user_ids": [carol.id]}), 422)
+    assert_problem(
+        await api.post(f"/conversations/{conv['id']}/participants", alice, json={"user_ids": [carol.id]}), 422
+    )
     assert_problem(await api.delete(f"/conversations/{conv['id']}/participants/{alice.id}", alice), 422)
 
 

@@ -85,7 +85,7 @@ class Stack:
         log = self.logs / f"{kind}-{port}.log"
         command = self.lines[kind].strip()
         with log.open("wb") as out:
-            popen = subprocess.Popen(  # noqa: S603 - the Procfile line is the product's own
+            popen = subprocess.Popen(
                 ["/bin/sh", "-c", f"exec {command}"],
                 cwd=ROOT,
                 env={**env, "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"},
@@ -100,8 +100,13 @@ class Stack:
         return process
 
     def run(self, kind: str, **extra_env: str) -> subprocess.CompletedProcess[bytes]:
-        env = {**os.environ, **self.env, **extra_env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        return subprocess.run(  # noqa: S603
+        env = {
+            **os.environ,
+            **self.env,
+            **extra_env,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
+        return subprocess.run(
             ["/bin/sh", "-c", self.lines[kind].strip()], cwd=ROOT, env=env, capture_output=True, timeout=120
         )
 
@@ -111,7 +116,9 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.popen.poll() is not None:
-                raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n{process.output()}")
+                raise RuntimeError(
+                    f"{process.name} exited with {process.popen.returncode}:\n{process.output()}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(process.url + path, timeout=1).status_code == 200:
                     return

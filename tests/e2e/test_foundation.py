@@ -21,7 +21,9 @@ def test_release_then_web_serves_register_login_me(stack: Stack) -> None:
                 assert (http.post("/auth/register", json=body)).status_code == 201
                 login = http.post("/auth/login", data=body)  # form-encoded, as OAuth2 clients send
                 assert login.status_code == 200, login.text
-                me = http.get("/users/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"})
+                me = http.get(
+                    "/users/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"}
+                )
                 assert me.status_code == 200 and me.json()["username"] == "first_user"
                 ready = http.get("/readyz")
                 assert ready.status_code == 200, ready.text

@@ -47,7 +47,9 @@ async def test_send_persist_read_over_http(client: Client) -> None:
     sends = []
     for i in range(20):
         sent = await client.http.post(
-            f"/conversations/{cid}/messages", json={"body": f"hello {i}", "client_id": f"k{i}"}, headers=alice["headers"]
+            f"/conversations/{cid}/messages",
+            json={"body": f"hello {i}", "client_id": f"k{i}"},
+            headers=alice["headers"],
         )
         assert sent.status_code == 202, sent.text
         assert sent.headers["location"] == f"/api/v1/messages/{sent.json()['id']}"
@@ -58,7 +60,9 @@ async def test_send_persist_read_over_http(client: Client) -> None:
     for s in sends:
         await persisted(client, bob, s["id"])
     repeat = await client.http.post(
-        f"/conversations/{cid}/messages", json={"body": "hello 3", "client_id": "k3"}, headers=alice["headers"]
+        f"/conversations/{cid}/messages",
+        json={"body": "hello 3", "client_id": "k3"},
+        headers=alice["headers"],
     )
     assert repeat.status_code == 202 and repeat.json()["id"] == sends[3]["id"] and repeat.json()["seq"] == 4
     history = await client.http.get(f"/conversations/{cid}/messages", headers=bob["headers"])

@@ -20,7 +20,9 @@ from workers import store
 from workers.main import create_worker
 
 
-async def send(api: ApiClient, user: TestUser, cid: str, body: str, client_id: str | None = None) -> dict[str, Any]:
+async def send(
+    api: ApiClient, user: TestUser, cid: str, body: str, client_id: str | None = None
+) -> dict[str, Any]:
     payload: dict[str, Any] = {"body": body}
     if client_id is not None:
         payload["client_id"] = client_id
@@ -52,8 +54,15 @@ async def test_send_is_queued_then_persisted(api: ApiClient, run_worker: RunWork
     got = await api.get(f"/messages/{sent['id']}", bob)
     assert got.status_code == 200, got.text
     assert got.json | {"created_at": None} == {
-        "id": sent["id"], "conversation_id": conv["id"], "seq": 1, "sender_id": alice.id, "body": "hi bob",
-        "client_id": None, "created_at": None, "edited_at": None, "deleted": False,
+        "id": sent["id"],
+        "conversation_id": conv["id"],
+        "seq": 1,
+        "sender_id": alice.id,
+        "body": "hi bob",
+        "client_id": None,
+        "created_at": None,
+        "edited_at": None,
+        "deleted": False,
     }
     job = await api.get(f"/jobs/{sent['job_id']}", alice)
     assert job.json["status"] == "complete" and job.json["tries"] == 1 and job.json["finished_at"]
@@ -101,9 +110,13 @@ async def test_client_id_is_idempotent_before_and_after_persist(
     other = await send(api, bob, cid, "once", client_id="c-1")
     assert other["id"] != first["id"]
     # Same client_id, different body: a conflict, queued or persisted.
-    assert_problem(await api.post(f"/conversations/{cid}/messages", alice, json={"body": "x", "client_id": "c-1"}), 409)
+    assert_problem(
+        await api.post(f"/conversations/{cid}/messages", alice, json={"body": "x", "client_id": "c-1"}), 409
+    )
     await send(api, alice, cid, "three", client_id="c-3")
-    assert_problem(await api.post(f"/conversations/{cid}/messages", alice, json={"body": "y", "client_id": "c-3"}), 409)
+    assert_problem(
+        await api.post(f"/conversations/{cid}/messages", alice, json={"body": "y", "client_id": "c-3"}), 409
+    )
 
 
 async def test_rapid_sends_with_two_workers_keep_send_order(
@@ -278,11 +291,20 @@ async def test_send_validation(api: ApiClient) -> None:
     alice, bob = await api.user(), await api.user()
     cid = (await api.conversation(alice, bob, kind="direct"))["id"]
     path = f"/conversations/{cid}/messages"
-    for body in ({"body": ""}, {"body": "  \n "}, {"body": "x" * 4001}, {}, {"body": 5},
-                 {"body": "ok", "client_id": ""}, {"body": "ok", "client_id": "c" * 65}):
+    for body in (
+        {"body": ""},
+        {"body": "  \n "},
+        {"body": "x" * 4001},
+        {},
+        {"body": 5},
+        {"body": "ok", "client_id": ""},
+        {"body": "ok", "client_id": "c" * 65},
+    ):
         assert_problem(await api.post(path, alice, json=body), 422)
     assert (await api.post(path, alice, json={"body": "x" * 4000})).status_code == 202
-    assert_problem(await api.post(path, alice, body=b"not json", headers={"Content-Type": "application/json"}), 400)
+    assert_problem(
+        await api.post(path, alice, body=b"not json", headers={"Content-Type": "application/json"}), 400
+    )
     assert_problem(await api.post(path, alice, body=b"body=hi", headers={"Content-Type": "text/plain"}), 400)
     assert_problem(await api.post(path, json={"body": "hi"}), 401)
     assert_problem(await api.post(f"/conversations/{uuid.uuid4()}/messages", alice, json={"body": "hi"}), 404)
