@@ -15,6 +15,7 @@ from api.observe import Lifespan, Metrics, RequestMetrics
 from api.resources import auth, conversations, health, jobs, messages, users
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
+from chat.queue import JobQueue
 from chat.redis import create_redis
 from chat.security import Passwords, Tokens
 from chat.settings import Settings
@@ -28,15 +29,19 @@ def build_deps(settings: Settings) -> Deps:
     return Deps(
         settings=settings,
         engine=engine,
+        reader=engine.execution_options(isolation_level="AUTOCOMMIT"),
         sessions=create_sessionmaker(engine),
         redis=redis,
         publisher=RedisPublisher(redis, stream_maxlen=settings.event_stream_maxlen),
+        queue=JobQueue(redis),
         passwords=Passwords(settings),
         tokens=Tokens(settings),
     )
 
 
-def create_app(settings: Settings | None = None, deps: Deps | None = None) -> falcon.asgi.App[Request, Response]:
+def create_app(
+    settings: Settings | None = None, deps: Deps | None = None
+) -> falcon.asgi.App[Request, Response]:
     """The api as an ASGI app. Clients are created here but connect lazily, on first use."""
     deps = deps or build_deps(settings or Settings())
     middleware: list[Any] = [RequestMetrics(), Lifespan(deps), BearerAuth(deps.tokens)]

@@ -8,6 +8,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat.eventbus import Publisher
+from chat.queue import JobQueue
 from chat.security import Passwords, Tokens
 from chat.settings import Settings
 
@@ -16,8 +17,11 @@ from chat.settings import Settings
 class Deps:
     settings: Settings
     engine: AsyncEngine
+    # The same pool without transactions, for single-statement reads on hot paths.
+    reader: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     redis: ArqRedis
     publisher: Publisher
+    queue: JobQueue
     passwords: Passwords
     tokens: Tokens

@@ -23,7 +23,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout on the hot path; a connection that died
+        # fails its request once and is replaced (pool_recycle bounds how stale one can get).
+        pool_recycle=1800,
     )
 
 

@@ -10,7 +10,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from arq.connections import ArqRedis
 from pydantic import BaseModel, ConfigDict
 
 PERSIST_MESSAGE = "persist_message"
@@ -59,11 +58,3 @@ def change_job_id(kind: str, message_id: uuid.UUID) -> str:
 
 def wake_channel(queue_name: str) -> str:
     return f"{queue_name}:wake"
-
-
-async def enqueue(redis: ArqRedis, function: str, payload: JobPayload, job_id: str) -> bool:
-    """Enqueue one job and wake an idle worker; False when a job with this id already exists."""
-    job = await redis.enqueue_job(function, payload.dump(), _job_id=job_id)
-    # Workers otherwise only notice new jobs on their next poll; the wake-up keeps pick-up in ms.
-    await redis.publish(wake_channel(redis.default_queue_name), b"1")
-    return job is not None
