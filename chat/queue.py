@@ -91,7 +91,7 @@ class JobQueue:
         now = int(time.time() * 1000)
         body = _job_body(function, payload.dump(), now)
         keys = [job_key_prefix + job_id, result_key_prefix + job_id, self._queue]
-        args = [body, job_id, now, expires_extra_ms, self._wake]
+        args: list[bytes | str | int] = [body, job_id, now, expires_extra_ms, self._wake]
         return bool(await self._enqueue(keys=keys, args=args))
 
     async def accept_message(
@@ -115,7 +115,16 @@ class JobQueue:
         ]
         if claim_id is not None:
             keys.append(claim_key(claim_id))
-        args = [digest, CLAIM_TTL_SECONDS, head, tail, job_id, now, expires_extra_ms, self._wake]
+        args: list[bytes | str | int] = [
+            digest,
+            CLAIM_TTL_SECONDS,
+            head,
+            tail,
+            job_id,
+            now,
+            expires_extra_ms,
+            self._wake,
+        ]
         result = await self._accept(keys=keys, args=args)
         state = int(result[0])
         if state == -1:
