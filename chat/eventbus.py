@@ -8,7 +8,7 @@ channels of users connected to it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -45,6 +45,8 @@ return ids
 class Publisher(Protocol):
     async def publish(self, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> list[str]: ...
 
+    async def publish_many(self, batch: Sequence[tuple[StoredEvent, Sequence[uuid.UUID]]]) -> None: ...
+
     async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None: ...
 
 
@@ -63,6 +65,20 @@ class RedisPublisher:
         args: list[str | int | bytes] = [self._maxlen, encode(event), *(channel(u) for u in users)]
         ids = await self._script(keys=keys, args=args)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def publish_many(self, batch: Sequence[tuple[StoredEvent, Sequence[uuid.UUID]]]) -> None:
+        """Publish several events in one round trip (a worker's batch of messages)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event, recipients in batch:
+                users = list(dict.fromkeys(recipients))
+                if users:
+                    args: list[str | int | bytes] = [
+                        self._maxlen,
+                        encode(event),
+                        *(channel(u) for u in users),
+                    ]
+                    await self._script(keys=[stream_key(u) for u in users], args=args, client=pipe)
+            await pipe.execute()
 
     async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None:
         data = encode(event)

@@ -18,7 +18,8 @@ from chat.jobs import wake_channel
 from chat.redis import create_redis, deserialize_job, serialize_job
 from chat.sequence import Sequencer
 from chat.settings import Settings
-from workers.tasks import delete_message, edit_message, persist_message
+from workers.batch import PersistBatcher
+from workers.tasks import delete_message, edit_message, is_transient, persist_message
 
 log = logging.getLogger("workers")
 
@@ -35,6 +36,9 @@ def make_startup(settings: Settings) -> Any:
         ctx["publisher"] = RedisPublisher(ctx["redis"], stream_maxlen=settings.event_stream_maxlen)
         ctx["sequencer"] = Sequencer(ctx["redis"])
         ctx["max_tries"] = settings.job_max_tries
+        ctx["batcher"] = PersistBatcher(
+            ctx["sessions"], ctx["publisher"], ctx["sequencer"], is_transient=is_transient
+        )
 
     return on_startup
 
@@ -58,9 +62,11 @@ class ChatWorker(Worker):
         self._wake = asyncio.Event()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
+        starved = self.job_counter >= self.max_jobs
         super()._release_sem_dec_counter_on_complete()
-        # A free slot may be able to take a job that was skipped while all slots were busy.
-        self._wake.set()
+        if starved:
+            # Jobs may have been left in the queue while every slot was busy: look again now.
+            self._wake.set()
 
     async def main(self) -> None:
         logging.getLogger("arq.worker").info("starting worker for %s", ", ".join(self.functions))

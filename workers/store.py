@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import case, select, update
@@ -11,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage
 from chat.models import Conversation, Message, Participant
+from chat.schemas import MessageOut
 from chat.sequence import Sequencer, persisted_max_seq
 
 # How often a lost counter may hand out a taken number before the job gives up (and retries later).
@@ -21,54 +24,85 @@ def _insert(session: AsyncSession) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-async def persist_message(session: AsyncSession, job: PersistMessage, sequencer: Sequencer) -> Message:
-    """Store the message under its seq; returns the stored row (already there on a retry)."""
-    existing = await session.get(Message, job.message_id)
-    if existing is not None:
-        return existing
-    seq = job.seq
-    for _ in range(MAX_RESEQUENCE):
-        inserted = await session.scalar(
-            _insert(session)(Message)
+def _row(job: PersistMessage, seq: int) -> dict[str, Any]:
+    return {
+        "id": job.message_id,
+        "conversation_id": job.conversation_id,
+        "seq": seq,
+        "sender_id": job.sender_id,
+        "body": job.body,
+        "client_id": job.client_id,
+        "created_at": job.created_at,
+        "edited_at": None,
+        "deleted": False,
+    }
+
+
+async def persist_messages(
+    session: AsyncSession, jobs: Sequence[PersistMessage], sequencer: Sequencer
+) -> list[MessageOut]:
+    """Store a batch of queued messages in the caller's transaction; the stored rows, in job order.
+
+    One multi-row insert for the whole batch. A message already stored (a retried job) is
+    returned as stored; a message whose seq another message took (the Redis counter was lost
+    and restarted too low) gets the next free number.
+    """
+    if not jobs:
+        return []
+    # executemany with RETURNING: one round trip for the batch (insertmanyvalues), and a statement
+    # that compiles once, unlike a VALUES list whose shape changes with every batch size.
+    connection = await session.connection()
+    result = await connection.execute(
+        _insert(session)(Message).on_conflict_do_nothing().returning(Message.id),
+        [_row(j, j.seq) for j in jobs],
+    )
+    inserted = set(result.scalars())
+    stored: dict[uuid.UUID, MessageOut] = {}
+    for job in jobs:
+        if job.message_id in inserted:
+            stored[job.message_id] = MessageOut.model_validate(_row(job, job.seq))
+    rest = [j for j in jobs if j.message_id not in inserted]
+    if rest:
+        existing = await session.scalars(select(Message).where(Message.id.in_([j.message_id for j in rest])))
+        for message in existing:
+            stored[message.id] = MessageOut.model_validate(message)
+        for job in rest:
+            if job.message_id not in stored:
+                stored[job.message_id] = await _take_next_free_seq(session, job, sequencer)
+
+    newest: dict[uuid.UUID, MessageOut] = {}
+    for message in stored.values():
+        top = newest.get(message.conversation_id)
+        if top is None or message.seq > top.seq:
+            newest[message.conversation_id] = message
+    for conversation_id, top in newest.items():
+        latest = max(m.created_at for m in stored.values() if m.conversation_id == conversation_id)
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
             .values(
-                id=job.message_id,
-                conversation_id=job.conversation_id,
-                seq=seq,
-                sender_id=job.sender_id,
-                body=job.body,
-                client_id=job.client_id,
-                created_at=job.created_at,
-                edited_at=None,
-                deleted=False,
+                last_seq=case((Conversation.last_seq < top.seq, top.seq), else_=Conversation.last_seq),
+                last_activity_at=case(
+                    (Conversation.last_activity_at < latest, latest), else_=Conversation.last_activity_at
+                ),
             )
-            .on_conflict_do_nothing()
-            .returning(Message.id)
         )
-        if inserted is not None:
-            break
-        existing = await session.get(Message, job.message_id)
-        if existing is not None:  # another worker stored this very message a moment ago
-            return existing
-        # The seq belongs to another message: the Redis counter was lost and restarted too low.
+    return [stored[j.message_id] for j in jobs]
+
+
+async def _take_next_free_seq(session: AsyncSession, job: PersistMessage, sequencer: Sequencer) -> MessageOut:
+    for _ in range(MAX_RESEQUENCE):
         await sequencer.raise_to(job.conversation_id, await persisted_max_seq(session, job.conversation_id))
         seq = await sequencer.next(job.conversation_id)
-    else:
-        raise RuntimeError(f"could not find a free seq for message {job.message_id}")
-
-    await session.execute(
-        update(Conversation)
-        .where(Conversation.id == job.conversation_id)
-        .values(
-            last_seq=case((Conversation.last_seq < seq, seq), else_=Conversation.last_seq),
-            last_activity_at=case(
-                (Conversation.last_activity_at < job.created_at, job.created_at),
-                else_=Conversation.last_activity_at,
-            ),
+        inserted = await session.scalar(
+            _insert(session)(Message).values(_row(job, seq)).on_conflict_do_nothing().returning(Message.id)
         )
-    )
-    message = await session.get(Message, job.message_id, populate_existing=True)
-    assert message is not None
-    return message
+        if inserted is not None:
+            return MessageOut.model_validate(_row(job, seq))
+        existing = await session.get(Message, job.message_id)
+        if existing is not None:
+            return MessageOut.model_validate(existing)
+    raise RuntimeError(f"could not find a free seq for message {job.message_id}")
 
 
 async def edit_message(session: AsyncSession, job: EditMessage) -> Message | None:
@@ -97,9 +131,16 @@ async def delete_message(session: AsyncSession, job: DeleteMessage) -> Message |
     return await session.get(Message, job.message_id, populate_existing=True)
 
 
-async def recipients(session: AsyncSession, conversation_id: uuid.UUID) -> list[uuid.UUID]:
-    return list(
-        await session.scalars(
-            select(Participant.user_id).where(Participant.conversation_id == conversation_id)
+async def recipients(
+    session: AsyncSession, conversation_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """Participants of each conversation, read in the same transaction as the write."""
+    rows = await session.execute(
+        select(Participant.conversation_id, Participant.user_id).where(
+            Participant.conversation_id.in_(set(conversation_ids))
         )
     )
+    members: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for conversation_id, user_id in rows:
+        members[conversation_id].append(user_id)
+    return members

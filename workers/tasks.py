@@ -15,11 +15,11 @@ from arq import Retry
 
 from chat import deadletters, metrics
 from chat.eventbus import Publisher
-from chat.events import MessageCreated, MessageDeleted, MessageUpdated
+from chat.events import MessageDeleted, MessageUpdated
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage
 from chat.schemas import MessageOut
-from chat.sequence import Sequencer
 from workers import store
+from workers.batch import PersistBatcher
 
 log = logging.getLogger("workers.tasks")
 
@@ -84,19 +84,8 @@ def job(fn: Task) -> Task:
 
 @job
 async def persist_message(ctx: Ctx, payload: dict[str, Any]) -> str:
-    command = PersistMessage.model_validate(payload)
-    sequencer: Sequencer = ctx["sequencer"]
-    async with ctx["sessions"]() as session:
-        message = await store.persist_message(session, command, sequencer)
-        users = await store.recipients(session, command.conversation_id)
-        await session.commit()
-    # Only after commit: a crash between the two makes arq re-run the job, which finds the row and
-    # publishes again. Clients de-duplicate by message id.
-    await _publish(
-        ctx,
-        MessageCreated(conversation_id=message.conversation_id, data=MessageOut.model_validate(message)),
-        users,
-    )
+    batcher: PersistBatcher = ctx["batcher"]
+    message = await batcher.persist(PersistMessage.model_validate(payload))
     return f"stored seq {message.seq}"
 
 
@@ -105,7 +94,11 @@ async def edit_message(ctx: Ctx, payload: dict[str, Any]) -> str:
     command = EditMessage.model_validate(payload)
     async with ctx["sessions"]() as session:
         message = await store.edit_message(session, command)
-        users = await store.recipients(session, message.conversation_id) if message else []
+        users = (
+            (await store.recipients(session, [message.conversation_id]))[message.conversation_id]
+            if message
+            else []
+        )
         await session.commit()
     if message is None:
         return "superseded"
@@ -122,7 +115,11 @@ async def delete_message(ctx: Ctx, payload: dict[str, Any]) -> str:
     command = DeleteMessage.model_validate(payload)
     async with ctx["sessions"]() as session:
         message = await store.delete_message(session, command)
-        users = await store.recipients(session, message.conversation_id) if message else []
+        users = (
+            (await store.recipients(session, [message.conversation_id]))[message.conversation_id]
+            if message
+            else []
+        )
         await session.commit()
     if message is None:
         return "no such message"

@@ -156,12 +156,12 @@ async def test_transient_failure_is_retried_and_stores_one_row(
     real = store.recipients
     calls = 0
 
-    async def flaky(session: Any, conversation_id: uuid.UUID) -> list[uuid.UUID]:
+    async def flaky(session: Any, conversation_ids: Any) -> dict[uuid.UUID, list[uuid.UUID]]:
         nonlocal calls
         calls += 1
         if calls == 1:  # after the insert, before the commit: the transaction is lost
             raise ConnectionResetError("connection to Postgres lost")
-        return await real(session, conversation_id)
+        return await real(session, conversation_ids)
 
     monkeypatch.setattr(store, "recipients", flaky)
     await run_worker()
@@ -177,17 +177,17 @@ async def test_crash_between_commit_and_publish_publishes_on_retry(
     alice, bob = await api.user(), await api.user()
     cid = (await api.conversation(alice, bob, kind="direct"))["id"]
     sent = await send(api, alice, cid, "committed, then the worker died")
-    real = RedisPublisher.publish
+    real = RedisPublisher.publish_many
     calls = 0
 
-    async def dies_once(self: RedisPublisher, event: Any, recipients: Any) -> list[str]:
+    async def dies_once(self: RedisPublisher, batch: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise redis.exceptions.ConnectionError("worker lost Redis right after commit")
-        return await real(self, event, recipients)
+        await real(self, batch)
 
-    monkeypatch.setattr(RedisPublisher, "publish", dies_once)
+    monkeypatch.setattr(RedisPublisher, "publish_many", dies_once)
     await run_worker()
     assert calls == 2
     assert await stored_count(deps, id=uuid.UUID(sent["id"])) == 1
@@ -208,7 +208,7 @@ async def test_permanent_failure_goes_to_dead_letters(
     async def broken(*args: Any) -> None:
         raise ValueError("a bug, not a blip")
 
-    monkeypatch.setattr(store, "persist_message", broken)
+    monkeypatch.setattr(store, "persist_messages", broken)
     await run_worker()
     [entry] = await deadletters.entries(deps.redis)
     assert entry["job_id"] == sent["job_id"] and "a bug" in entry["error"] and entry["tries"] == 1
