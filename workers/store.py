@@ -64,17 +64,17 @@ async def persist_messages(
     rest = [j for j in jobs if j.message_id not in inserted]
     if rest:
         existing = await session.scalars(select(Message).where(Message.id.in_([j.message_id for j in rest])))
-        for message in existing:
-            stored[message.id] = MessageOut.model_validate(message)
+        for row in existing:
+            stored[row.id] = MessageOut.model_validate(row)
         for job in rest:
             if job.message_id not in stored:
                 stored[job.message_id] = await _take_next_free_seq(session, job, sequencer)
 
     newest: dict[uuid.UUID, MessageOut] = {}
-    for message in stored.values():
-        top = newest.get(message.conversation_id)
-        if top is None or message.seq > top.seq:
-            newest[message.conversation_id] = message
+    for out in stored.values():
+        top = newest.get(out.conversation_id)
+        if top is None or out.seq > top.seq:
+            newest[out.conversation_id] = out
     for conversation_id, top in newest.items():
         latest = max(m.created_at for m in stored.values() if m.conversation_id == conversation_id)
         await session.execute(

@@ -131,9 +131,7 @@ async def delete_message(ctx: Ctx, payload: dict[str, Any]) -> str:
     return "deleted"
 
 
-async def _publish(
-    ctx: Ctx, event: MessageCreated | MessageUpdated | MessageDeleted, users: list[Any]
-) -> None:
+async def _publish(ctx: Ctx, event: MessageUpdated | MessageDeleted, users: list[Any]) -> None:
     publisher: Publisher = ctx["publisher"]
     await publisher.publish(event, users)
     metrics.EVENTS_PUBLISHED.labels(event.type).inc(len(users))
