@@ -1,0 +1,303 @@
+"""web, worker and two push processes as real subprocesses; real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+import redis.asyncio
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from chat.eventbus import RedisPublisher, stream_key
+from chat.events import MessageCreated
+from chat.schemas import MessageOut
+from tests.e2e.conftest import E2E_REDIS_URL, SECRET, Client, Process, Stack
+
+
+@pytest.fixture(scope="module")
+def push_stack(stack: Stack) -> Stack:
+    stack.start("web")
+    stack.start("worker")
+    stack.start("push")
+    stack.start("push")
+    return stack
+
+
+def procs(stack: Stack, kind: str) -> list[Process]:
+    return [p for p in stack.processes if p.name == kind and p.popen.poll() is None]
+
+
+@pytest.fixture
+async def client(push_stack: Stack) -> AsyncIterator[Client]:
+    client = Client(procs(push_stack, "web")[0].url)
+    yield client
+    await client.aclose()
+
+
+async def open_ws(
+    push: Process, user: dict[str, Any], last_event_id: str | None = None
+) -> tuple[ClientConnection, dict[str, Any]]:
+    url = f"{push.ws_url}?token={user['access_token']}"
+    if last_event_id:
+        url += f"&last_event_id={last_event_id}"
+    ws = await connect(url, compression=None)
+    return ws, await next_frame(ws)
+
+
+async def next_frame(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
+    frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return frame
+
+
+async def frames_until(
+    ws: ClientConnection, count: int, kind: str = "message.created"
+) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    while len(got) < count:
+        frame = await next_frame(ws)
+        if frame["type"] == kind:
+            got.append(frame)
+    return got
+
+
+async def nothing_more(ws: ClientConnection, wait: float = 0.3) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), wait)
+
+
+async def direct(client: Client, a: dict[str, Any], b: dict[str, Any]) -> str:
+    result = await client.http.post(
+        "/conversations", json={"kind": "direct", "participant_ids": [b["id"]]}, headers=a["headers"]
+    )
+    assert result.status_code in (200, 201), result.text
+    cid: str = result.json()["id"]
+    return cid
+
+
+async def say(client: Client, user: dict[str, Any], cid: str, body: str) -> dict[str, Any]:
+    result = await client.http.post(
+        f"/conversations/{cid}/messages", json={"body": body}, headers=user["headers"]
+    )
+    assert result.status_code == 202, result.text
+    accepted: dict[str, Any] = result.json()
+    return accepted
+
+
+async def test_delivery_on_either_push_process_and_every_device(client: Client, push_stack: Stack) -> None:
+    push_a, push_b = procs(push_stack, "push")
+    alice, bob, eve = await client.user(), await client.user(), await client.user()
+    cid = await direct(client, alice, bob)
+    bob_phone, ready = await open_ws(push_a, bob)
+    assert ready["type"] == "ready" and ready["user_id"] == bob["id"] and ready["replayed"] == 0
+    bob_laptop, _ = await open_ws(push_b, bob)
+    alice_ws, _ = await open_ws(push_b, alice)
+    eve_ws, _ = await open_ws(push_a, eve)
+    try:
+        sent = await say(client, alice, cid, "hello bob")
+        for ws in (bob_phone, bob_laptop, alice_ws):
+            [event] = await frames_until(ws, 1)
+            assert event["data"]["id"] == sent["id"] and event["conversation_id"] == cid
+            assert event["data"]["body"] == "hello bob" and event["event_id"]
+        await nothing_more(eve_ws)
+    finally:
+        for ws in (bob_phone, bob_laptop, alice_ws, eve_ws):
+            await ws.close()
+
+
+async def test_resume_replays_missed_events_then_goes_live(client: Client, push_stack: Stack) -> None:
+    push_a, push_b = procs(push_stack, "push")
+    alice, bob = await client.user(), await client.user()
+    cid = await direct(client, alice, bob)
+    ws, _ = await open_ws(push_a, bob)
+    await say(client, alice, cid, "seen 1")
+    [seen] = await frames_until(ws, 1)
+    await ws.close()
+
+    missed = [await say(client, alice, cid, f"missed {i}") for i in range(5)]
+    await asyncio.sleep(0.5)  # let the worker persist and publish them while bob is away
+    ws, first = await open_ws(push_b, bob, last_event_id=seen["event_id"])
+    try:
+        replayed = [first] + [await next_frame(ws) for _ in range(4)]
+        assert [f["data"]["id"] for f in replayed] == [m["id"] for m in missed]
+        ready = await next_frame(ws)
+        assert ready["type"] == "ready" and ready["replayed"] == 5
+        assert ready["last_event_id"] == replayed[-1]["event_id"]
+        live = await say(client, alice, cid, "live again")
+        [event] = await frames_until(ws, 1)
+        assert event["data"]["id"] == live["id"]
+        ids = [f["event_id"] for f in replayed] + [event["event_id"]]
+        assert len(set(ids)) == len(ids)
+        await nothing_more(ws)
+    finally:
+        await ws.close()
+
+
+async def test_trimmed_id_gets_resync_required(client: Client, push_stack: Stack) -> None:
+    push = procs(push_stack, "push")[0]
+    alice, bob = await client.user(), await client.user()
+    cid = await direct(client, alice, bob)
+    ws, _ = await open_ws(push, bob)
+    for i in range(4):
+        await say(client, alice, cid, f"m{i}")
+    events = await frames_until(ws, 4)
+    await ws.close()
+    r = redis.asyncio.Redis.from_url(E2E_REDIS_URL)
+    await r.xtrim(stream_key(bob["id"]), maxlen=1, approximate=False)
+    await r.aclose()
+    ws, first = await open_ws(push, bob, last_event_id=events[0]["event_id"])
+    try:
+        assert first == {"type": "resync_required"}
+        ready = await next_frame(ws)
+        assert ready["type"] == "ready"
+    finally:
+        await ws.close()
+
+
+async def closed_with(ws: ClientConnection, timeout: float = 10) -> int | None:
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+
+
+async def test_bad_and_expiring_tokens_close_4401(client: Client, push_stack: Stack) -> None:
+    push = procs(push_stack, "push")[0]
+    for query in ("", "?token=garbage", "?token="):
+        ws = await connect(push.ws_url + query, compression=None)
+        assert await closed_with(ws) == 4401
+    alice = await client.user()
+    expired = jwt.encode(
+        {
+            "sub": alice["id"],
+            "iat": int(time.time()) - 60,
+            "exp": int(time.time()) - 1,
+            "jti": "x",
+            "type": "access",
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    ws = await connect(f"{push.ws_url}?token={expired}", compression=None)
+    assert await closed_with(ws) == 4401
+    soon = jwt.encode(
+        {
+            "sub": alice["id"],
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 2,
+            "jti": "y",
+            "type": "access",
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    ws = await connect(f"{push.ws_url}?token={soon}", compression=None)
+    assert (await next_frame(ws))["type"] == "ready"
+    started = time.monotonic()
+    assert await closed_with(ws) == 4401
+    assert time.monotonic() - started < 5
+    # The token travels in the query string; it must never reach a log.
+    assert alice["access_token"] not in push.output() and soon not in push.output()
+
+
+async def test_typing_and_presence(client: Client, push_stack: Stack) -> None:
+    push = procs(push_stack, "push")[1]
+    alice, bob = await client.user(), await client.user()
+    cid = await direct(client, alice, bob)
+    profile = (await client.http.get(f"/users/{bob['id']}", headers=alice["headers"])).json()
+    assert profile["online"] is False
+    bob_ws, _ = await open_ws(push, bob)
+    alice_ws, _ = await open_ws(push, alice)
+    try:
+        profile = (await client.http.get(f"/users/{bob['id']}", headers=alice["headers"])).json()
+        assert profile["online"] is True and profile["last_seen_at"]
+        typing = await client.http.post(f"/conversations/{cid}/typing", headers=alice["headers"])
+        assert typing.status_code == 204
+        frame = await next_frame(bob_ws)
+        assert frame == {"type": "typing", "conversation_id": cid, "data": {"user_id": alice["id"]}}
+        await nothing_more(alice_ws)
+        await bob_ws.send('{"type":"ping"}')
+        assert await next_frame(bob_ws) == {"type": "pong"}
+        await bob_ws.send("not json")
+        assert (await next_frame(bob_ws))["type"] == "error"
+        await bob_ws.send('{"type":"ping"}')  # the connection survived the bad frame
+        assert await next_frame(bob_ws) == {"type": "pong"}
+        await bob_ws.send("x" * 5000)
+        assert await closed_with(bob_ws) == 1009
+    finally:
+        await bob_ws.close()
+        await alice_ws.close()
+    for _ in range(50):
+        profile = (await client.http.get(f"/users/{bob['id']}", headers=alice["headers"])).json()
+        if not profile["online"]:
+            break
+        await asyncio.sleep(0.1)
+    assert profile["online"] is False and profile["last_seen_at"]
+
+
+def rss_kib(process: Process) -> int:
+    with open(f"/proc/{process.popen.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_client_that_never_reads_is_closed_4408_with_memory_bounded(
+    client: Client, push_stack: Stack
+) -> None:
+    push = procs(push_stack, "push")[0]
+    alice, bob = await client.user(), await client.user()
+    cid = await direct(client, alice, bob)
+    # A tiny receive queue and no reading: everything backs up into the server.
+    ws = await connect(f"{push.ws_url}?token={bob['access_token']}", compression=None, max_queue=1)
+    await asyncio.sleep(0.3)
+    before = rss_kib(push)
+    r = redis.asyncio.Redis.from_url(E2E_REDIS_URL)
+    publisher = RedisPublisher(r, stream_maxlen=1000)
+    now = datetime.now(UTC)
+    for i in range(10_000):
+        message = MessageOut(
+            id=uuid.uuid4(),
+            conversation_id=uuid.UUID(cid),
+            seq=i + 1,
+            sender_id=uuid.UUID(alice["id"]),
+            body=f"flood {i} " + "x" * 200,
+            client_id=None,
+            created_at=now,
+            edited_at=None,
+            deleted=False,
+        )
+        await publisher.publish(
+            MessageCreated(conversation_id=message.conversation_id, data=message), [uuid.UUID(bob["id"])]
+        )
+    await r.aclose()
+    await asyncio.sleep(1)
+    grown_mib = (rss_kib(push) - before) / 1024
+    # 10,000 frames of ~450 bytes is ~4.5 MiB; the send queue bound keeps the server far below that.
+    assert grown_mib < 16, f"push process grew by {grown_mib:.1f} MiB"
+    assert await closed_with(ws, timeout=20) == 4408
+    # The push process is still healthy for everyone else.
+    other, ready = await open_ws(push, alice)
+    assert ready["type"] == "ready"
+    await other.close()
+
+
+async def test_sigterm_closes_sockets_with_1012(client: Client, push_stack: Stack) -> None:
+    push = push_stack.start("push")
+    bob = await client.user()
+    ws, _ = await open_ws(push, bob)
+    started = time.monotonic()
+    push.signal(signal.SIGTERM)
+    assert await closed_with(ws) == 1012
+    assert push.popen.wait(10) is not None
+    assert time.monotonic() - started < 10
