@@ -28,7 +28,7 @@ async def test_dev_mode_serves_the_whole_contract(tmp_path: Path) -> None:
     env |= {"API_PORT": str(api_port), "PUSH_PORT": str(push_port)}
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
-        dev = subprocess.Popen(  # noqa: S603
+        dev = subprocess.Popen(
             [sys.executable, "-m", "devserver"],
             cwd=tmp_path,
             env=env,
@@ -58,7 +58,7 @@ async def test_dev_mode_serves_the_whole_contract(tmp_path: Path) -> None:
                     await http.get("/users/me", headers={"Authorization": f"Bearer {token['access_token']}"})
                 ).json()
                 users.append((me["id"], token["access_token"]))
-            (alice_id, alice_token), (bob_id, bob_token) = users
+            (_, alice_token), (bob_id, bob_token) = users
             alice = {"Authorization": f"Bearer {alice_token}"}
             conv = await http.post(
                 "/conversations", json={"kind": "direct", "participant_ids": [bob_id]}, headers=alice
