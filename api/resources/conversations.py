@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.auth import current_user
 from api.deps import Deps
+from api.fields import PG_INT_MAX, NoNul
 from api.http import limit_param, parse, path_uuid, send
 from api.views import conversation_view, conversation_views, participant_ids, require_participant
 from chat.errors import Forbidden, NotFound, TooManyRequests, Unprocessable, field_error
@@ -37,9 +38,9 @@ class CreateBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     kind: Literal["direct", "group"]
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = (
-        None
-    )
+    title: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul] | None
+    ) = None
     participant_ids: Annotated[list[uuid.UUID], Field(max_length=MAX_PARTICIPANTS)]
 
     @model_validator(mode="after")
@@ -60,7 +61,7 @@ class AddBody(BaseModel):
 class ReadBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    seq: Annotated[int, Field(ge=0, strict=True)]
+    seq: Annotated[int, Field(ge=0, le=PG_INT_MAX, strict=True)]
 
 
 async def _require_users(deps: Deps, user_ids: list[uuid.UUID], field: str) -> None:

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from falcon.asgi import Request, Response
-from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import select
 
 from api.auth import current_user
 from api.deps import Deps
+from api.fields import PG_INT_MAX, NoNul, NotBlank
 from api.http import parse, path_uuid, query_int, send
 from api.views import require_participant
 from chat import metrics
@@ -36,27 +37,20 @@ MAX_BODY_CHARS = 4000
 CLIENT_ID_NAMESPACE = uuid.UUID("6f1c1d52-8d0e-4c1e-9a55-2f9b1f4b7e10")
 
 
-def _check_body(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
+MessageText = Annotated[str, StringConstraints(max_length=MAX_BODY_CHARS), NotBlank, NoNul]
 
 
 class SendBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    body: Annotated[str, StringConstraints(max_length=MAX_BODY_CHARS)]
-    client_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-
-    _body = field_validator("body")(_check_body)
+    body: MessageText
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul] | None = None
 
 
 class EditBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    body: Annotated[str, StringConstraints(max_length=MAX_BODY_CHARS)]
-
-    _body = field_validator("body")(_check_body)
+    body: MessageText
 
 
 def digest(body: str) -> str:
@@ -147,8 +141,8 @@ class ConversationMessages:
     async def on_get(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
-        before = query_int(req, "before", lo=0)
-        after = query_int(req, "after", lo=0)
+        before = query_int(req, "before", lo=0, hi=PG_INT_MAX)
+        after = query_int(req, "after", lo=0, hi=PG_INT_MAX)
         limit = query_int(req, "limit", default=50, lo=1, hi=200)
         assert limit is not None
         if before is not None and after is not None:

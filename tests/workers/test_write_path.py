@@ -330,3 +330,17 @@ async def test_read_marker_only_moves_forward(api: ApiClient, deps: Deps, run_wo
     assert [(str(e.data.user_id), e.data.seq) for e in reads] == [(bob.id, 3), (bob.id, 4)]  # type: ignore[union-attr]
     for bad in ({"seq": -1}, {"seq": "3"}, {}, {"seq": 1.5}):
         assert_problem(await api.post(f"/conversations/{cid}/read", bob, json=bad), 422)
+
+
+async def test_inputs_postgres_cannot_store_are_422_not_500(api: ApiClient) -> None:
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    assert_problem(await api.post(f"/conversations/{cid}/messages", alice, json={"body": "a\u0000b"}), 422)
+    assert_problem(
+        await api.post(f"/conversations/{cid}/messages", alice, json={"body": "ok", "client_id": "\u0000"}), 422
+    )
+    title = {"kind": "group", "title": "t\u0000", "participant_ids": [bob.id]}
+    assert_problem(await api.post("/conversations", alice, json=title), 422)
+    for query in ("before=99999999999", "after=2147483648"):
+        assert_problem(await api.get(f"/conversations/{cid}/messages", alice, query_string=query), 422)
+    assert_problem(await api.post(f"/conversations/{cid}/read", alice, json={"seq": 2**40}), 422)
