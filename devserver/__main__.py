@@ -40,7 +40,7 @@ async def serve(settings: Settings, host: str, api_port: int, push_port: int) ->
     worker = create_worker(settings, handle_signals=False)
     for server in (api, push):
         # One set of signal handlers for the three parts, installed below.
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
 
     tasks = [
         asyncio.create_task(api.serve(), name="api"),

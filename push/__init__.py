@@ -1,0 +1,1 @@
+"""The push process: owns every WebSocket and relays the events workers and the api publish."""

@@ -1,0 +1,31 @@
+"""`python -m push`: the Procfile's `push` line, serving WebSockets on $PORT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from chat.settings import Settings
+from push.server import build_server
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    settings = Settings()
+    host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a server process listens on all interfaces
+    port = int(os.environ.get("PORT", "8001"))
+    server, sock = build_server(settings, host, port)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+if __name__ == "__main__":
+    main()

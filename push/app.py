@@ -1,0 +1,114 @@
+"""Builds the push app: `create_app(settings)` wires Redis, the hub and the routes in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import falcon
+import falcon.asgi
+from falcon.asgi import Request, Response, WebSocket
+from redis.asyncio import Redis
+
+from chat import metrics
+from chat.errors import Unauthorized
+from chat.redis import create_redis
+from chat.security import Tokens
+from chat.settings import Settings
+from push import frames
+from push.hub import Hub
+from push.session import Session
+
+log = logging.getLogger("push")
+
+
+class Socket:
+    """`GET /ws?token=...[&last_event_id=...]`."""
+
+    def __init__(self, settings: Settings, redis: Redis, hub: Hub, tokens: Tokens) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._hub = hub
+        self._tokens = tokens
+        self.sessions: set[Session] = set()
+
+    async def on_websocket(self, req: Request, ws: WebSocket) -> None:
+        # Browsers cannot set headers on a WebSocket, so the token is in the query: never log it.
+        try:
+            claims = self._tokens.verify_access(req.get_param("token"))
+        except Unauthorized:
+            await ws.accept()
+            await ws.close(frames.TOKEN_INVALID)
+            metrics.WS_CLOSED.labels(str(frames.TOKEN_INVALID)).inc()
+            return
+        await ws.accept()
+        session = Session(ws, claims.user_id, claims.expires_at, self._settings)
+        self.sessions.add(session)
+        metrics.WS_CONNECTIONS.inc()
+        try:
+            await session.run(self._redis, self._hub, req.get_param("last_event_id"))
+        finally:
+            self.sessions.discard(session)
+            metrics.WS_CONNECTIONS.dec()
+
+
+class Health:
+    async def on_get(self, req: Request, resp: Response) -> None:
+        resp.media = {"status": "ok"}
+
+
+class Ready:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        try:
+            async with asyncio.timeout(1):
+                await self._redis.ping()
+            check = "ok"
+        except Exception as exc:
+            check = f"error: {type(exc).__name__}"
+        ready = check == "ok"
+        resp.status = 200 if ready else 503
+        resp.media = {"status": "ok" if ready else "unavailable", "checks": {"redis": check}}
+
+
+class Metrics:
+    async def on_get(self, req: Request, resp: Response) -> None:
+        resp.content_type = metrics.CONTENT_TYPE
+        resp.data = metrics.render()
+
+
+class Lifespan:
+    def __init__(self, redis: Redis, hub: Hub, socket: Socket) -> None:
+        self._redis = redis
+        self._hub = hub
+        self._socket = socket
+
+    async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        # uvicorn has already closed the sockets with 1012; this covers servers that don't.
+        for session in list(self._socket.sessions):
+            session.restart()
+        for _ in range(50):
+            if not self._socket.sessions:
+                break
+            await asyncio.sleep(0.02)
+        await self._hub.close()
+        with contextlib.suppress(Exception):
+            await self._redis.aclose(close_connection_pool=True)
+
+
+def create_app(settings: Settings | None = None) -> falcon.asgi.App[Request, Response]:
+    settings = settings or Settings()
+    redis = create_redis(settings)
+    hub = Hub(redis)
+    socket = Socket(settings, redis, hub, Tokens(settings))
+    middleware: list[Any] = [Lifespan(redis, hub, socket)]
+    app = falcon.asgi.App(middleware=middleware)
+    app.add_route("/ws", socket)
+    app.add_route("/healthz", Health())
+    app.add_route("/readyz", Ready(redis))
+    app.add_route("/metrics", Metrics())
+    return app

@@ -1,0 +1,136 @@
+"""One Redis pub/sub connection per push process, multiplexed over the users connected here.
+
+A user's channel is subscribed when their first local socket opens and dropped when the last one
+closes, so adding push processes does not multiply traffic. Each published frame arrives as
+ready-to-send JSON and is decoded to text once, then offered to every local socket of that user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from chat.eventbus import CHANNEL_PREFIX, channel
+
+log = logging.getLogger("push.hub")
+
+
+class Subscriber(Protocol):
+    user_id: str
+
+    def offer(self, frame: str) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+class Hub:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._local: dict[str, set[Subscriber]] = defaultdict(set)
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def connections(self) -> int:
+        return sum(len(s) for s in self._local.values())
+
+    async def join(self, subscriber: Subscriber) -> None:
+        """Register a socket; returns once its user's channel is subscribed (no event can be missed)."""
+        async with self._lock:
+            first = not self._local[subscriber.user_id]
+            self._local[subscriber.user_id].add(subscriber)
+            if not first:
+                return
+            name = channel(subscriber.user_id)
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirmations[name] = confirmed
+            pubsub = self._ensure_pubsub()
+            try:
+                await pubsub.subscribe(name)
+                self._ensure_reader()
+                await asyncio.wait_for(asyncio.shield(confirmed), 5)
+            except BaseException:
+                self._local[subscriber.user_id].discard(subscriber)
+                self._confirmations.pop(name, None)
+                raise
+
+    async def leave(self, subscriber: Subscriber) -> None:
+        async with self._lock:
+            sockets = self._local.get(subscriber.user_id)
+            if sockets is None:
+                return
+            sockets.discard(subscriber)
+            if sockets:
+                return
+            del self._local[subscriber.user_id]
+            if self._pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self._pubsub.unsubscribe(channel(subscriber.user_id))
+
+    def _ensure_pubsub(self) -> PubSub:
+        if self._pubsub is None:
+            self._pubsub = self._redis.pubsub()
+        return self._pubsub
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(), name="push-hub-reader")
+
+    async def _read(self) -> None:
+        pubsub = self._pubsub
+        assert pubsub is not None
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                kind = message["type"]
+                name = (
+                    message["channel"].decode()
+                    if isinstance(message["channel"], bytes)
+                    else message["channel"]
+                )
+                if kind == "message":
+                    self._fan_out(name, message["data"])
+                elif kind == "subscribe":
+                    confirmed = self._confirmations.pop(name, None)
+                    if confirmed is not None and not confirmed.done():
+                        confirmed.set_result(None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The subscription is gone and events may have been missed meanwhile: every local
+            # socket is closed with 1012, and its client resumes from its stream elsewhere or here.
+            log.warning("pub/sub connection lost (%s); restarting local sockets", exc)
+            self._pubsub = None
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            for sockets in list(self._local.values()):
+                for subscriber in list(sockets):
+                    subscriber.restart()
+
+    def _fan_out(self, name: str, data: bytes | str) -> None:
+        sockets = self._local.get(name[len(CHANNEL_PREFIX) :])
+        if not sockets:
+            return
+        frame = data.decode() if isinstance(data, bytes) else data  # once per process, not per socket
+        for subscriber in list(sockets):
+            subscriber.offer(frame)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None

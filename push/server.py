@@ -1,0 +1,46 @@
+"""Serve the push app with uvicorn on a socket of our own, tuned for backpressure."""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+
+from chat.settings import Settings
+from push.app import create_app
+
+MAX_CLIENT_FRAME = 4096  # larger client frames are closed with 1009 by the websockets layer
+
+
+def listen(host: str, port: int, sndbuf: int) -> socket.socket:
+    """A listening socket whose small send buffer is inherited by every accepted connection.
+
+    Left to autotuning, the kernel would buffer megabytes for a client that stops reading, and
+    the bounded send queue (close with 4408) would only notice far too late.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Server, socket.socket]:
+    config = uvicorn.Config(
+        create_app(settings),
+        ws="websockets",
+        ws_max_size=MAX_CLIENT_FRAME,
+        ws_ping_interval=settings.push_ping_interval_seconds,
+        ws_ping_timeout=settings.push_ping_interval_seconds,
+        # Compressing would cost CPU per socket for every frame and hide a stalled reader longer.
+        ws_per_message_deflate=False,
+        # The access log would print the query string, and with it the token.
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        log_level="warning",
+        lifespan="on",
+    )
+    return uvicorn.Server(config), listen(host, port, settings.push_socket_sndbuf)

@@ -1,0 +1,187 @@
+"""One WebSocket connection, from authentication to close.
+
+The seam between replay and live is the delicate part: the user's channel is subscribed first
+and live frames are buffered; then the stream is replayed after the client's last_event_id; then
+buffered frames newer than the last replayed one are flushed, and the socket goes live. Nothing is
+lost between the two and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from datetime import datetime
+
+import orjson
+from falcon import WebSocketDisconnected
+from falcon.asgi import WebSocket
+from redis.asyncio import Redis
+
+from chat import metrics, presence
+from chat.eventbus import EVENT_FIELD, stream_key
+from chat.events import frame as event_frame
+from chat.settings import Settings
+from push import frames
+from push.hub import Hub
+
+log = logging.getLogger("push.session")
+
+REPLAY_CHUNK = 500
+
+
+class Session:
+    def __init__(self, ws: WebSocket, user_id: uuid.UUID, expires_at: datetime, settings: Settings) -> None:
+        self.ws = ws
+        self.user_id = str(user_id)
+        self.connection_id = uuid.uuid4().hex
+        self.expires_at = expires_at
+        self._settings = settings
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.push_send_queue_size)
+        self._buffer: list[str] | None = []  # live frames held back while replaying
+        self._closing: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    # Called by the hub for every frame published to this user.
+    def offer(self, frame: str) -> None:
+        if self._closing.done():
+            return
+        if self._buffer is not None:
+            if len(self._buffer) >= self._settings.push_send_queue_size:
+                self.close_with(frames.TOO_SLOW)
+            else:
+                self._buffer.append(frame)
+            return
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            # The client stopped reading; holding more would let one socket eat the process.
+            self.close_with(frames.TOO_SLOW)
+
+    def restart(self) -> None:
+        self.close_with(frames.RESTARTING)
+
+    def close_with(self, code: int) -> None:
+        if not self._closing.done():
+            self._closing.set_result(code)
+
+    async def run(self, redis: Redis, hub: Hub, last_event_id: str | None) -> None:
+        await hub.join(self)
+        tasks: list[asyncio.Task[None]] = []
+        code = 1000
+        try:
+            await presence.touch(redis, self.user_id, self.connection_id, self._settings.presence_ttl_seconds)
+            await self._start(redis, last_event_id)
+            tasks = [
+                asyncio.create_task(self._send_loop()),
+                asyncio.create_task(self._receive_loop()),
+                asyncio.create_task(self._heartbeat(redis)),
+                asyncio.create_task(self._expire()),
+            ]
+            code = await self._closing
+        except WebSocketDisconnected:
+            code = 1001
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await hub.leave(self)
+            with contextlib.suppress(Exception):
+                await presence.leave(redis, self.user_id, self.connection_id)
+            if code != 1001 and not self.ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.ws.close(code), 2)
+            metrics.WS_CLOSED.labels(str(code)).inc()
+
+    async def _start(self, redis: Redis, last_event_id: str | None) -> None:
+        key = stream_key(self.user_id)
+        replayed = 0
+        last_sent: tuple[int, int] | None = None
+        if last_event_id is not None:
+            start = frames.parse_id(last_event_id)
+            if start is None or await _trimmed_after(redis, key, start):
+                await self.ws.send_text(frames.RESYNC_REQUIRED)
+            else:
+                last_sent = start
+                cursor = f"({start[0]}-{start[1]}"
+                while True:
+                    entries = await redis.xrange(key, min=cursor, max="+", count=REPLAY_CHUNK)
+                    for entry_id, fields in entries:
+                        await self.ws.send_text(event_frame(entry_id, fields[EVENT_FIELD]).decode())
+                        last_sent = frames.parse_id(entry_id)
+                        replayed += 1
+                    if len(entries) < REPLAY_CHUNK:
+                        break
+                    cursor = "(" + entries[-1][0].decode()
+        newest = await redis.xrevrange(key, count=1)
+        newest_id = newest[0][0].decode() if newest else None
+        await self.ws.send_text(frames.ready(self.user_id, self.connection_id, replayed, newest_id))
+        metrics.WS_FRAMES_SENT.inc(replayed + 1)
+        # Go live: what arrived during the replay and is newer than it goes first, in order.
+        buffered, self._buffer = self._buffer or [], None
+        for frame in buffered:
+            event_id = frames.parse_id(frames.event_id_of(frame))
+            if event_id is None or last_sent is None or event_id > last_sent:
+                self.offer(frame)
+
+    async def _send_loop(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            try:
+                await self.ws.send_text(frame)
+            except WebSocketDisconnected:
+                self.close_with(1001)
+                return
+            metrics.WS_FRAMES_SENT.inc()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                raw = await self.ws.receive_text()
+            except WebSocketDisconnected:
+                self.close_with(1001)
+                return
+            except (TypeError, ValueError):  # a binary frame
+                self.offer(frames.error("Frames must be JSON text."))
+                continue
+            try:
+                message = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                self.offer(frames.error("Frames must be JSON objects."))
+                continue
+            if isinstance(message, dict) and message.get("type") == "ping":
+                self.offer(frames.PONG)
+            else:
+                self.offer(frames.error('Unknown frame; the only client frame is {"type": "ping"}.'))
+
+    async def _heartbeat(self, redis: Redis) -> None:
+        ttl = self._settings.presence_ttl_seconds
+        while True:
+            await asyncio.sleep(ttl / 3)
+            with contextlib.suppress(Exception):
+                await presence.touch(redis, self.user_id, self.connection_id, ttl)
+
+    async def _expire(self) -> None:
+        await asyncio.sleep(max(0.0, self.expires_at.timestamp() - time.time()))
+        self.close_with(frames.TOKEN_INVALID)
+
+
+async def _trimmed_after(redis: Redis, key: str, start: tuple[int, int]) -> bool:
+    """True when events after `start` may have been trimmed away (or `start` was never issued)."""
+    try:
+        info = await redis.xinfo_stream(key)
+    except Exception:  # no stream at all: nothing to resume from
+        return True
+    last_generated = frames.parse_id(info.get("last-generated-id"))
+    if last_generated is None or start > last_generated:
+        return True
+    deleted = frames.parse_id(info.get("max-deleted-entry-id"))
+    if deleted is not None and deleted != (0, 0):
+        return deleted > start
+    first = info.get("first-entry")
+    first_id = frames.parse_id(first[0]) if first else None
+    # Without trim bookkeeping: a gap is possible when the oldest kept event is newer than start.
+    return (
+        first_id is not None and first_id > start and int(info.get("entries-added", 0)) > int(info["length"])
+    )
