@@ -15,11 +15,11 @@ import signal
 
 import uvicorn
 from alembic.config import Config
-from push.server import build_server
 
 from alembic import command
 from api.app import create_app
 from chat.settings import Settings
+from push.server import build_server
 from workers.main import create_worker
 
 log = logging.getLogger("devserver")

@@ -337,7 +337,8 @@ async def test_inputs_postgres_cannot_store_are_422_not_500(api: ApiClient) -> N
     cid = (await api.conversation(alice, bob, kind="direct"))["id"]
     assert_problem(await api.post(f"/conversations/{cid}/messages", alice, json={"body": "a\u0000b"}), 422)
     assert_problem(
-        await api.post(f"/conversations/{cid}/messages", alice, json={"body": "ok", "client_id": "\u0000"}), 422
+        await api.post(f"/conversations/{cid}/messages", alice, json={"body": "ok", "client_id": "\u0000"}),
+        422,
     )
     title = {"kind": "group", "title": "t\u0000", "participant_ids": [bob.id]}
     assert_problem(await api.post("/conversations", alice, json=title), 422)
