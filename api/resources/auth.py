@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import current_user
 from api.deps import Deps
+from api.fields import NoNul
 from api.http import parse, send
 from chat.errors import Conflict, Unauthorized
 from chat.models import RefreshToken, User
@@ -30,24 +31,24 @@ class _Body(BaseModel):
 
 
 class DisplayName(_Body):
-    display_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    display_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), NoNul]
 
 
 class RegisterBody(_Body):
     username: Username
     password: Password
     display_name: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), NoNul] | None
     ) = None
 
 
 class LoginBody(_Body):
-    username: Annotated[str, Field(min_length=1, max_length=128)]
+    username: Annotated[str, Field(min_length=1, max_length=128), NoNul]
     password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
 class RefreshBody(_Body):
-    refresh_token: Annotated[str, Field(min_length=1, max_length=256)]
+    refresh_token: Annotated[str, Field(min_length=1, max_length=256), NoNul]
 
     @field_validator("refresh_token")
     @classmethod

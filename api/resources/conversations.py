@@ -341,7 +341,7 @@ def _decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
     if not raw:
         return None
     try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        text = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
         at, _, cid = text.partition("|")
         when = datetime.fromisoformat(at)
         if when.tzinfo is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 from falcon.asgi import Request, Response
 from sqlalchemy import select, update
@@ -15,6 +16,8 @@ from chat import presence
 from chat.errors import NotFound, field_error
 from chat.models import User
 from chat.schemas import UserOut, UserProfileOut
+
+_USERNAME_PART = re.compile(r"[a-z0-9_.-]{0,32}")
 
 
 class Me:
@@ -50,8 +53,10 @@ class Users:
     async def on_get(self, req: Request, resp: Response) -> None:
         limit = limit_param(req)
         prefix = (req.get_param("q") or "").strip().lower()
-        if len(prefix) > 32:
-            raise field_error("query.q", "At most 32 characters.")
+        if not _USERNAME_PART.fullmatch(prefix):
+            # No username holds anything else (spaces, '%', NUL, a 33rd character): nothing matches.
+            send(resp, {"items": [], "next_cursor": None})
+            return
         after = _decode_cursor(req.get_param("cursor"))
         query = select(User).order_by(User.username_key).limit(limit + 1)
         if prefix:
@@ -96,6 +101,9 @@ def _decode_cursor(raw: str | None) -> str | None:
     if not raw:
         return None
     try:
-        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
+        value = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
+        if not _USERNAME_PART.fullmatch(value) or not value:
+            raise ValueError("not a username")
+        return value
+    except ValueError:  # binascii.Error and UnicodeDecodeError included
         raise field_error("query.cursor", "Not a cursor this endpoint issued.") from None

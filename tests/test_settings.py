@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from chat.settings import Settings
+
+
+def test_production_refuses_a_missing_or_short_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SECRET_KEY", "ENVIRONMENT", "DATABASE_URL", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir("/")  # no .env
+    with pytest.raises(ValidationError, match="SECRET_KEY"):
+        Settings(redis_url="redis://localhost:6379/0")
+    with pytest.raises(ValidationError, match="SECRET_KEY"):
+        Settings(secret_key="too-short", redis_url="redis://localhost:6379/0")
+    with pytest.raises(ValidationError, match="REDIS_URL"):
+        Settings(secret_key="k" * 40)
+    ok = Settings(secret_key="k" * 40, redis_url="redis://localhost:6379/0")
+    assert ok.environment == "production"
+
+
+def test_dev_and_test_fall_back_to_the_embedded_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir("/")
+    monkeypatch.setenv("ENVIRONMENT", "dev")
+    dev = Settings()
+    assert dev.database_url.startswith("sqlite+aiosqlite://") and dev.redis_url == "memory://"
+    assert len(dev.secret_key.get_secret_value()) >= 32
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "test")
+    monkeypatch.setenv("ACCESS_TOKEN_EXPIRE_MINUTES", "5")
+    monkeypatch.setenv("ALGORITHM", "HS384")
+    settings = Settings()
+    assert settings.access_token_expire_minutes == 5 and settings.algorithm == "HS384"
+    monkeypatch.setenv("ALGORITHM", "none")
+    with pytest.raises(ValidationError):
+        Settings()
