@@ -37,7 +37,7 @@ async def _user(http: httpx.AsyncClient) -> dict[str, Any]:
     }
 
 
-async def run(stack: Stack, pairs: int, messages: int, concurrency: int) -> dict[str, float]:
+async def run(stack: Stack, pairs: int, messages: int, concurrency: int, rate: float = 0) -> dict[str, float]:
     web = next(p for p in stack.processes if p.name == "web")
     push = next(p for p in stack.processes if p.name == "push")
     limits = httpx.Limits(max_connections=concurrency * pairs + 10)
@@ -84,6 +84,9 @@ async def run(stack: Stack, pairs: int, messages: int, concurrency: int) -> dict
             url = f"{web.url}/api/v1/conversations/{cid}/messages"
 
             async def one(i: int) -> None:
+                if rate:
+                    # Paced: message i leaves at i/rate seconds, so latency is measured without a backlog.
+                    await asyncio.sleep(i / rate)
                 async with gate:
                     body = f"{cid}:{i}"
                     sent_at[body] = time.perf_counter()
@@ -121,6 +124,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=500, help="messages per sender")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight per sender")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--rate", type=float, default=0, help="messages/s per sender (0: as fast as possible)"
+    )
     args = parser.parse_args()
 
     name = services.create_database()
@@ -142,7 +148,7 @@ def main() -> None:
         stack.start("push")
         # A short warm-up so connection pools and caches are filled before measuring.
         asyncio.run(run(stack, 1, 50, 4))
-        result = asyncio.run(run(stack, args.pairs, args.messages, args.concurrency))
+        result = asyncio.run(run(stack, args.pairs, args.messages, args.concurrency, args.rate))
     finally:
         stack.stop_all()
         services.drop_database(name)
