@@ -1,0 +1,163 @@
+"""The push session against an in-process Redis: the replay/live seam, resync and backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from chat.eventbus import RedisPublisher, stream_key
+from chat.events import MessageCreated
+from chat.redis import create_redis
+from chat.schemas import MessageOut
+from chat.settings import Settings
+from push import frames
+from push.hub import Hub
+from push.session import Session, _trimmed_after
+from tests.conftest import make_settings
+
+
+class FakeWebSocket:
+    """Records what the session sends; `hold` blocks sends to mimic a client that stopped reading."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.closed_with: int | None = None
+        self.closed = False
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self._incoming: asyncio.Queue[str] = asyncio.Queue()
+        self.on_send: Any = None
+
+    async def send_text(self, text: str) -> None:
+        await self.hold.wait()
+        self.sent.append(orjson.loads(text))
+        if self.on_send is not None:
+            await self.on_send(self.sent[-1])
+
+    async def receive_text(self) -> str:
+        return await self._incoming.get()
+
+    async def close(self, code: int = 1000) -> None:
+        self.closed_with = code
+        self.closed = True
+
+
+def message(user: uuid.UUID, seq: int) -> MessageCreated:
+    body = MessageOut(
+        id=uuid.uuid4(),
+        conversation_id=uuid.uuid4(),
+        seq=seq,
+        sender_id=user,
+        body=f"m{seq}",
+        client_id=None,
+        created_at=datetime.now(UTC),
+        edited_at=None,
+        deleted=False,
+    )
+    return MessageCreated(conversation_id=body.conversation_id, data=body)
+
+
+@pytest.fixture
+def push_settings() -> Settings:
+    return make_settings(redis_url=f"memory://{uuid.uuid4().hex}", push_send_queue_size=8)
+
+
+async def start(
+    settings: Settings, ws: FakeWebSocket, user: uuid.UUID, last: str | None
+) -> tuple[Any, Any, Any]:
+    redis = create_redis(settings)
+    hub = Hub(redis)
+    session = Session(ws, user, datetime.now(UTC) + timedelta(minutes=5), settings)  # type: ignore[arg-type]
+    task = asyncio.create_task(session.run(redis, hub, last))
+    return redis, hub, (session, task)
+
+
+async def wait_for(predicate: Any, timeout: float = 2) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_resume_seam_has_no_gap_and_no_duplicate(push_settings: Settings) -> None:
+    user = uuid.uuid4()
+    redis = create_redis(push_settings)
+    publisher = RedisPublisher(redis, stream_maxlen=1000)
+    ids = [(await publisher.publish(message(user, i), [user]))[0] for i in range(1, 6)]
+    ws = FakeWebSocket()
+
+    async def publish_during_replay(frame: dict[str, Any]) -> None:
+        # While the replay is being sent, two more events arrive live: both must come exactly once.
+        if frame.get("data", {}).get("seq") == 3:
+            ws.on_send = None
+            await publisher.publish(message(user, 6), [user])
+            await publisher.publish(message(user, 7), [user])
+
+    ws.on_send = publish_during_replay
+    _, hub, (session, task) = await start(push_settings, ws, user, ids[0])
+    await wait_for(lambda: len(ws.sent) >= 7)
+    await asyncio.sleep(0.1)
+    seqs = [f["data"]["seq"] for f in ws.sent if f.get("type") == "message.created"]
+    assert seqs == [2, 3, 4, 5, 6, 7]
+    ready = next(f for f in ws.sent if f["type"] == "ready")
+    # The ready frame follows the replayed events; it counts the ones read from the stream.
+    assert ws.sent.index(ready) >= 4 and ready["replayed"] >= 4
+    event_ids = [f["event_id"] for f in ws.sent if "event_id" in f]
+    assert len(event_ids) == len(set(event_ids))
+    session.close_with(1000)
+    await task
+    await hub.close()
+    await redis.aclose()
+
+
+async def test_unknown_or_trimmed_ids_ask_for_resync(push_settings: Settings) -> None:
+    user = uuid.uuid4()
+    redis = create_redis(push_settings)
+    key = stream_key(user)
+    assert await _trimmed_after(redis, key, (1, 0))  # no stream at all
+    publisher = RedisPublisher(redis, stream_maxlen=1000)
+    ids = [frames.parse_id((await publisher.publish(message(user, i), [user]))[0]) for i in range(5)]
+    assert ids[0] is not None and ids[-1] is not None
+    assert not await _trimmed_after(redis, key, ids[0])
+    assert await _trimmed_after(redis, key, (ids[-1][0] + 10_000, 0))  # never issued
+    await redis.xtrim(key, maxlen=2, approximate=False)
+    assert await _trimmed_after(redis, key, ids[0])
+    assert not await _trimmed_after(redis, key, ids[3])
+
+    ws = FakeWebSocket()
+    _, hub, (session, task) = await start(push_settings, ws, user, "not-an-id")
+    await wait_for(lambda: len(ws.sent) >= 2)
+    assert ws.sent[0] == {"type": "resync_required"} and ws.sent[1]["type"] == "ready"
+    session.close_with(1000)
+    await task
+    await hub.close()
+    await redis.aclose()
+
+
+async def test_a_client_that_stops_reading_is_closed_4408(push_settings: Settings) -> None:
+    user = uuid.uuid4()
+    redis = create_redis(push_settings)
+    publisher = RedisPublisher(redis, stream_maxlen=1000)
+    ws = FakeWebSocket()
+    _, hub, (session, task) = await start(push_settings, ws, user, None)
+    await wait_for(lambda: any(f["type"] == "ready" for f in ws.sent))
+    ws.hold.clear()  # the socket stops draining
+    for i in range(50):
+        await publisher.publish(message(user, i), [user])
+    await asyncio.wait_for(task, 2)
+    assert ws.closed_with == frames.TOO_SLOW
+    assert hub.connections == 0
+    await hub.close()
+    await redis.aclose()
+
+
+def test_event_ids_are_read_from_the_frame_prefix() -> None:
+    assert frames.event_id_of('{"event_id":"17-3","type":"message.created"}') == "17-3"
+    assert frames.event_id_of('{"type":"typing"}') is None
+    assert frames.parse_id("17-3") == (17, 3) and frames.parse_id(b"1-0") == (1, 0)
+    assert frames.parse_id("17") is None and frames.parse_id("a-b") is None and frames.parse_id(None) is None
+    assert frames.parse_id("10-0") > frames.parse_id("9-99")  # type: ignore[operator]
