@@ -55,7 +55,7 @@ def create_redis(settings: Settings, *, max_connections: int | None = None) -> A
     }
     url = settings.redis_url
     if url.startswith("memory://"):
-        pool = ConnectionPool(connection_class=FakeAsyncRedisConnection, server=_fake_server(url))  # type: ignore[arg-type]
+        pool = ConnectionPool(connection_class=FakeAsyncRedisConnection, server=_fake_server(url))
         return MemoryArqRedis(pool, **options)
     pool = ConnectionPool.from_url(url, max_connections=max_connections)
     return ArqRedis(pool, **options)

@@ -143,7 +143,7 @@ async def test_a_client_that_stops_reading_is_closed_4408(push_settings: Setting
     redis = create_redis(push_settings)
     publisher = RedisPublisher(redis, stream_maxlen=1000)
     ws = FakeWebSocket()
-    _, hub, (session, task) = await start(push_settings, ws, user, None)
+    _, hub, (_session, task) = await start(push_settings, ws, user, None)
     await wait_for(lambda: any(f["type"] == "ready" for f in ws.sent))
     ws.hold.clear()  # the socket stops draining
     for i in range(50):
