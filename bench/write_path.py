@@ -9,6 +9,7 @@ receiver's socket.
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import statistics
 import time
@@ -118,6 +119,12 @@ async def run(stack: Stack, pairs: int, messages: int, concurrency: int, rate: f
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", type=int, default=4, help="sender/receiver pairs, one conversation each")
@@ -148,7 +155,12 @@ def main() -> None:
         stack.start("push")
         # A short warm-up so connection pools and caches are filled before measuring.
         asyncio.run(run(stack, 1, 50, 4))
+        before = {p: cpu_seconds(p.popen.pid) for p in stack.processes}
         result = asyncio.run(run(stack, args.pairs, args.messages, args.concurrency, args.rate))
+        for process, start in before.items():
+            # CPU per message shows which process type to scale (or optimise) first.
+            used = cpu_seconds(process.popen.pid) - start
+            result[f"{process.name} cpu ms/msg"] = used * 1000 / result["messages"]
     finally:
         stack.stop_all()
         services.drop_database(name)
