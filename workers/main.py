@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from typing import Any
 
 from arq import Worker
-from arq.connections import RedisSettings
 
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
@@ -139,23 +137,3 @@ def create_worker(settings: Settings, **overrides: Any) -> ChatWorker:
     }
     options.update(overrides)
     return ChatWorker(**options)
-
-
-class WorkerSettings:
-    """For `arq workers.main.WorkerSettings`: the stock arq worker (polling) over the same jobs.
-
-    `python -m workers` (the Procfile's line) runs ChatWorker instead, which adds wake-ups.
-    """
-
-    functions = FUNCTIONS
-    on_shutdown = on_shutdown
-    job_serializer = serialize_job
-    job_deserializer = deserialize_job
-    redis_settings = RedisSettings.from_dsn(os.environ.get("REDIS_URL", "redis://localhost:6379"))
-    queue_name = os.environ.get("QUEUE_NAME", "arq:queue")
-    max_tries = 12
-    poll_delay = 0.05
-
-    @staticmethod
-    async def on_startup(ctx: dict[str, Any]) -> None:
-        await make_startup(Settings())(ctx)
