@@ -12,11 +12,13 @@ import asyncpg
 import redis.exceptions
 import sqlalchemy.exc
 from arq import Retry
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat import deadletters, metrics
 from chat.eventbus import Publisher
 from chat.events import MessageDeleted, MessageUpdated
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage
+from chat.models import Message
 from chat.schemas import MessageOut
 from workers import store
 from workers.batch import PersistBatcher
@@ -92,46 +94,32 @@ async def persist_message(ctx: Ctx, payload: dict[str, Any]) -> str:
 @job
 async def edit_message(ctx: Ctx, payload: dict[str, Any]) -> str:
     command = EditMessage.model_validate(payload)
-    async with ctx["sessions"]() as session:
-        message = await store.edit_message(session, command)
-        users = (
-            (await store.recipients(session, [message.conversation_id]))[message.conversation_id]
-            if message
-            else []
-        )
-        await session.commit()
-    if message is None:
-        return "superseded"
-    await _publish(
-        ctx,
-        MessageUpdated(conversation_id=message.conversation_id, data=MessageOut.model_validate(message)),
-        users,
-    )
-    return "edited"
+    changed = await _change(ctx, lambda session: store.edit_message(session, command), MessageUpdated)
+    return "edited" if changed else "superseded"
 
 
 @job
 async def delete_message(ctx: Ctx, payload: dict[str, Any]) -> str:
     command = DeleteMessage.model_validate(payload)
+    changed = await _change(ctx, lambda session: store.delete_message(session, command), MessageDeleted)
+    return "deleted" if changed else "no such message"
+
+
+async def _change(
+    ctx: Ctx,
+    write: Callable[[AsyncSession], Awaitable[Message | None]],
+    event: type[MessageUpdated] | type[MessageDeleted],
+) -> bool:
+    """Apply one edit or delete, commit, then publish the message's new state to its participants."""
     async with ctx["sessions"]() as session:
-        message = await store.delete_message(session, command)
-        users = (
-            (await store.recipients(session, [message.conversation_id]))[message.conversation_id]
-            if message
-            else []
-        )
+        message = await write(session)
+        if message is None:
+            return False
+        members = await store.recipients(session, [message.conversation_id])
         await session.commit()
-    if message is None:
-        return "no such message"
-    await _publish(
-        ctx,
-        MessageDeleted(conversation_id=message.conversation_id, data=MessageOut.model_validate(message)),
-        users,
-    )
-    return "deleted"
-
-
-async def _publish(ctx: Ctx, event: MessageUpdated | MessageDeleted, users: list[Any]) -> None:
     publisher: Publisher = ctx["publisher"]
-    await publisher.publish(event, users)
-    metrics.EVENTS_PUBLISHED.labels(event.type).inc(len(users))
+    users = members.get(message.conversation_id, [])
+    published = event(conversation_id=message.conversation_id, data=MessageOut.model_validate(message))
+    await publisher.publish(published, users)
+    metrics.EVENTS_PUBLISHED.labels(published.type).inc(len(users))
+    return True
