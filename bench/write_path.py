@@ -9,8 +9,8 @@ receiver's socket.
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import statistics
 import time
 import uuid
