@@ -12,18 +12,20 @@ import argparse
 import asyncio
 import os
 import statistics
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
 import orjson
+import redis
 from websockets.asyncio.client import connect
 
-from tests import services
-from tests.conftest import migrate
-from tests.e2e.conftest import Stack, stack_env
+from tests.conftest import migrated_database
+from tests.e2e.conftest import E2E_REDIS_URL, Stack, stack_env
 
 
 async def _user(http: httpx.AsyncClient) -> dict[str, Any]:
@@ -136,34 +138,26 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    name = services.create_database()
-    url = services.database_url(name)
-    migrate(url)
-    import tempfile
-    from pathlib import Path
-
-    import redis
-
-    client = redis.Redis.from_url(stack_env(url)["REDIS_URL"])
+    client = redis.Redis.from_url(E2E_REDIS_URL)
     client.flushdb()
     client.close()
-    stack = Stack(stack_env(url) | {"LOG_LEVEL": "WARNING"}, Path(tempfile.mkdtemp(prefix="bench-")))
-    try:
-        stack.start("web")
-        for _ in range(args.workers):
-            stack.start("worker")
-        stack.start("push")
-        # A short warm-up so connection pools and caches are filled before measuring.
-        asyncio.run(run(stack, 1, 50, 4))
-        before = {p: cpu_seconds(p.popen.pid) for p in stack.processes}
-        result = asyncio.run(run(stack, args.pairs, args.messages, args.concurrency, args.rate))
-        for process, start in before.items():
-            # CPU per message shows which process type to scale (or optimise) first.
-            used = cpu_seconds(process.popen.pid) - start
-            result[f"{process.name} cpu ms/msg"] = used * 1000 / result["messages"]
-    finally:
-        stack.stop_all()
-        services.drop_database(name)
+    with migrated_database() as url:
+        stack = Stack(stack_env(url), Path(tempfile.mkdtemp(prefix="bench-")))
+        try:
+            stack.start("web")
+            for _ in range(args.workers):
+                stack.start("worker")
+            stack.start("push")
+            # A short warm-up so connection pools and caches are filled before measuring.
+            asyncio.run(run(stack, 1, 50, 4))
+            before = {p: cpu_seconds(p.popen.pid) for p in stack.processes}
+            result = asyncio.run(run(stack, args.pairs, args.messages, args.concurrency, args.rate))
+            for process, start in before.items():
+                # CPU per message shows which process type to scale (or optimise) first.
+                used = cpu_seconds(process.popen.pid) - start
+                result[f"{process.name} cpu ms/msg"] = used * 1000 / result["messages"]
+        finally:
+            stack.stop_all()
 
     print(
         f"\nwrite path: {args.pairs} pairs x {args.messages} messages, "

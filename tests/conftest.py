@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -40,14 +41,22 @@ def migrate(database_url: str) -> None:
     command.upgrade(config, "head")
 
 
+@contextlib.contextmanager
+def migrated_database() -> Iterator[str]:
+    """A new database at the migrations' head, dropped afterwards; its asyncpg URL."""
+    name = services.create_database()
+    try:
+        url = services.database_url(name)
+        migrate(url)
+        yield url
+    finally:
+        services.drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def postgres_db() -> Iterator[str]:
-    """A migrated database for this run; its asyncpg URL."""
-    name = services.create_database()
-    url = services.database_url(name)
-    migrate(url)
-    yield url
-    services.drop_database(name)
+    with migrated_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 import redis as redis_sync
 
 from tests import services
-from tests.conftest import migrate
+from tests.conftest import migrated_database
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E_REDIS_URL = services.REDIS_URL.rsplit("/", 1)[0] + "/13"
@@ -145,11 +145,8 @@ def stack_env(database_url: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def e2e_database() -> Iterator[str]:
-    name = services.create_database()
-    url = services.database_url(name)
-    migrate(url)
-    yield url
-    services.drop_database(name)
+    with migrated_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
