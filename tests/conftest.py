@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from alembic.config import Config
 from falcon.testing import ASGIConductor
-from sqlalchemy import text
 
 from alembic import command
 from api.app import build_deps, create_app
@@ -103,8 +102,3 @@ async def api(deps: Deps) -> AsyncIterator[ApiClient]:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
-
-
-async def _sql(deps: Deps, sql: str, **params: Any) -> Any:
-    async with deps.engine.begin() as conn:
-        return (await conn.execute(text(sql), params)).all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -180,7 +179,3 @@ class Client:
 
     async def aclose(self) -> None:
         await self.http.aclose()
-
-
-def quoted(value: str) -> str:
-    return shlex.quote(value)
