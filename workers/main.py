@@ -181,3 +181,12 @@ def create_worker(settings: Settings, **overrides: Any) -> ChatWorker:
     }
     options.update(overrides)
     return ChatWorker(**options)
+
+
+def __getattr__(name: str) -> Any:
+    # `arq workers.main.WorkerSettings` keeps working; imported lazily to avoid a cycle.
+    if name == "WorkerSettings":
+        from workers.arq_cli import WorkerSettings
+
+        return WorkerSettings
+    raise AttributeError(name)
