@@ -37,7 +37,7 @@ class Socket:
     async def on_websocket(self, req: Request, ws: WebSocket) -> None:
         # Browsers cannot set headers on a WebSocket, so the token is in the query: never log it.
         try:
-            claims = self._tokens.verify_access(req.get_param("token"))
+            claims = self._tokens.verify_access(req.get_param("token") or _bearer(req))
         except Unauthorized:
             await ws.accept()
             await ws.close(frames.TOKEN_INVALID)
@@ -52,6 +52,12 @@ class Socket:
         finally:
             self.sessions.discard(session)
             metrics.WS_CONNECTIONS.dec()
+
+
+def _bearer(req: Request) -> str | None:
+    # Clients that can set headers (native apps, servers) may send the token there instead.
+    scheme, _, token = (req.get_header("Authorization") or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 class Health:

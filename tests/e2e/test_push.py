@@ -205,6 +205,11 @@ async def test_bad_and_expiring_tokens_close_4401(client: Client, push_stack: St
     started = time.monotonic()
     assert await closed_with(ws) == 4401
     assert time.monotonic() - started < 5
+    header = await connect(
+        push.ws_url, compression=None, additional_headers={"Authorization": f"Bearer {alice['access_token']}"}
+    )
+    assert (await next_frame(header))["type"] == "ready"
+    await header.close()
     # The token travels in the query string; it must never reach a log.
     assert alice["access_token"] not in push.output() and soon not in push.output()
 
