@@ -79,6 +79,8 @@ def main() -> None:
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # arq logs every job with its arguments at INFO, and here those are message bodies.
+    logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
     os.environ.setdefault("ENVIRONMENT", "dev")
     settings = Settings()
     host = os.environ.get("HOST", "127.0.0.1")

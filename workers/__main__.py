@@ -16,6 +16,8 @@ def main() -> None:
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # arq logs every job with its arguments at INFO, and here those are message bodies.
+    logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = Settings()
     port = settings.worker_metrics_port or (int(os.environ["PORT"]) if os.environ.get("PORT") else None)
     if port:

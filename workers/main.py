@@ -111,7 +111,7 @@ class ChatWorker(Worker):
             self._wake.set()
 
     async def main(self) -> None:
-        logging.getLogger("arq.worker").info("starting worker for %s", ", ".join(self.functions))
+        log.info("worker started for %s", ", ".join(self.functions))
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
