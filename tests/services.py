@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -66,3 +68,61 @@ def flush_redis() -> None:
         client.flushdb()
     finally:
         client.close()
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, with AOF on, that a fault test may restart.
+
+    The shared server on 6379 is never stopped; this one is the test's to break.
+    """
+
+    def __init__(self, workdir: str, port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", self.workdir,
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--save", "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            for _ in range(100):
+                try:
+                    if client.ping():
+                        return
+                except redis.exceptions.RedisError:
+                    time.sleep(0.05)
+            raise RuntimeError(f"redis-server on {self.port} did not start")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """A clean shutdown: the AOF is flushed, so nothing acknowledged is lost."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        self._process.wait(10)
+        self._process = None
+
+
+def private_redis(workdir: str) -> PrivateRedis:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = PrivateRedis(workdir, port)
+    server.start()
+    return server

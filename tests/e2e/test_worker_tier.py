@@ -1,0 +1,265 @@
+"""The worker tier on real processes: backlog drain rate, scaling, SIGKILL recovery, Redis restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+import redis.asyncio
+
+from chat.eventbus import stream_key
+from tests import services
+from tests.e2e.conftest import E2E_REDIS_URL, Process, Stack, stack_env
+
+pytestmark = pytest.mark.e2e
+
+QUEUE = "arq:queue"
+
+
+class Backlog:
+    """Messages accepted by the api while no worker runs, held back until `release()`."""
+
+    def __init__(self, redis_url: str, database_url: str) -> None:
+        self.redis = redis.asyncio.Redis.from_url(redis_url)
+        self.database_url = database_url.replace("postgresql+asyncpg://", "postgresql://")
+        self.message_ids: list[str] = []
+        self.receivers: list[str] = []
+        self._scores: dict[bytes, float] = {}
+
+    async def build(self, web: Process, total: int, conversations: int) -> None:
+        async with aiohttp.ClientSession(base_url=web.url) as http:
+            sender = await _user(http)
+            for _ in range(conversations):
+                receiver = await _user(http)
+                self.receivers.append(receiver["id"])
+            cids = []
+            for receiver_id in self.receivers:
+                async with http.post(
+                    "/api/v1/conversations",
+                    json={"kind": "direct", "participant_ids": [receiver_id]},
+                    headers=sender["headers"],
+                ) as made:
+                    assert made.status in (200, 201), await made.text()
+                    cids.append((await made.json())["id"])
+            gate = asyncio.Semaphore(32)
+
+            async def send(i: int) -> None:
+                async with (
+                    gate,
+                    http.post(
+                        f"/api/v1/conversations/{cids[i % len(cids)]}/messages",
+                        json={"body": f"backlog {i}"},
+                        headers=sender["headers"],
+                    ) as sent,
+                ):
+                    assert sent.status == 202, await sent.text()
+                    self.message_ids.append((await sent.json())["id"])
+
+            await asyncio.gather(*(send(i) for i in range(total)))
+        # Hold the whole backlog back so that every worker starts on it at the same moment.
+        self._scores = dict(await self.redis.zrange(QUEUE, 0, -1, withscores=True))
+        assert len(self._scores) == total
+        await self.redis.zadd(QUEUE, {job: score + 3_600_000 for job, score in self._scores.items()})
+
+    async def release(self) -> float:
+        await self.redis.zadd(QUEUE, self._scores)
+        await self.redis.publish(f"{QUEUE}:wake", "1")
+        return time.perf_counter()
+
+    async def stored(self) -> int:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            ids = [uuid.UUID(m) for m in self.message_ids]
+            return int(await conn.fetchval("SELECT count(*) FROM messages WHERE id = ANY($1)", ids))
+        finally:
+            await conn.close()
+
+    async def drained(self, timeout: float) -> float:
+        """Wait until every message is stored and the queue is empty; the time it happened."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if await self.stored() == len(self.message_ids) and await self.redis.zcard(QUEUE) == 0:
+                return time.perf_counter()
+            await asyncio.sleep(0.02)
+        raise AssertionError(
+            f"{await self.stored()} of {len(self.message_ids)} stored, "
+            f"{await self.redis.zcard(QUEUE)} still queued after {timeout} s"
+        )
+
+    async def published(self) -> Counter[str]:
+        """How many message.created events each message produced, over every receiver's stream."""
+        seen: Counter[str] = Counter()
+        for receiver in self.receivers:
+            for _, fields in await self.redis.xrange(stream_key(receiver)):
+                event = orjson.loads(fields[b"e"])
+                if event["type"] == "message.created":
+                    seen[event["data"]["id"]] += 1
+        return seen
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+async def _user(http: aiohttp.ClientSession) -> dict[str, Any]:
+    name = f"w{uuid.uuid4().hex[:10]}"
+    body = {"username": name, "password": "worker-tier-pass"}
+    async with http.post("/api/v1/auth/register", json=body) as registered:
+        assert registered.status == 201, await registered.text()
+        user: dict[str, Any] = await registered.json()
+    async with http.post("/api/v1/auth/login", json=body) as login:
+        user["headers"] = {"Authorization": f"Bearer {(await login.json())['access_token']}"}
+    return user
+
+
+def _flush(url: str) -> None:
+    import redis as redis_sync
+
+    client = redis_sync.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def tier(stack: Stack) -> Iterator[Stack]:
+    """The module's stack with an empty queue; web started once, workers per test."""
+    _flush(E2E_REDIS_URL)
+    if not any(p.name == "web" and p.popen.poll() is None for p in stack.processes):
+        stack.start("web")
+    yield stack
+    for process in [p for p in stack.processes if p.name == "worker"]:
+        process.stop()
+        stack.processes.remove(process)
+
+
+@pytest.fixture
+async def backlog(tier: Stack, e2e_database: str) -> AsyncIterator[Backlog]:
+    backlog = Backlog(E2E_REDIS_URL, e2e_database)
+    yield backlog
+    await backlog.aclose()
+
+
+def web_of(stack: Stack) -> Process:
+    return next(p for p in stack.processes if p.name == "web" and p.popen.poll() is None)
+
+
+async def drain_rate(stack: Stack, e2e_database: str, workers: int, total: int = 3000) -> float:
+    backlog = Backlog(E2E_REDIS_URL, e2e_database)
+    try:
+        await backlog.build(web_of(stack), total, conversations=50)
+        started = [stack.start("worker") for _ in range(workers)]
+        t0 = await backlog.release()
+        t1 = await backlog.drained(timeout=60)
+        for process in started:
+            process.stop()
+            stack.processes.remove(process)
+        return total / (t1 - t0)
+    finally:
+        await backlog.aclose()
+
+
+async def test_backlog_drains_fast_and_a_second_worker_adds_throughput(
+    tier: Stack, e2e_database: str
+) -> None:
+    one = await drain_rate(tier, e2e_database, workers=1)
+    two = await drain_rate(tier, e2e_database, workers=2)
+    print(f"backlog of 3000: one worker {one:.0f} jobs/s, two workers {two:.0f} jobs/s ({two / one:.2f}x)")
+    assert one >= 500, f"one worker drained {one:.0f} jobs/s"
+    assert two >= 1.3 * one, f"two workers {two:.0f} jobs/s vs one {one:.0f} jobs/s"
+
+
+async def test_sigkilled_worker_jobs_come_back_within_15_seconds_each_once(
+    tier: Stack, backlog: Backlog
+) -> None:
+    await backlog.build(web_of(tier), 2000, conversations=20)
+    doomed = tier.start("worker")
+    await backlog.release()
+    while await backlog.stored() < 300:
+        await asyncio.sleep(0.01)
+    held = [k async for k in backlog.redis.scan_iter(match="arq:in-progress:*")]
+    doomed.signal(signal.SIGKILL)
+    killed_at = time.perf_counter()
+    doomed.popen.wait(5)
+    assert held, "the worker held no jobs when it was killed"
+    tier.start("worker")
+    done = await backlog.drained(timeout=30)
+    print(f"killed holding {len(held)} jobs; backlog finished {done - killed_at:.1f} s after the kill")
+    assert done - killed_at <= 15
+    published = await backlog.published()
+    assert set(published) == set(backlog.message_ids)
+    assert [m for m, n in published.items() if n != 1] == [], "every message is published exactly once"
+
+
+@pytest.fixture
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.PrivateRedis]:
+    server = services.private_redis(str(tmp_path_factory.mktemp("redis")))
+    yield server
+    server.stop()
+
+
+async def test_workers_carry_on_after_a_redis_restart_and_lose_nothing(
+    stack: Stack, e2e_database: str, own_redis: services.PrivateRedis
+) -> None:
+    own = Stack({**stack_env(e2e_database), "REDIS_URL": own_redis.url}, stack.logs)
+    try:
+        web = own.start("web")
+        worker = own.start("worker")
+        accepted: list[str] = []
+        statuses: Counter[int] = Counter()
+        async with aiohttp.ClientSession(base_url=web.url) as http:
+            sender, receiver = await _user(http), await _user(http)
+            async with http.post(
+                "/api/v1/conversations",
+                json={"kind": "direct", "participant_ids": [receiver["id"]]},
+                headers=sender["headers"],
+            ) as made:
+                cid = (await made.json())["id"]
+
+            async def load(seconds: float) -> None:
+                end = time.perf_counter() + seconds
+                i = 0
+                while time.perf_counter() < end:
+                    i += 1
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        async with http.post(
+                            f"/api/v1/conversations/{cid}/messages",
+                            json={"body": f"m{i}", "client_id": uuid.uuid4().hex},
+                            headers=sender["headers"],
+                            timeout=aiohttp.ClientTimeout(total=5),
+                        ) as sent:
+                            statuses[sent.status] += 1
+                            if sent.status == 202:
+                                accepted.append((await sent.json())["id"])
+                    await asyncio.sleep(0.005)
+
+            loader = asyncio.create_task(load(9))
+            await asyncio.sleep(2)
+            own_redis.stop()
+            await asyncio.sleep(3.5)
+            own_redis.start()
+            before_restart = len(accepted)
+            await loader
+            assert len(accepted) > before_restart, f"no send accepted after the restart: {statuses}"
+
+        backlog = Backlog(own_redis.url, e2e_database)
+        backlog.message_ids = accepted
+        backlog.receivers = [receiver["id"]]
+        try:
+            await backlog.drained(timeout=30)
+            published = await backlog.published()
+            assert set(accepted) <= set(published)
+        finally:
+            await backlog.aclose()
+        assert worker.popen.poll() is None, f"the worker died:\n{worker.output()[-3000:]}"
+        print(f"statuses during the restart: {dict(statuses)}; {len(accepted)} accepted, all stored")
+    finally:
+        own.stop_all()
