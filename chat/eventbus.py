@@ -12,7 +12,9 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
+from chat.arqseam import Outbox
 from chat.events import StoredEvent, Typing, encode
 
 STREAM_PREFIX = "events:"
@@ -43,7 +45,7 @@ return ids
 
 
 class Publisher(Protocol):
-    async def publish(self, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> list[str]: ...
+    async def publish(self, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> Sequence[str]: ...
 
     async def publish_many(self, batch: Sequence[tuple[StoredEvent, Sequence[uuid.UUID]]]) -> None: ...
 
@@ -56,29 +58,32 @@ class RedisPublisher:
         self._maxlen = stream_maxlen
         self._script = redis.register_script(_APPEND_AND_PUBLISH)
 
+    def _call(self, event: StoredEvent, users: list[uuid.UUID]) -> tuple[list[str], list[str | int | bytes]]:
+        keys = [stream_key(u) for u in users]
+        args: list[str | int | bytes] = [self._maxlen, encode(event), *(channel(u) for u in users)]
+        return keys, args
+
     async def publish(self, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> list[str]:
         """Store and publish `event` for each recipient; returns the event ids, one per recipient."""
         users = list(dict.fromkeys(recipients))
         if not users:
             return []
-        keys = [stream_key(u) for u in users]
-        args: list[str | int | bytes] = [self._maxlen, encode(event), *(channel(u) for u in users)]
+        keys, args = self._call(event, users)
         ids = await self._script(keys=keys, args=args)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def publish_many(self, batch: Sequence[tuple[StoredEvent, Sequence[uuid.UUID]]]) -> None:
-        """Publish several events in one round trip (a worker's batch of messages)."""
+        """Publish several events in one round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for event, recipients in batch:
-                users = list(dict.fromkeys(recipients))
-                if users:
-                    args: list[str | int | bytes] = [
-                        self._maxlen,
-                        encode(event),
-                        *(channel(u) for u in users),
-                    ]
-                    await self._script(keys=[stream_key(u) for u in users], args=args, client=pipe)
+                await self.stage(pipe, event, recipients)
             await pipe.execute()
+
+    async def stage(self, pipe: Pipeline, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> None:
+        users = list(dict.fromkeys(recipients))
+        if users:
+            keys, args = self._call(event, users)
+            await self._script(keys=keys, args=args, client=pipe)
 
     async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None:
         data = encode(event)
@@ -86,3 +91,28 @@ class RedisPublisher:
             for user in dict.fromkeys(recipients):
                 pipe.publish(channel(user), data)
             await pipe.execute()
+
+    def staged(self, outbox: Outbox) -> StagedPublisher:
+        return StagedPublisher(self, outbox)
+
+
+class StagedPublisher:
+    """Publishes into an outbox instead of Redis: the worker runs it in the transaction that
+    finishes the job, so a job's events and its completion are written together or not at all."""
+
+    def __init__(self, publisher: RedisPublisher, outbox: Outbox) -> None:
+        self._publisher = publisher
+        self._outbox = outbox
+
+    async def publish(self, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> list[str]:
+        users = list(dict.fromkeys(recipients))
+        if users:
+            self._outbox.append(lambda pipe: self._publisher.stage(pipe, event, users))
+        return []  # the ids exist once the transaction has run
+
+    async def publish_many(self, batch: Sequence[tuple[StoredEvent, Sequence[uuid.UUID]]]) -> None:
+        for event, recipients in batch:
+            await self.publish(event, recipients)
+
+    async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None:
+        await self._publisher.publish_ephemeral(event, recipients)

@@ -54,7 +54,3 @@ def persist_job_id(message_id: uuid.UUID) -> str:
 def change_job_id(kind: str, message_id: uuid.UUID) -> str:
     # Every edit or delete is its own job; the random part keeps two edits from merging.
     return f"{kind}:{message_id}:{uuid.uuid4().hex[:12]}"
-
-
-def wake_channel(queue_name: str) -> str:
-    return f"{queue_name}:wake"

@@ -12,13 +12,27 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 MESSAGES_ACCEPTED = Counter("chat_messages_accepted_total", "Message writes accepted and queued by the api")
-JOBS_FINISHED = Counter("chat_jobs_total", "Jobs finished by workers", ["function", "outcome"])
-JOB_SECONDS = Histogram(
-    "chat_job_seconds",
-    "Time a worker spent on one job",
-    ["function"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+# Worker metrics, named as the arq exporters operators already run name them: the conventional
+# arq_* counters and histograms, plus the five gauges of kpn/arq-prometheus for existing dashboards.
+_JOB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+JOBS = Counter("arq_jobs", "Jobs finished by this worker, by function and outcome", ["function", "outcome"])
+JOB_DURATION = Histogram(
+    "arq_job_duration_seconds", "Time a job ran, from start to outcome", ["function"], buckets=_JOB_BUCKETS
 )
+JOB_QUEUED_SECONDS = Histogram(
+    "arq_job_queued_seconds",
+    "Time a job waited in the queue past its due time",
+    ["function"],
+    buckets=_JOB_BUCKETS,
+)
+QUEUE_JOBS = Gauge("arq_queue_jobs", "Jobs in the queue by state", ["queue", "state"])
+DEAD_LETTERS = Gauge("arq_dead_letters", "Jobs that failed for good and wait for an operator", ["queue"])
+WORKERS = Gauge("arq_workers", "Live workers (heartbeat not expired)", ["queue"])
+ARQ_COMPLETED = Gauge("arq_jobs_completed", "The number of jobs completed by this worker.")
+ARQ_FAILED = Gauge("arq_jobs_failed", "The total number of errored jobs of this worker.")
+ARQ_RETRIED = Gauge("arq_jobs_retried", "The total number of retried jobs of this worker.")
+ARQ_ONGOING = Gauge("arq_ongoing_jobs", "The number of jobs in progress on this worker.")
+ARQ_QUEUED = Gauge("arq_queued_inprogress", "The number of jobs queued (name kept from arq-prometheus).")
 EVENTS_PUBLISHED = Counter("chat_events_published_total", "Events appended to user streams", ["type"])
 WS_CONNECTIONS = Gauge("chat_ws_connections", "Open WebSocket connections on this push process")
 WS_FRAMES_SENT = Counter("chat_ws_frames_sent_total", "Frames sent to WebSocket clients")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import fakeredis
-import orjson
 from arq.connections import ArqRedis
 from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis.asyncio import ConnectionPool
 
+from chat.arqseam import deserialize, serialize
 from chat.settings import Settings
 
 # One fake server per memory:// URL, so the api, worker and push running in one process share it,
@@ -24,21 +24,6 @@ def _fake_server(url: str) -> fakeredis.FakeServer:
     return server
 
 
-def serialize_job(obj: Any) -> bytes:
-    # Jobs are JSON, never pickle: anyone able to write to Redis could otherwise run code in a worker.
-    return orjson.dumps(obj, default=_json_default)
-
-
-def deserialize_job(data: bytes) -> Any:
-    return orjson.loads(data)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, BaseException):
-        return f"{type(obj).__name__}: {obj}"
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 class MemoryArqRedis(ArqRedis):
     """The fake server lacks INFO, which arq's worker calls once at startup to log the version."""
 
@@ -49,8 +34,8 @@ class MemoryArqRedis(ArqRedis):
 def create_redis(settings: Settings, *, max_connections: int | None = None) -> ArqRedis:
     """A Redis client that is also an arq pool (it can enqueue jobs), configured for JSON jobs."""
     options: dict[str, Any] = {
-        "job_serializer": serialize_job,
-        "job_deserializer": deserialize_job,
+        "job_serializer": serialize,
+        "job_deserializer": deserialize,
         "default_queue_name": settings.queue_name,
     }
     url = settings.redis_url

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(default=50, ge=1)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     worker_metrics_port: int | None = None
+    # A worker beats every few seconds; one whose record outlives no beat for the ttl is dead, and a
+    # live worker releases its jobs. A stopping worker gives its running jobs the grace to finish.
+    worker_heartbeat_seconds: float = Field(default=2.0, gt=0)
+    worker_heartbeat_ttl_seconds: float = Field(default=8.0, gt=0)
+    worker_shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    dead_letter_max_count: int = Field(default=10_000, ge=1)
+    dead_letter_max_age_days: float = Field(default=7, gt=0)
     event_stream_maxlen: int = Field(default=1000, ge=10)
     typing_interval_seconds: float = Field(default=1.0, gt=0)
 
@@ -57,6 +64,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:
+        if self.worker_heartbeat_ttl_seconds <= self.worker_heartbeat_seconds:
+            raise ValueError("WORKER_HEARTBEAT_TTL_SECONDS must be longer than WORKER_HEARTBEAT_SECONDS")
         if self.environment != "production":
             if not self.secret_key.get_secret_value():
                 # A per-process random key: tokens survive only within one dev process, by design.

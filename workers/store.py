@@ -5,14 +5,15 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage
-from chat.models import Conversation, Message, Participant
+from chat.models import Conversation, Message, Participant, UTCDateTime
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer, persisted_max_seq
 
@@ -70,24 +71,41 @@ async def persist_messages(
             if job.message_id not in stored:
                 stored[job.message_id] = await _take_next_free_seq(session, job, sequencer)
 
-    newest: dict[uuid.UUID, MessageOut] = {}
-    for out in stored.values():
-        top = newest.get(out.conversation_id)
-        if top is None or out.seq > top.seq:
-            newest[out.conversation_id] = out
-    for conversation_id, top in newest.items():
-        latest = max(m.created_at for m in stored.values() if m.conversation_id == conversation_id)
-        await session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(
-                last_seq=case((Conversation.last_seq < top.seq, top.seq), else_=Conversation.last_seq),
-                last_activity_at=case(
-                    (Conversation.last_activity_at < latest, latest), else_=Conversation.last_activity_at
-                ),
-            )
-        )
+    await _advance_conversations(session, list(stored.values()))
     return [stored[j.message_id] for j in jobs]
+
+
+_conversations = cast(Table, Conversation.__table__)
+_ADVANCE = (
+    update(_conversations)
+    .where(_conversations.c.id == bindparam("cid"))
+    .values(
+        last_seq=case(
+            (_conversations.c.last_seq < bindparam("top"), bindparam("top")), else_=_conversations.c.last_seq
+        ),
+        last_activity_at=case(
+            (_conversations.c.last_activity_at < bindparam("latest", type_=UTCDateTime), bindparam("latest")),
+            else_=_conversations.c.last_activity_at,
+        ),
+    )
+)
+
+
+async def _advance_conversations(session: AsyncSession, messages: list[MessageOut]) -> None:
+    """Move each conversation's last_seq and activity forward: one statement, one round trip.
+
+    In id order, so that two workers' batches over the same conversations take the row locks in
+    the same order and wait for each other instead of deadlocking. Callers issue it last before
+    the commit: the locks are held only from here to the commit.
+    """
+    newest: dict[uuid.UUID, tuple[int, datetime]] = {}
+    for m in messages:
+        top, latest = newest.get(m.conversation_id, (0, m.created_at))
+        newest[m.conversation_id] = (max(top, m.seq), max(latest, m.created_at))
+    params = [{"cid": cid, "top": top, "latest": latest} for cid, (top, latest) in sorted(newest.items())]
+    if params:
+        connection = await session.connection()
+        await connection.execute(_ADVANCE, params)
 
 
 async def _take_next_free_seq(session: AsyncSession, job: PersistMessage, sequencer: Sequencer) -> MessageOut:

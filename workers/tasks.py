@@ -1,11 +1,16 @@
-"""arq job functions: open a session, write through `store`, commit, then publish the event."""
+"""arq job functions: open a session, write through `store`, commit, then publish the event.
+
+Under ChatWorker the publish is staged and runs in the transaction that finishes the job; under
+the stock arq worker it goes to Redis straight after the commit. Either way it follows the commit.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-import time
+import traceback
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -15,8 +20,9 @@ from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat import deadletters, metrics
-from chat.eventbus import Publisher
-from chat.events import MessageDeleted, MessageUpdated
+from chat.arqseam import WORKER_RECORDS_FAILURES
+from chat.eventbus import Publisher, RedisPublisher
+from chat.events import MessageCreated, MessageDeleted, MessageUpdated
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage
 from chat.models import Message
 from chat.schemas import MessageOut
@@ -37,17 +43,24 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.TransactionRollbackError,  # deadlocks and serialization failures
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
 )
 
+# SQLSTATE class 40 (transaction rollback: serialization failure, deadlock) and the server going
+# away (class 08, 57P01-57P03): the same write can succeed when tried again.
+TRANSIENT_SQLSTATES = ("40", "08", "57P01", "57P02", "57P03")
+
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and isinstance(exc.orig, TRANSIENT):
-        return True
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc.orig, TRANSIENT):
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATES):
+            return True
     return isinstance(exc, TRANSIENT)
 
 
@@ -57,37 +70,55 @@ def backoff(job_try: int) -> float:
 
 
 def job(fn: Task) -> Task:
-    """Retry transient failures with back-off; dead-letter a job that fails for good."""
+    """Retry transient failures with back-off; let anything else fail the job for good."""
 
     @functools.wraps(fn)
     async def run(ctx: Ctx, payload: dict[str, Any]) -> str:
-        started = time.perf_counter()
-        name = fn.__name__
         try:
-            result = await fn(ctx, payload)
+            return await fn(ctx, payload)
         except Exception as exc:
             tries = int(ctx.get("job_try", 1))
             if is_transient(exc) and tries < ctx["max_tries"]:
-                metrics.JOBS_FINISHED.labels(name, "retried").inc()
                 log.warning("%s try %d failed (%s); retrying", ctx.get("job_id"), tries, exc)
                 raise Retry(defer=backoff(tries)) from exc
-            metrics.JOBS_FINISHED.labels(name, "failed").inc()
-            log.exception("%s failed for good after %d tries", ctx.get("job_id"), tries)
-            await deadletters.record(
-                ctx["redis"], str(ctx.get("job_id")), name, [payload], f"{type(exc).__name__}: {exc}", tries
-            )
+            if not ctx.get(WORKER_RECORDS_FAILURES):
+                # The stock arq worker keeps no dead letters; ChatWorker records its own.
+                metrics.JOBS.labels(fn.__name__, "failed").inc()
+                await deadletters.record(
+                    ctx["redis"],
+                    {
+                        "job_id": str(ctx.get("job_id")),
+                        "function": fn.__name__,
+                        "args": [payload],
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "reason": "raised",
+                        "traceback": traceback.format_exc(),
+                        "tries": tries,
+                        "enqueued_at": None,
+                        "failed_at": datetime.now(UTC).isoformat(),
+                        "worker_id": None,
+                    },
+                    *ctx["dead_letter_limits"],
+                )
             raise
-        metrics.JOBS_FINISHED.labels(name, "complete").inc()
-        metrics.JOB_SECONDS.labels(name).observe(time.perf_counter() - started)
-        return result
 
     return run
+
+
+def publisher(ctx: Ctx) -> Publisher:
+    """The job's publisher: staged in the finishing transaction under ChatWorker, direct otherwise."""
+    direct: RedisPublisher = ctx["publisher"]
+    outbox = ctx.get("outbox")
+    return direct if outbox is None else direct.staged(outbox)
 
 
 @job
 async def persist_message(ctx: Ctx, payload: dict[str, Any]) -> str:
     batcher: PersistBatcher = ctx["batcher"]
-    message = await batcher.persist(PersistMessage.model_validate(payload))
+    message, recipients = await batcher.persist(PersistMessage.model_validate(payload))
+    event = MessageCreated(conversation_id=message.conversation_id, data=message)
+    await publisher(ctx).publish(event, recipients)
+    metrics.EVENTS_PUBLISHED.labels(event.type).inc(len(recipients))
     return f"stored seq {message.seq}"
 
 
@@ -117,9 +148,8 @@ async def _change(
             return False
         members = await store.recipients(session, [message.conversation_id])
         await session.commit()
-    publisher: Publisher = ctx["publisher"]
     users = members.get(message.conversation_id, [])
     published = event(conversation_id=message.conversation_id, data=MessageOut.model_validate(message))
-    await publisher.publish(published, users)
+    await publisher(ctx).publish(published, users)
     metrics.EVENTS_PUBLISHED.labels(published.type).inc(len(users))
     return True

@@ -9,9 +9,11 @@ import redis.exceptions
 from sqlalchemy import func, select
 
 from api.deps import Deps
-from chat.eventbus import RedisPublisher
+from chat import arqseam, heartbeats
+from chat.arqseam import ChatWorker
+from chat.jobs import PersistMessage
 from chat.models import Message
-from chat.sequence import counter_key
+from chat.sequence import Sequencer, counter_key
 from chat.settings import Settings
 from tests.api.test_conversations import stream
 from tests.support import ApiClient, TestUser, assert_problem
@@ -171,29 +173,58 @@ async def test_transient_failure_is_retried_and_stores_one_row(
     assert job.json["status"] == "complete" and job.json["tries"] == 2
 
 
-async def test_crash_between_commit_and_publish_publishes_on_retry(
+async def test_finishing_transaction_lost_to_a_redis_blip_is_written_again(
     api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice, bob = await api.user(), await api.user()
     cid = (await api.conversation(alice, bob, kind="direct"))["id"]
-    sent = await send(api, alice, cid, "committed, then the worker died")
-    real = RedisPublisher.publish_many
+    sent = await send(api, alice, cid, "committed, then Redis went away")
+    real = ChatWorker._write
     calls = 0
 
-    async def dies_once(self: RedisPublisher, batch: Any) -> None:
+    async def fails_once(self: ChatWorker, batch: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise redis.exceptions.ConnectionError("worker lost Redis right after commit")
         await real(self, batch)
 
-    monkeypatch.setattr(RedisPublisher, "publish_many", dies_once)
+    monkeypatch.setattr(ChatWorker, "_write", fails_once)
     await run_worker()
     assert calls == 2
     assert await stored_count(deps, id=uuid.UUID(sent["id"])) == 1
     for user in (alice, bob):
         created = [e for e in await stream(deps.redis, user.id) if e.type == "message.created"]
         assert [str(e.data.id) for e in created] == [sent["id"]]  # type: ignore[union-attr]
+
+
+async def test_worker_dead_after_commit_its_job_runs_again_and_publishes_once(
+    api: ApiClient, deps: Deps, run_worker: RunWorker
+) -> None:
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    sent = await send(api, alice, cid, "stored by a worker that died before finishing")
+    # A worker that claimed the job, committed the message and died: it holds the job, its
+    # heartbeat record is gone, and nothing was published.
+    ghost = "ghost-worker"
+    await deps.redis.set(arqseam.in_progress_key(sent["job_id"]), ghost, px=60_000)
+    await deps.redis.sadd(heartbeats.held_key(ghost), sent["job_id"])
+    await deps.redis.zadd(heartbeats.REGISTRY, {ghost: 0})
+    body = await deps.redis.get(arqseam.job_key(sent["job_id"]))
+    payload = arqseam.deserialize(body)["a"][0]
+    async with deps.sessions() as session:
+        await store.persist_messages(session, [PersistMessage.model_validate(payload)], Sequencer(deps.redis))
+        await session.commit()
+
+    started = asyncio.get_running_loop().time()
+    await run_worker(heartbeat_seconds=0.05, heartbeat_ttl_seconds=0.3)
+    # Released after the live worker had itself been up for one expiry, not after arq's 40 s.
+    assert asyncio.get_running_loop().time() - started < 5
+    assert await stored_count(deps, id=uuid.UUID(sent["id"])) == 1
+    for user in (alice, bob):
+        created = [e for e in await stream(deps.redis, user.id) if e.type == "message.created"]
+        assert [str(e.data.id) for e in created] == [sent["id"]]  # type: ignore[union-attr]
+    assert await deps.redis.zscore(heartbeats.REGISTRY, ghost) is None
 
 
 async def test_permanent_failure_goes_to_dead_letters(
@@ -210,8 +241,9 @@ async def test_permanent_failure_goes_to_dead_letters(
 
     monkeypatch.setattr(store, "persist_messages", broken)
     await run_worker()
-    [entry] = await deadletters.entries(deps.redis)
+    [entry], _ = await deadletters.page(deps.redis, limit=10)
     assert entry["job_id"] == sent["job_id"] and "a bug" in entry["error"] and entry["tries"] == 1
+    assert entry["reason"] == "raised" and "ValueError: a bug, not a blip" in entry["traceback"]
     assert entry["args"][0]["message_id"] == sent["id"]
     job = await api.get(f"/jobs/{sent['job_id']}", alice)
     assert job.json["status"] == "failed" and "a bug" in job.json["error"]

@@ -1,0 +1,104 @@
+"""What operators see of the job queue: counts by state and function, latency, workers, health.
+
+Shared by the admin REST routes, the `headless-chat jobs` command line and the worker's metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from arq.constants import in_progress_key_prefix, job_key_prefix
+from redis.asyncio import Redis
+
+from chat import deadletters, heartbeats
+
+# How many due jobs one count looks at; beyond it the split by state is extrapolated.
+SCAN_LIMIT = 100_000
+
+# KEYS[1] the queue. ARGV: now (ms), whether to read each job's function, scan limit.
+# Returns {due, deferred, in progress, oldest waiting score or -1, scanned, fn, queued, running, ...}.
+_COUNT = f"""
+local now = tonumber(ARGV[1])
+local by_function = ARGV[2] == '1'
+local limit = tonumber(ARGV[3])
+local due = redis.call('ZCOUNT', KEYS[1], '-inf', now)
+local deferred = redis.call('ZCARD', KEYS[1]) - due
+local running, oldest, scanned, offset = 0, -1, 0, 0
+local fq, fr, names = {{}}, {{}}, {{}}
+while offset < due and scanned < limit do
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', offset, 500)
+  if #page == 0 then break end
+  for i = 1, #page, 2 do
+    local id = page[i]
+    local held = redis.call('EXISTS', '{in_progress_key_prefix}' .. id) == 1
+    local name = '*'
+    if by_function then
+      local body = redis.call('GET', '{job_key_prefix}' .. id)
+      name = (body and string.match(body, '"f":"([^"]*)"')) or 'unknown'
+      if not fq[name] then names[#names + 1] = name; fq[name] = 0; fr[name] = 0 end
+    end
+    if held then
+      running = running + 1
+      if by_function then fr[name] = fr[name] + 1 end
+    else
+      if oldest == -1 then oldest = page[i + 1] end
+      if by_function then fq[name] = fq[name] + 1 end
+    end
+    scanned = scanned + 1
+  end
+  offset = offset + 500
+end
+local out = {{due, deferred, running, oldest, scanned}}
+for _, name in ipairs(names) do
+  out[#out + 1] = name; out[#out + 1] = fq[name]; out[#out + 1] = fr[name]
+end
+return out
+"""
+
+
+async def queue_counts(redis: Redis, queue_name: str, *, by_function: bool = False) -> dict[str, Any]:
+    """`{queued, deferred, in_progress, dead, oldest_queued_age_s, workers}` (+ `functions`)."""
+    now_ms = int(time.time() * 1000)
+    raw = await redis.register_script(_COUNT)(
+        keys=[queue_name], args=[now_ms, "1" if by_function else "0", SCAN_LIMIT]
+    )
+    due, deferred, running, oldest, scanned = (int(float(x)) for x in raw[:5])
+    if scanned < due and scanned:
+        running = round(running * due / scanned)  # a backlog past the scan limit: extrapolate
+    dead = await deadletters.count(redis)
+    workers = await heartbeats.live(redis)
+    counts: dict[str, Any] = {
+        "queued": due - running,
+        "deferred": deferred,
+        "in_progress": running,
+        "dead": dead,
+        "oldest_queued_age_s": round(max(0, now_ms - oldest) / 1000, 3) if oldest >= 0 else 0.0,
+        "workers": len(workers),
+    }
+    if by_function:
+        rest = raw[5:]
+        counts["functions"] = {
+            _text(rest[i]): {"queued": int(rest[i + 1]), "in_progress": int(rest[i + 2])}
+            for i in range(0, len(rest), 3)
+        }
+    return counts
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def check(counts: dict[str, Any], max_latency_s: float | None) -> tuple[int, str]:
+    """The exit code of `jobs check`: 0 healthy, 1 no live worker, 2 queue latency over the bound."""
+    if counts["workers"] == 0:
+        return 1, "no live worker"
+    if max_latency_s is not None and counts["oldest_queued_age_s"] > max_latency_s:
+        return (
+            2,
+            f"the oldest queued job has waited {counts['oldest_queued_age_s']} s (bound {max_latency_s} s)",
+        )
+    return (
+        0,
+        f"{counts['workers']} workers, {counts['queued']} queued, oldest {counts['oldest_queued_age_s']} s",
+    )
