@@ -12,7 +12,7 @@ from api import problems
 from api.auth import BearerAuth
 from api.deps import Deps
 from api.observe import Lifespan, Metrics, RequestMetrics
-from api.resources import auth, conversations, health, jobs, messages, users
+from api.resources import admin, auth, conversations, health, jobs, messages, users
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.queue import JobQueue
@@ -74,6 +74,16 @@ def create_app(
         ("/conversations/{conversation_id}/messages", messages.ConversationMessages(deps)),
         ("/messages/{message_id}", messages.MessageById(deps)),
         ("/jobs/{job_id}", jobs.JobById(deps)),
+    ]
+    monitored = (deps.reader, deps.redis, deps.settings.queue_name)
+    routes += [
+        ("/admin/queue", admin.Queue(*monitored)),
+        ("/admin/queue/history", admin.QueueHistory(*monitored)),
+        ("/admin/workers", admin.Workers(*monitored)),
+        ("/admin/dead-letters", admin.DeadLetters(*monitored)),
+        ("/admin/dead-letters/{job_id}", admin.DeadLetter(*monitored)),
+        ("/admin/dead-letters/{job_id}/retry", admin.DeadLetterRetry(*monitored)),
+        ("/admin/jobs/{job_id}", admin.AdminJob(*monitored)),
     ]
     for path, resource in routes:
         app.add_route(PREFIX + path, resource)

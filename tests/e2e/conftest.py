@@ -21,7 +21,8 @@ from tests import services
 from tests.conftest import migrated_database
 
 ROOT = Path(__file__).resolve().parents[2]
-E2E_REDIS_URL = services.REDIS_URL.rsplit("/", 1)[0] + "/13"
+# The processes' own Redis database; TEST_E2E_REDIS_URL lets two test runs share one server.
+E2E_REDIS_URL = os.environ.get("TEST_E2E_REDIS_URL", services.REDIS_URL.rsplit("/", 1)[0] + "/13")
 SECRET = "e2e-secret-" + "k" * 40
 
 

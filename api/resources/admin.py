@@ -1,0 +1,127 @@
+"""`/admin/*`: the job queue, workers and dead letters, for admins (`headless-chat make-admin`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from falcon.asgi import Request, Response
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.auth import current_user
+from api.http import limit_param, query_int, send
+from api.resources.jobs import job_view
+from chat import arqseam, deadletters, heartbeats, jobstats, monitor
+from chat.errors import Conflict, Forbidden, NotFound, Unauthorized, field_error
+from chat.models import User
+
+
+class AdminOnly:
+    """Every admin route checks the caller's admin flag in Postgres, so revoking takes effect at once."""
+
+    def __init__(self, reader: AsyncEngine, redis: Redis, queue_name: str) -> None:
+        self._reader = reader
+        self._redis = redis
+        self._queue = queue_name
+
+    async def _require_admin(self, req: Request) -> None:
+        async with self._reader.connect() as conn:
+            is_admin = await conn.scalar(select(User.is_admin).where(User.id == current_user(req)))
+        if is_admin is None:
+            raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
+        if not is_admin:
+            raise Forbidden("Admins only.")
+
+
+class Queue(AdminOnly):
+    async def on_get(self, req: Request, resp: Response) -> None:
+        await self._require_admin(req)
+        send(resp, await monitor.queue_counts(self._redis, self._queue, by_function=True))
+
+
+class QueueHistory(AdminOnly):
+    """Jobs finished, failed and retried per minute, oldest first: the dashboard's chart."""
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        await self._require_admin(req)
+        minutes = query_int(req, "minutes", default=60, lo=1, hi=120) or 60
+        send(resp, {"items": await jobstats.history(self._redis, self._queue, minutes)})
+
+
+class Workers(AdminOnly):
+    async def on_get(self, req: Request, resp: Response) -> None:
+        await self._require_admin(req)
+        workers = await heartbeats.live(self._redis)
+        send(resp, {"items": sorted(workers, key=lambda w: w["started_at"])})
+
+
+class DeadLetters(AdminOnly):
+    async def on_get(self, req: Request, resp: Response) -> None:
+        await self._require_admin(req)
+        limit = limit_param(req)
+        try:
+            items, cursor = await deadletters.page(
+                self._redis, limit=limit, cursor=req.get_param("cursor"), function=req.get_param("function")
+            )
+        except ValueError:
+            raise field_error("query.cursor", "Not a cursor this endpoint issued.") from None
+        send(resp, {"items": items, "next_cursor": cursor})
+
+
+class DeadLetter(AdminOnly):
+    async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
+        await self._require_admin(req)
+        send(resp, await self._entry(job_id))
+
+    async def on_delete(self, req: Request, resp: Response, job_id: str) -> None:
+        await self._require_admin(req)
+        if not await deadletters.discard(self._redis, job_id):
+            raise NotFound("No such dead letter.")
+        resp.status = 204
+
+    async def _entry(self, job_id: str) -> dict[str, Any]:
+        entry = await deadletters.get(self._redis, job_id)
+        if entry is None:
+            raise NotFound("No such dead letter.")
+        return entry
+
+
+class DeadLetterRetry(DeadLetter):
+    async def on_post(self, req: Request, resp: Response, job_id: str) -> None:
+        await self._require_admin(req)
+        entry = await self._entry(job_id)
+        done = await arqseam.requeue_dead_letter(self._redis, self._queue, entry)
+        if done == -1:
+            raise NotFound("No such dead letter.")
+        if done == 0:
+            raise Conflict("This job is queued or running again already.")
+        resp.set_header("Location", f"/api/v1/admin/jobs/{job_id}")
+        send(resp, {"job_id": job_id, "status": "queued"}, 202)
+
+
+class AdminJob(AdminOnly):
+    """Any job: the `/jobs` fields plus its args, the worker that ran it and its traceback."""
+
+    async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
+        await self._require_admin(req)
+        state = await arqseam.job_state(self._redis, self._queue, job_id)
+        view = job_view(state)
+        view.update(args=state.args, worker_id=state.worker_id, traceback=state.traceback)
+        dead = await deadletters.get(self._redis, job_id)
+        if dead is not None and state.status == "not_found":
+            # The result expired (or was never kept); the dead letter still tells what happened.
+            view.update(
+                function=dead["function"],
+                status="failed",
+                args=dead["args"],
+                tries=dead["tries"],
+                error=dead["error"],
+                traceback=dead.get("traceback"),
+                worker_id=dead.get("worker_id"),
+                enqueued_at=dead.get("enqueued_at"),
+                finished_at=dead["failed_at"],
+            )
+        elif state.status == "not_found":
+            raise NotFound("No such job.")
+        send(resp, view)
