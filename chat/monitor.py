@@ -12,6 +12,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
 from chat import deadletters, heartbeats
+from chat.arqseam import JobState, job_state
 
 # How many due jobs one count looks at; beyond it the split by state is extrapolated.
 SCAN_LIMIT = 100_000
@@ -102,3 +103,47 @@ def check(counts: dict[str, Any], max_latency_s: float | None) -> tuple[int, str
         0,
         f"{counts['workers']} workers, {counts['queued']} queued, oldest {counts['oldest_queued_age_s']} s",
     )
+
+
+# A job waiting for its retry back-off is still queued, as far as its owner is concerned.
+_STATUS = {"deferred": "queued", "queued": "queued", "in_progress": "in_progress", "complete": "complete"}
+
+
+def job_view(state: JobState) -> dict[str, Any]:
+    """The fields of `GET /jobs/{id}`."""
+    failed = state.success is False
+    return {
+        "id": state.job_id,
+        "function": state.function,
+        "status": "failed" if failed else _STATUS.get(state.status, "not_found"),
+        "enqueued_at": state.enqueued_at,
+        "started_at": state.started_at,
+        "finished_at": state.finished_at,
+        "tries": state.tries,
+        "error": str(state.result) if failed else None,
+    }
+
+
+async def job_detail(redis: Redis, queue_name: str, job_id: str) -> dict[str, Any] | None:
+    """An admin's view of any job: the `/jobs` fields plus args, worker and traceback; None if unknown."""
+    state = await job_state(redis, queue_name, job_id)
+    view = job_view(state)
+    view.update(args=state.args, worker_id=state.worker_id, traceback=state.traceback)
+    if state.status != "not_found":
+        return view
+    dead = await deadletters.get(redis, job_id)
+    if dead is None:
+        return None
+    # The result expired (or was never kept); the dead letter still tells what happened.
+    view.update(
+        function=dead["function"],
+        status="failed",
+        args=dead["args"],
+        tries=dead["tries"],
+        error=dead["error"],
+        traceback=dead.get("traceback"),
+        worker_id=dead.get("worker_id"),
+        enqueued_at=dead.get("enqueued_at"),
+        finished_at=dead["failed_at"],
+    )
+    return view

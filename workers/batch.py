@@ -11,6 +11,7 @@ waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -35,11 +36,13 @@ class PersistBatcher:
         sequencer: Sequencer,
         *,
         is_transient: Callable[[BaseException], bool],
+        timeout_seconds: float,
         max_batch: int = 200,
     ) -> None:
         self._sessions = sessions
         self._sequencer = sequencer
         self._is_transient = is_transient
+        self._timeout = timeout_seconds
         self._max_batch = max_batch
         self._pending: list[Pending] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -59,9 +62,18 @@ class PersistBatcher:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             await self._flush(batch)
 
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+
     async def _flush(self, batch: list[Pending]) -> None:
         try:
-            results = await self._write([command for command, _ in batch])
+            # A write that hangs (a database that stopped answering) fails the batch as transient,
+            # instead of holding up every later message on this worker behind it.
+            async with asyncio.timeout(self._timeout):
+                results = await self._write([command for command, _ in batch])
         except Exception as exc:
             if len(batch) > 1 and not self._is_transient(exc):
                 # One bad message must not fail its neighbours: write each on its own.

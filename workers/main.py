@@ -33,12 +33,20 @@ def make_startup(settings: Settings) -> StartupShutdown:
         ctx["publisher"] = RedisPublisher(ctx["redis"], stream_maxlen=settings.event_stream_maxlen)
         ctx["max_tries"] = settings.job_max_tries
         ctx["dead_letter_limits"] = dead_letter_limits(settings)
-        ctx["batcher"] = PersistBatcher(ctx["sessions"], Sequencer(ctx["redis"]), is_transient=is_transient)
+        ctx["batcher"] = PersistBatcher(
+            ctx["sessions"],
+            Sequencer(ctx["redis"]),
+            is_transient=is_transient,
+            timeout_seconds=settings.job_timeout_seconds,
+        )
 
     return on_startup
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
+    batcher = ctx.get("batcher")
+    if batcher is not None:
+        await batcher.close()
     engine = ctx.get("engine")
     if engine is not None:
         await engine.dispose()

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import current_user
 from api.http import limit_param, query_int, send
-from api.resources.jobs import job_view
 from chat import arqseam, deadletters, heartbeats, jobstats, monitor
 from chat.errors import Conflict, Forbidden, NotFound, Unauthorized, field_error
 from chat.models import User
@@ -105,23 +104,7 @@ class AdminJob(AdminOnly):
 
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        state = await arqseam.job_state(self._redis, self._queue, job_id)
-        view = job_view(state)
-        view.update(args=state.args, worker_id=state.worker_id, traceback=state.traceback)
-        dead = await deadletters.get(self._redis, job_id)
-        if dead is not None and state.status == "not_found":
-            # The result expired (or was never kept); the dead letter still tells what happened.
-            view.update(
-                function=dead["function"],
-                status="failed",
-                args=dead["args"],
-                tries=dead["tries"],
-                error=dead["error"],
-                traceback=dead.get("traceback"),
-                worker_id=dead.get("worker_id"),
-                enqueued_at=dead.get("enqueued_at"),
-                finished_at=dead["failed_at"],
-            )
-        elif state.status == "not_found":
+        view = await monitor.job_detail(self._redis, self._queue, job_id)
+        if view is None:
             raise NotFound("No such job.")
         send(resp, view)

@@ -13,9 +13,7 @@ from api.http import send
 from chat.arqseam import JobState, job_state
 from chat.errors import NotFound
 from chat.models import Message, User
-
-# A job waiting for its retry back-off is still queued, as far as its owner is concerned.
-_STATUS = {"deferred": "queued", "queued": "queued", "in_progress": "in_progress", "complete": "complete"}
+from chat.monitor import job_view
 
 
 def _owner(state: JobState) -> str | None:
@@ -34,21 +32,6 @@ def _message_id(job_id: str) -> uuid.UUID | None:
         except ValueError:
             return None
     return None
-
-
-def job_view(state: JobState) -> dict[str, Any]:
-    """The fields of `GET /jobs/{id}`."""
-    failed = state.success is False
-    return {
-        "id": state.job_id,
-        "function": state.function,
-        "status": "failed" if failed else _STATUS.get(state.status, "not_found"),
-        "enqueued_at": state.enqueued_at,
-        "started_at": state.started_at,
-        "finished_at": state.finished_at,
-        "tries": state.tries,
-        "error": str(state.result) if failed else None,
-    }
 
 
 class JobById:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -16,6 +19,7 @@ import asyncpg
 import orjson
 import pytest
 import redis.asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from chat.eventbus import stream_key
 from tests import services
@@ -120,6 +124,7 @@ async def _user(http: aiohttp.ClientSession) -> dict[str, Any]:
     async with http.post("/api/v1/auth/register", json=body) as registered:
         assert registered.status == 201, await registered.text()
         user: dict[str, Any] = await registered.json()
+        user["username"] = name
     async with http.post("/api/v1/auth/login", json=body) as login:
         user["headers"] = {"Authorization": f"Bearer {(await login.json())['access_token']}"}
     return user
@@ -267,3 +272,59 @@ async def test_workers_carry_on_after_a_redis_restart_and_lose_nothing(
         print(f"statuses during the restart: {dict(statuses)}; {len(accepted)} accepted, all stored")
     finally:
         own.stop_all()
+
+
+def headless_chat(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The operator's command line, as an operator runs it beside the processes."""
+    env = {**os.environ, **stack.env}
+    return subprocess.run(
+        [sys.executable, "-m", "chat.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_workers_are_watched_with_rest_cli_and_metrics(tier: Stack) -> None:
+    web = web_of(tier)
+    async with aiohttp.ClientSession(base_url=web.url) as http:
+        admin = await _user(http)
+        made = headless_chat(tier, "make-admin", admin["username"])
+        assert made.returncode == 0, made.stderr
+
+        async def live() -> list[str]:
+            async with http.get("/api/v1/admin/workers", headers=admin["headers"]) as listed:
+                assert listed.status == 200, await listed.text()
+                return [w["pid"] for w in (await listed.json())["items"]]
+
+        assert await live() == []
+        none = headless_chat(tier, "jobs", "check")
+        assert none.returncode == 1 and "no live worker" in none.stdout
+
+        beat = {"WORKER_HEARTBEAT_SECONDS": "0.5", "WORKER_HEARTBEAT_TTL_SECONDS": "2"}
+        doomed = tier.start("worker", **beat)
+        stopped = tier.start("worker", **beat)
+        deadline = time.perf_counter() + 10
+        while len(await live()) < 2 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.1)
+        assert sorted(await live()) == sorted([doomed.popen.pid, stopped.popen.pid])
+        healthy = headless_chat(tier, "jobs", "check", "--max-latency", "5", "--json")
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        assert orjson.loads(healthy.stdout)["workers"] == 2
+
+        async with http.get(f"http://127.0.0.1:{doomed.port}/metrics") as scraped:
+            text = await scraped.text()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        for name in ("arq_jobs", "arq_job_duration_seconds", "arq_job_queued_seconds", "arq_queue_jobs"):
+            assert name in families, sorted(families)
+        for name in ("arq_dead_letters", "arq_workers", "arq_jobs_completed", "arq_ongoing_jobs"):
+            assert name in families, sorted(families)
+        for family in families.values():
+            for sample in family.samples:
+                assert not {"id", "job_id", "worker_id", "user_id"} & set(sample.labels), sample
+
+        doomed.signal(signal.SIGKILL)
+        killed_at = time.perf_counter()
+        stopped.stop()  # SIGTERM: a clean stop leaves the list at once
+        assert stopped.popen.pid not in await live()
+        while doomed.popen.pid in await live():
+            assert time.perf_counter() - killed_at < 2 + 0.5 + 1, "the killed worker outlived its expiry"
+            await asyncio.sleep(0.1)
+        assert headless_chat(tier, "jobs", "check").returncode == 1
