@@ -12,7 +12,7 @@ from api import problems
 from api.auth import BearerAuth
 from api.deps import Deps
 from api.observe import Lifespan, Metrics, RequestMetrics
-from api.resources import admin, auth, conversations, health, jobs, messages, users
+from api.resources import admin, admin_ui, auth, conversations, health, jobs, messages, users
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.queue import JobQueue
@@ -84,6 +84,7 @@ def create_app(
         ("/admin/dead-letters/{job_id}", admin.DeadLetter(*monitored)),
         ("/admin/dead-letters/{job_id}/retry", admin.DeadLetterRetry(*monitored)),
         ("/admin/jobs/{job_id}", admin.AdminJob(*monitored)),
+        ("/admin/ui", admin_ui.AdminUI()),
     ]
     for path, resource in routes:
         app.add_route(PREFIX + path, resource)
