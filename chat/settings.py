@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chat import ratelimit
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./headless-chat.db"
 EMBEDDED_REDIS_URL = "memory://"
@@ -56,11 +59,54 @@ class Settings(BaseSettings):
     event_stream_maxlen: int = Field(default=1000, ge=10)
     typing_interval_seconds: float = Field(default=1.0, gt=0)
 
+    # Rate limits in the `limits` notation (N/second|minute|hour, N/15minutes), or "off"; see
+    # docs/api.md. The socket limit is a count of open WebSockets, not a rate.
+    rate_limit_login_per_username: str = "10/15minutes"
+    rate_limit_login_per_address: str = "100/minute"
+    rate_limit_register_per_address: str = "20/hour"
+    rate_limit_sends_per_user: str = "20/second"
+    rate_limit_sockets_per_user: int | None = 20
+    rate_limit_client_frames: str = "20/second"
+    # Proxies whose X-Forwarded-For is believed (CIDRs, comma-separated); the client address is
+    # the first hop from the right that is not one of them.
+    trusted_proxies: str = ""
+
     # Push process.
     push_send_queue_size: int = Field(default=512, ge=1)
     push_socket_sndbuf: int = Field(default=65536, ge=4096)
     push_ping_interval_seconds: float = Field(default=20, gt=0)
     presence_ttl_seconds: int = Field(default=60, ge=5)
+
+    @field_validator(
+        "rate_limit_login_per_username",
+        "rate_limit_login_per_address",
+        "rate_limit_register_per_address",
+        "rate_limit_sends_per_user",
+        "rate_limit_client_frames",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        return ratelimit.validate(value)
+
+    @field_validator("rate_limit_sockets_per_user", mode="before")
+    @classmethod
+    def _count(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() == ratelimit.OFF else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            ipaddress.ip_network(part, strict=False)  # a ValueError names the bad entry
+        return value
+
+    @property
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(p.strip(), strict=False)
+            for p in self.trusted_proxies.split(",")
+            if p.strip()
+        ]
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:
