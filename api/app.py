@@ -11,11 +11,12 @@ from falcon.asgi import Request, Response
 from api import problems
 from api.auth import BearerAuth
 from api.deps import Deps
-from api.observe import Lifespan, Metrics, RequestMetrics
+from api.observe import Lifespan, Metrics, RequestMetrics, SecurityHeaders
 from api.resources import admin, admin_ui, auth, conversations, health, jobs, messages, users
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.queue import JobQueue
+from chat.ratelimit import Limiter
 from chat.redis import create_redis
 from chat.security import Passwords, Tokens
 from chat.settings import Settings
@@ -36,6 +37,7 @@ def build_deps(settings: Settings) -> Deps:
         queue=JobQueue(redis),
         passwords=Passwords(settings),
         tokens=Tokens(settings),
+        limiter=Limiter(redis, settings.redis_url),
     )
 
 
@@ -44,7 +46,7 @@ def create_app(
 ) -> falcon.asgi.App[Request, Response]:
     """The api as an ASGI app. Clients are created here but connect lazily, on first use."""
     deps = deps or build_deps(settings or Settings())
-    middleware: list[Any] = [RequestMetrics(), Lifespan(deps), BearerAuth(deps.tokens)]
+    middleware: list[Any] = [RequestMetrics(), SecurityHeaders(), Lifespan(deps), BearerAuth(deps.tokens)]
     app = falcon.asgi.App(
         middleware=middleware,
         cors_enable=False,

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat.eventbus import Publisher
 from chat.queue import JobQueue
+from chat.ratelimit import Limiter
 from chat.security import Passwords, Tokens
 from chat.settings import Settings
 
@@ -25,3 +26,4 @@ class Deps:
     queue: JobQueue
     passwords: Passwords
     tokens: Tokens
+    limiter: Limiter

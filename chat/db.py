@@ -16,7 +16,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # Hosting platforms hand out plain postgres:// URLs; the async driver is the only one we ship.
         url = "postgresql+asyncpg://" + url.split("://", 1)[1]
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
@@ -26,6 +26,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # No pre-ping: it costs a round trip per checkout on the hot path; a connection that died
         # fails its request once and is replaced (pool_recycle bounds how stale one can get).
         pool_recycle=1800,
+        pool_timeout=settings.database_pool_timeout_seconds,
+        # Request values never reach the logs through a database error's message.
+        hide_parameters=True,
     )
 
 

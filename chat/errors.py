@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
+
+
+class HasHeaders(Protocol):
+    def headers(self) -> dict[str, str]: ...
 
 
 class ChatError(Exception):
@@ -65,13 +69,17 @@ class TooManyRequests(ChatError):
     status = 429
     title = "Too Many Requests"
 
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+    def __init__(self, detail: str, retry_after: int, limit: HasHeaders | None = None) -> None:
+        headers = {**(limit.headers() if limit else {}), "Retry-After": str(max(1, retry_after))}
+        super().__init__(detail, headers=headers)
 
 
 class ServiceUnavailable(ChatError):
     status = 503
     title = "Service Unavailable"
+
+    def __init__(self, detail: str, retry_after: int = 2) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
 
 
 def field_error(field: str, message: str) -> Unprocessable:

@@ -32,6 +32,7 @@ class PersistMessage(JobPayload):
     body: str
     client_id: str | None
     created_at: datetime
+    client_digest: str | None = None
 
 
 class EditMessage(JobPayload):

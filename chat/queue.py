@@ -9,46 +9,64 @@ arq worker runs the jobs unchanged.
 from __future__ import annotations
 
 import uuid
+from enum import Enum
 
+import limits
 from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 
 from chat.arqseam import EXPIRES_EXTRA_MS, LUA_ENQUEUE, Enqueuer, job_body
 from chat.jobs import JobPayload, PersistMessage
+from chat.membership import members_key
 from chat.sequence import counter_key
-
-# A client_id's claim outlives any plausible queue delay; after that Postgres is the guard.
-CLAIM_TTL_SECONDS = 7 * 24 * 3600
 
 
 def claim_key(message_id: uuid.UUID | str) -> str:
     return f"claim:{message_id}"
 
 
-# KEYS: counter, queue, [claim key]. ARGV: digest, claim ttl, job head, job tail, job id, score,
-# expiry ms, wake channel. Returns {1, seq} new, {0, seq} a repeat of the same body,
-# {2, "seq:digest"} a repeat with another body (nothing enqueued), {-1} the counter needs a seed.
+def send_rate_prefix(user_id: uuid.UUID | str) -> str:
+    return f"chat:rl:send:{user_id}:"
+
+
+# KEYS: counter, queue, members, [claim]. ARGV: digest, claim ttl, job head, job tail, job id,
+# now (ms), expiry ms, wake channel, sender id, send limit (0 = off), its window (ms), the sender's
+# rate key prefix.
+# Returns {1, seq} new, {0, seq} a repeat of the same body, {2, "seq:digest"} a repeat with another
+# body, {-1} the counter needs a seed, {-3} the members need a seed, {-4} not a member,
+# {-5, ms} over the send limit for that long. Membership comes first: a non-member learns nothing.
 _ACCEPT = (
     LUA_ENQUEUE
     + """
-local seq
-local fresh = 1
-if KEYS[3] then
-  local existing = redis.call('GET', KEYS[3])
+if redis.call('EXISTS', KEYS[3]) == 0 then return {-3} end
+if redis.call('SISMEMBER', KEYS[3], ARGV[9]) == 0 then return {-4} end
+if KEYS[4] then
+  local existing = redis.call('GET', KEYS[4])
   if existing then
     local claimed, digest = string.match(existing, '^(%d+):(.*)$')
     if digest ~= ARGV[1] then return {2, existing} end
-    seq = tonumber(claimed)
-    fresh = 0
+    -- Claimed and enqueued in one script: a repeat has nothing left to deliver.
+    return {0, tonumber(claimed)}
   end
 end
-if not seq then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-  seq = redis.call('INCR', KEYS[1])
-  if KEYS[3] then redis.call('SET', KEYS[3], seq .. ':' .. ARGV[1], 'EX', ARGV[2]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local limit = tonumber(ARGV[10])
+if limit > 0 then
+  -- A sliding window counter: this window's count plus the last one's, weighted by overlap.
+  local window, now = tonumber(ARGV[11]), tonumber(ARGV[6])
+  local index = math.floor(now / window)
+  local key = ARGV[12]
+  local current = tonumber(redis.call('GET', key .. index) or '0')
+  local previous = tonumber(redis.call('GET', key .. (index - 1)) or '0')
+  local elapsed = now - index * window
+  if current + previous * (1 - elapsed / window) >= limit then return {-5, window - elapsed} end
+  redis.call('INCR', key .. index)
+  redis.call('PEXPIRE', key .. index, 2 * window)
 end
+local seq = redis.call('INCR', KEYS[1])
+if KEYS[4] then redis.call('SET', KEYS[4], seq .. ':' .. ARGV[1], 'EX', ARGV[2]) end
 arq_enqueue(KEYS[2], ARGV[5], ARGV[3] .. seq .. ARGV[4], ARGV[6], ARGV[7], ARGV[8])
-return {fresh, seq}
+return {1, seq}
 """
 )
 
@@ -62,8 +80,27 @@ class Accepted:
         self.conflict = conflict
 
 
+class NeedsSeed(Enum):
+    """What the send script could not decide without Postgres."""
+
+    COUNTER = -1
+    MEMBERS = -3
+
+
+class NotMember:
+    __slots__ = ()
+
+
+class RateLimited:
+    __slots__ = ("retry_after_ms",)
+
+    def __init__(self, retry_after_ms: int) -> None:
+        self.retry_after_ms = retry_after_ms
+
+
 class JobQueue:
     def __init__(self, redis: ArqRedis) -> None:
+        self._redis = redis
         self._enqueuer = Enqueuer(redis, redis.default_queue_name)
         self._accept = redis.register_script(_ACCEPT)
 
@@ -71,36 +108,69 @@ class JobQueue:
         """Enqueue unless a job with this id is queued, running or finished; wakes a worker."""
         return await self._enqueuer.enqueue(function, [payload.dump()], job_id)
 
-    async def accept_message(
-        self, function: str, message: PersistMessage, job_id: str, *, claim_id: uuid.UUID | None, digest: str
-    ) -> Accepted | None:
-        """Give the message the conversation's next seq and enqueue it, atomically.
+    async def restore_claims(self, claims: list[tuple[uuid.UUID, int, str]], ttl_seconds: int) -> None:
+        """Remember client_ids that Postgres knew and Redis had forgotten: (message id, seq, digest)."""
+        if not claims:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for message_id, seq, digest in claims:
+                pipe.set(claim_key(message_id), f"{seq}:{digest}", ex=ttl_seconds, nx=True)
+            await pipe.execute()
 
-        With `claim_id` (a client_id send) a repeat gets the seq of the first send back. Returns
-        None when the conversation's counter is missing and must be seeded first.
+    async def accept_message(
+        self,
+        function: str,
+        message: PersistMessage,
+        job_id: str,
+        *,
+        claim_id: uuid.UUID | None,
+        digest: str,
+        claim_ttl_seconds: int,
+        send_limit: limits.RateLimitItem | None,
+    ) -> Accepted | NeedsSeed | NotMember | RateLimited:
+        """Check the sender's membership and send rate, give the message the conversation's next
+        seq and enqueue it, atomically, in one round trip.
+
+        With `claim_id` (a client_id send) a repeat gets the seq of the first send back.
         """
         now = timestamp_ms()
         payload = message.dump()
         del payload["seq"]  # spliced in by the script once the seq is known
         body = job_body(function, [payload], now)
         head, tail = body[:-3] + b',"seq":', b"}]}"
-        keys = [counter_key(message.conversation_id), self._enqueuer.queue_name]
+        keys = [
+            counter_key(message.conversation_id),
+            self._enqueuer.queue_name,
+            members_key(message.conversation_id),
+        ]
         if claim_id is not None:
             keys.append(claim_key(claim_id))
+        amount, window_ms = (
+            (0, 1000) if send_limit is None else (send_limit.amount, send_limit.get_expiry() * 1000)
+        )
+
         args: list[bytes | str | int] = [
             digest,
-            CLAIM_TTL_SECONDS,
+            claim_ttl_seconds,
             head,
             tail,
             job_id,
             now,
             EXPIRES_EXTRA_MS,
             self._enqueuer.wake,
+            str(message.sender_id),
+            amount,
+            window_ms,
+            send_rate_prefix(message.sender_id),
         ]
         result = await self._accept(keys=keys, args=args)
         state = int(result[0])
-        if state == -1:
-            return None
+        if state in (-1, -3):
+            return NeedsSeed(state)
+        if state == -4:
+            return NotMember()
+        if state == -5:
+            return RateLimited(int(float(result[1])))
         if state == 2:
             raw = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
             return Accepted(int(raw.split(":", 1)[0]), fresh=False, conflict=True)

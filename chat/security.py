@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import uuid
@@ -17,9 +18,10 @@ from chat.settings import Settings
 
 
 class Passwords:
-    """Argon2id hashing. Hashing is CPU-bound on purpose: callers run it in a thread."""
+    """Argon2id hashing, CPU- and memory-bound on purpose: run in threads, a few at a time."""
 
     def __init__(self, settings: Settings) -> None:
+        self._slots = asyncio.Semaphore(settings.password_hash_concurrency)
         self._hasher = PasswordHasher(
             time_cost=settings.password_hash_time_cost,
             memory_cost=settings.password_hash_memory_kib,
@@ -37,6 +39,15 @@ class Passwords:
             return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
         except (VerificationError, InvalidHashError):
             return False
+
+    async def hash_async(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.to_thread(self.hash, password)
+
+    async def verify_async(self, password_hash: str | None, password: str) -> bool:
+        # A burst of logins queues here; each one holds no database connection while it waits.
+        async with self._slots:
+            return await asyncio.to_thread(self.verify, password_hash, password)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 64 * 1024
     database_pool_size: int = Field(default=10, ge=1)
+    # A request that cannot get a connection this fast answers 503 instead of queueing forever.
+    database_pool_timeout_seconds: float = Field(default=5, gt=0)
+    # Argon2 costs 64 MiB and tens of ms of CPU per login; this many run at once, the rest wait
+    # their turn without holding a database connection.
+    password_hash_concurrency: int = Field(default=4, ge=1)
 
     # Queue and events.
     queue_name: str = "arq:queue"
@@ -58,6 +63,9 @@ class Settings(BaseSettings):
     dead_letter_max_age_days: float = Field(default=7, gt=0)
     event_stream_maxlen: int = Field(default=1000, ge=10)
     typing_interval_seconds: float = Field(default=1.0, gt=0)
+    # How long Redis answers repeats of a client_id by itself (about 100 bytes per message);
+    # older repeats are recognised by the worker: stored once, no second event (docs/api.md).
+    client_id_claim_seconds: int = Field(default=7 * 86400, ge=60)
 
     # Rate limits in the `limits` notation (N/second|minute|hour, N/15minutes), or "off"; see
     # docs/api.md. The socket limit is a count of open WebSockets, not a rate.

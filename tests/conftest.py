@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from api.deps import Deps
 from chat.settings import Settings
 from tests import services
 from tests.support import ApiClient
+from workers.main import create_worker
 
 TABLES = "messages, participants, conversations, refresh_tokens, users"
 
@@ -28,6 +29,11 @@ def make_settings(**overrides: Any) -> Settings:
         # Cheap Argon2 parameters: the tests exercise the flow, not the cost.
         "password_hash_time_cost": 1,
         "password_hash_memory_kib": 1024,
+        # Every test registers and logs in users from one address and sends in bursts; the rate
+        # limit tests set these back to what they test.
+        "rate_limit_register_per_address": "off",
+        "rate_limit_login_per_address": "off",
+        "rate_limit_sends_per_user": "off",
     }
     base.update(overrides)
     return Settings(**base)
@@ -97,6 +103,25 @@ async def api(deps: Deps) -> AsyncIterator[ApiClient]:
     app = create_app(deps.settings, deps)
     async with ASGIConductor(app) as conductor:
         yield ApiClient(conductor)
+
+
+RunWorker = Callable[..., Awaitable[int]]
+
+
+@pytest.fixture
+def run_worker(settings: Settings) -> RunWorker:
+    """Drain the queue with a real worker in burst mode; returns the number of jobs completed."""
+
+    async def run(**overrides: Any) -> int:
+        worker = create_worker(settings, burst=True, handle_signals=False, poll_delay=0.01, **overrides)
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        completed: int = worker.jobs_complete
+        return completed
+
+    return run
 
 
 @pytest.fixture

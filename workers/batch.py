@@ -26,7 +26,7 @@ from workers import store
 log = logging.getLogger("workers.batch")
 
 Stored = tuple[MessageOut, list[uuid.UUID]]  # the message as stored, and who receives its event
-Pending = tuple[PersistMessage, "asyncio.Future[Stored]"]
+Pending = tuple[PersistMessage, bool, "asyncio.Future[Stored]"]
 
 
 class PersistBatcher:
@@ -47,10 +47,10 @@ class PersistBatcher:
         self._pending: list[Pending] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def persist(self, command: PersistMessage) -> Stored:
+    async def persist(self, command: PersistMessage, *, first_try: bool) -> Stored:
         """Store one message; returns once it is committed, with the participants to publish to."""
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._pending.append((command, future))
+        self._pending.append((command, first_try, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._drain())
         return await future
@@ -73,7 +73,7 @@ class PersistBatcher:
             # A write that hangs (a database that stopped answering) fails the batch as transient,
             # instead of holding up every later message on this worker behind it.
             async with asyncio.timeout(self._timeout):
-                results = await self._write([command for command, _ in batch])
+                results = await self._write([(command, first_try) for command, first_try, _ in batch])
         except Exception as exc:
             if len(batch) > 1 and not self._is_transient(exc):
                 # One bad message must not fail its neighbours: write each on its own.
@@ -81,18 +81,24 @@ class PersistBatcher:
                 for item in batch:
                     await self._flush([item])
                 return
-            for _, future in batch:
+            for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), message in zip(batch, results, strict=True):
+        for (_, _, future), message in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(message)
 
-    async def _write(self, commands: list[PersistMessage]) -> list[Stored]:
+    async def _write(self, commands: list[tuple[PersistMessage, bool]]) -> list[Stored]:
         async with self._sessions() as session:
             # Participants first: the write ends with the row locks on conversations, held to the commit.
-            members = await store.recipients(session, [c.conversation_id for c in commands])
-            messages = await store.persist_messages(session, commands, self._sequencer)
+            members = await store.recipients(session, [c.conversation_id for c, _ in commands])
+            stored = await store.persist_messages(session, [c for c, _ in commands], self._sequencer)
             await session.commit()
-        return [(m, members.get(m.conversation_id, [])) for m in messages]
+        results: list[Stored] = []
+        for (command, first_try), (message, existed) in zip(commands, stored, strict=True):
+            # Found stored under another seq on a first try: a client_id repeated after its claim
+            # expired. The message was announced when it was stored; it gets no second event.
+            repeat = existed and first_try and message.seq != command.seq
+            results.append((message, [] if repeat else members.get(message.conversation_id, [])))
+        return results

@@ -14,11 +14,12 @@ from arq.typing import StartupShutdown
 from chat.arqseam import ChatWorker, deserialize, serialize
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
+from chat.failures import is_transient
 from chat.redis import create_redis
 from chat.sequence import Sequencer
 from chat.settings import Settings
 from workers.batch import PersistBatcher
-from workers.tasks import delete_message, edit_message, is_transient, persist_message
+from workers.tasks import delete_message, edit_message, persist_message
 
 FUNCTIONS = [persist_message, edit_message, delete_message]
 

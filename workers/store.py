@@ -33,20 +33,28 @@ def _row(job: PersistMessage, seq: int) -> dict[str, Any]:
         "sender_id": job.sender_id,
         "body": job.body,
         "client_id": job.client_id,
+        "client_digest": job.client_digest,
         "created_at": job.created_at,
         "edited_at": None,
         "deleted": False,
     }
 
 
+def _out(job: PersistMessage, seq: int) -> MessageOut:
+    row = _row(job, seq)
+    del row["client_digest"]  # kept for idempotency checks, never shown
+    return MessageOut.model_validate(row)
+
+
 async def persist_messages(
     session: AsyncSession, jobs: Sequence[PersistMessage], sequencer: Sequencer
-) -> list[MessageOut]:
-    """Store a batch of queued messages in the caller's transaction; the stored rows, in job order.
+) -> list[tuple[MessageOut, bool]]:
+    """Store a batch of queued messages in the caller's transaction: in job order, each stored row
+    and whether it was stored before this batch.
 
-    One multi-row insert for the whole batch. A message already stored (a retried job) is
-    returned as stored; a message whose seq another message took (the Redis counter was lost
-    and restarted too low) gets the next free number.
+    One multi-row insert for the whole batch. A message already stored (a retried job, or a
+    client_id repeated after its claim expired) is returned as stored; a message whose seq another
+    message took (the Redis counter was lost and restarted too low) gets the next free number.
     """
     if not jobs:
         return []
@@ -59,20 +67,22 @@ async def persist_messages(
     )
     inserted = set(result.scalars())
     stored: dict[uuid.UUID, MessageOut] = {}
+    before: set[uuid.UUID] = set()
     for job in jobs:
         if job.message_id in inserted:
-            stored[job.message_id] = MessageOut.model_validate(_row(job, job.seq))
+            stored[job.message_id] = _out(job, job.seq)
     rest = [j for j in jobs if j.message_id not in inserted]
     if rest:
         existing = await session.scalars(select(Message).where(Message.id.in_([j.message_id for j in rest])))
         for row in existing:
             stored[row.id] = MessageOut.model_validate(row)
+            before.add(row.id)
         for job in rest:
             if job.message_id not in stored:
                 stored[job.message_id] = await _take_next_free_seq(session, job, sequencer)
 
     await _advance_conversations(session, list(stored.values()))
-    return [stored[j.message_id] for j in jobs]
+    return [(stored[j.message_id], j.message_id in before) for j in jobs]
 
 
 _conversations = cast(Table, Conversation.__table__)
@@ -116,7 +126,7 @@ async def _take_next_free_seq(session: AsyncSession, job: PersistMessage, sequen
             _insert(session)(Message).values(_row(job, seq)).on_conflict_do_nothing().returning(Message.id)
         )
         if inserted is not None:
-            return MessageOut.model_validate(_row(job, seq))
+            return _out(job, seq)
         existing = await session.get(Message, job.message_id)
         if existing is not None:
             return MessageOut.model_validate(existing)

@@ -13,9 +13,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-import redis.exceptions
-import sqlalchemy.exc
 from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +20,7 @@ from chat import deadletters, metrics
 from chat.arqseam import WORKER_RECORDS_FAILURES
 from chat.eventbus import Publisher, RedisPublisher
 from chat.events import MessageCreated, MessageDeleted, MessageUpdated
+from chat.failures import is_transient
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage
 from chat.models import Message
 from chat.schemas import MessageOut
@@ -33,35 +31,6 @@ log = logging.getLogger("workers.tasks")
 
 Ctx = dict[str, Any]
 Task = Callable[[Ctx, dict[str, Any]], Awaitable[str]]
-
-TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,  # includes ConnectionError and socket errors
-    TimeoutError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.TransactionRollbackError,  # deadlocks and serialization failures
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-)
-
-# SQLSTATE class 40 (transaction rollback: serialization failure, deadlock) and the server going
-# away (class 08, 57P01-57P03): the same write can succeed when tried again.
-TRANSIENT_SQLSTATES = ("40", "08", "57P01", "57P02", "57P03")
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, sqlalchemy.exc.DBAPIError):
-        if exc.connection_invalidated or isinstance(exc.orig, TRANSIENT):
-            return True
-        sqlstate = getattr(exc.orig, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATES):
-            return True
-    return isinstance(exc, TRANSIENT)
 
 
 def backoff(job_try: int) -> float:
@@ -115,7 +84,8 @@ def publisher(ctx: Ctx) -> Publisher:
 @job
 async def persist_message(ctx: Ctx, payload: dict[str, Any]) -> str:
     batcher: PersistBatcher = ctx["batcher"]
-    message, recipients = await batcher.persist(PersistMessage.model_validate(payload))
+    first_try = int(ctx.get("job_try", 1)) == 1
+    message, recipients = await batcher.persist(PersistMessage.model_validate(payload), first_try=first_try)
     event = MessageCreated(conversation_id=message.conversation_id, data=message)
     await publisher(ctx).publish(event, recipients)
     metrics.EVENTS_PUBLISHED.labels(event.type).inc(len(recipients))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
@@ -14,10 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import current_user
+from api.clientaddr import client_address
 from api.deps import Deps
 from api.fields import NoNul
 from api.http import parse, send
-from chat.errors import Conflict, Unauthorized
+from chat import ratelimit
+from chat.errors import Conflict, TooManyRequests, Unauthorized
 from chat.models import RefreshToken, User
 from chat.schemas import UserOut
 from chat.security import hash_refresh_token, new_refresh_token
@@ -61,24 +62,35 @@ class Register:
 
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
+        self._per_address = ratelimit.parse(deps.settings.rate_limit_register_per_address)
 
     async def on_post(self, req: Request, resp: Response) -> None:
         body = await parse(req, RegisterBody, self._deps.settings.max_body_bytes)
+        if self._per_address is not None:
+            address = client_address(req, self._deps.settings.trusted_networks)
+            verdict = await self._deps.limiter.hit(self._per_address, "register", address)
+            resp.set_headers(verdict.headers())
+            if not verdict.allowed:
+                raise TooManyRequests(
+                    "Too many registrations from this address.", verdict.retry_after, verdict
+                )
         key = body.username.lower()
         async with self._deps.sessions() as session:
             taken = await session.scalar(select(User.id).where(User.username_key == key))
-            if taken is not None:
-                raise Conflict(f"The username {body.username!r} is taken.")
-            password_hash = await asyncio.to_thread(self._deps.passwords.hash, body.password)
-            user = User(
-                id=uuid.uuid4(),
-                username=body.username,
-                username_key=key,
-                display_name=body.display_name or body.username,
-                password_hash=password_hash,
-                is_admin=False,
-                created_at=datetime.now(UTC),
-            )
+        if taken is not None:
+            raise Conflict(f"The username {body.username!r} is taken.")
+        # Hashed with no database connection held: a burst of registrations cannot starve the pool.
+        password_hash = await self._deps.passwords.hash_async(body.password)
+        user = User(
+            id=uuid.uuid4(),
+            username=body.username,
+            username_key=key,
+            display_name=body.display_name or body.username,
+            password_hash=password_hash,
+            is_admin=False,
+            created_at=datetime.now(UTC),
+        )
+        async with self._deps.sessions() as session:
             session.add(user)
             try:
                 await session.commit()
@@ -93,16 +105,33 @@ class Login:
 
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
+        self._per_address = ratelimit.parse(deps.settings.rate_limit_login_per_address)
+        self._failures = ratelimit.parse(deps.settings.rate_limit_login_per_username)
 
     async def on_post(self, req: Request, resp: Response) -> None:
         body = await parse(req, LoginBody, self._deps.settings.max_body_bytes, allow_form=True)
+        key = body.username.lower()
+        limiter = self._deps.limiter
+        if self._per_address is not None:
+            address = client_address(req, self._deps.settings.trusted_networks)
+            verdict = await limiter.hit(self._per_address, "login", address)
+            resp.set_headers(verdict.headers())
+            if not verdict.allowed:
+                raise TooManyRequests("Too many logins from this address.", verdict.retry_after, verdict)
+        if self._failures is not None:
+            # Once a username has had too many wrong passwords, even the right one waits: that is
+            # what stops guessing.
+            verdict = await limiter.peek(self._failures, "login-failed", key)
+            if not verdict.allowed:
+                raise TooManyRequests("Too many failed logins for this user.", verdict.retry_after, verdict)
         async with self._deps.sessions() as session:
-            user = await session.scalar(select(User).where(User.username_key == body.username.lower()))
-            ok = await asyncio.to_thread(
-                self._deps.passwords.verify, user.password_hash if user else None, body.password
-            )
-            if user is None or not ok:
-                raise Unauthorized("Wrong username or password.")
+            user = await session.scalar(select(User).where(User.username_key == key))
+        ok = await self._deps.passwords.verify_async(user.password_hash if user else None, body.password)
+        if user is None or not ok:
+            if self._failures is not None:
+                await limiter.hit(self._failures, "login-failed", key)
+            raise Unauthorized("Wrong username or password.")
+        async with self._deps.sessions() as session:
             pair = await issue_pair(session, self._deps, user.id, family_id=uuid.uuid4())
             await session.commit()
         send(resp, pair)

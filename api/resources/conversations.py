@@ -12,13 +12,23 @@ from falcon.asgi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import current_user
 from api.deps import Deps
 from api.fields import PG_INT_MAX, NoNul
 from api.http import limit_param, parse, path_uuid, send
 from api.views import conversation_view, conversation_views, participant_ids, require_participant
-from chat.errors import Forbidden, NotFound, TooManyRequests, Unprocessable, field_error
+from chat import membership
+from chat.errors import (
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+    field_error,
+)
 from chat.events import (
     ConversationCreated,
     ConversationRead,
@@ -64,9 +74,9 @@ class ReadBody(BaseModel):
     seq: Annotated[int, Field(ge=0, le=PG_INT_MAX, strict=True)]
 
 
-async def _require_users(deps: Deps, user_ids: list[uuid.UUID], field: str) -> None:
-    async with deps.sessions() as session:
-        found = set(await session.scalars(select(User.id).where(User.id.in_(user_ids))))
+async def _require_users(session: AsyncSession, user_ids: list[uuid.UUID], field: str) -> None:
+    # On the caller's session: a handler holds one pooled connection at a time, never two.
+    found = set(await session.scalars(select(User.id).where(User.id.in_(user_ids))))
     missing = [str(u) for u in user_ids if u not in found]
     if missing:
         raise field_error(field, f"No such user: {', '.join(missing)}.")
@@ -84,8 +94,6 @@ class Conversations:
             raise field_error("body.participant_ids", "A direct conversation is with someone else.")
         if len(others) + 1 > MAX_PARTICIPANTS:
             raise field_error("body.participant_ids", f"At most {MAX_PARTICIPANTS} participants.")
-        await _require_users(self._deps, others, "body.participant_ids")
-
         now = datetime.now(UTC)
         direct_key = ":".join(sorted(str(u) for u in (me, *others))) if body.kind == "direct" else None
         conversation = Conversation(
@@ -114,6 +122,9 @@ class Conversations:
             for u in others
         ]
         async with self._deps.sessions() as session:
+            if await session.get(User, me) is None:
+                raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
+            await _require_users(session, others, "body.participant_ids")
             if direct_key is not None:
                 existing = await session.scalar(
                     select(Conversation.id).where(Conversation.direct_key == direct_key)
@@ -121,10 +132,10 @@ class Conversations:
                 if existing is not None:
                     send(resp, await conversation_view(session, existing, me), 200)
                     return
-            session.add(conversation)
-            await session.flush()
-            session.add_all(members)
             try:
+                session.add(conversation)
+                await session.flush()
+                session.add_all(members)
                 await session.commit()
             except IntegrityError:
                 # Both users opened the direct conversation at once; the other request won.
@@ -132,11 +143,13 @@ class Conversations:
                 existing = await session.scalar(
                     select(Conversation.id).where(Conversation.direct_key == direct_key)
                 )
-                if existing is None:
+                if direct_key is None or existing is None:
                     raise
                 send(resp, await conversation_view(session, existing, me), 200)
                 return
             view = await conversation_view(session, conversation.id, me)
+        # New: no generation yet, so the seed always lands, and the first send needs no Postgres.
+        await membership.seed(self._deps.redis, conversation.id, b"0", [me, *others])
         await self._deps.publisher.publish(
             ConversationCreated(conversation_id=conversation.id, data=view), [me, *others]
         )
@@ -195,38 +208,40 @@ class Participants:
         async with self._deps.sessions() as session:
             await require_participant(session, cid, me)
             conversation = await session.get(Conversation, cid)
-            assert conversation is not None
+            if conversation is None:
+                raise NotFound("No such conversation.")
             if conversation.kind != "group":
                 raise Unprocessable(
                     "Participants can only be added to group conversations.",
                     [{"field": "body.user_ids", "message": "This is a direct conversation."}],
                 )
-            current = set(await participant_ids(session, cid))
-            new = [u for u in dict.fromkeys(body.user_ids) if u not in current]
-            if len(current) + len(new) > MAX_PARTICIPANTS:
-                raise field_error(
-                    "body.user_ids", f"A conversation has at most {MAX_PARTICIPANTS} participants."
-                )
-            await _require_users(self._deps, new, "body.user_ids")
-            now = datetime.now(UTC)
-            session.add_all(
-                Participant(conversation_id=cid, user_id=u, role="member", last_read_seq=0, joined_at=now)
-                for u in new
-            )
-            try:
-                await session.commit()
-            except IntegrityError:
-                # A concurrent request added some of them first; adding is idempotent, so retry once.
-                await session.rollback()
+            wanted = list(dict.fromkeys(body.user_ids))
+            await _require_users(session, wanted, "body.user_ids")
+            new: list[uuid.UUID] = []
+            for _ in range(3):
                 current = set(await participant_ids(session, cid))
-                new = [u for u in new if u not in current]
+                new = [u for u in wanted if u not in current]
+                if len(current) + len(new) > MAX_PARTICIPANTS:
+                    raise field_error(
+                        "body.user_ids", f"A conversation has at most {MAX_PARTICIPANTS} participants."
+                    )
+                now = datetime.now(UTC)
                 session.add_all(
                     Participant(conversation_id=cid, user_id=u, role="member", last_read_seq=0, joined_at=now)
                     for u in new
                 )
-                await session.commit()
+                try:
+                    await session.commit()
+                    break
+                except IntegrityError:
+                    # A concurrent request added some of them first; adding is idempotent: look again.
+                    await session.rollback()
+            else:
+                raise ServiceUnavailable("The participants kept changing; try again.", retry_after=1)
             view = await conversation_view(session, cid, me)
             recipients = await participant_ids(session, cid)
+        if new:
+            await membership.changed(self._deps.redis, cid)
         for user in new:
             await self._deps.publisher.publish(
                 ParticipantAdded(conversation_id=cid, data=UserRef(user_id=user)), recipients
@@ -245,7 +260,8 @@ class ParticipantById:
         async with self._deps.sessions() as session:
             mine = await require_participant(session, cid, me)
             conversation = await session.get(Conversation, cid)
-            assert conversation is not None
+            if conversation is None:
+                raise NotFound("No such conversation.")
             if conversation.kind != "group":
                 raise Unprocessable(
                     "Participants of a direct conversation are fixed.",
@@ -269,6 +285,7 @@ class ParticipantById:
                 if heir is not None:
                     heir.role = "owner"
             await session.commit()
+        await membership.changed(self._deps.redis, cid)
         await self._deps.publisher.publish(
             ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=target)), recipients
         )
@@ -287,7 +304,8 @@ class ReadMarker:
         async with self._deps.sessions() as session:
             await require_participant(session, cid, me)
             conversation = await session.get(Conversation, cid)
-            assert conversation is not None
+            if conversation is None:
+                raise NotFound("No such conversation.")
             # Never past the newest message accepted: a marker beyond it would hide future messages.
             newest = max(conversation.last_seq, await self._sequencer.current(cid) or 0)
             seq = min(body.seq, newest)

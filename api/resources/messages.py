@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from falcon.asgi import Request, Response
@@ -16,8 +17,8 @@ from api.deps import Deps
 from api.fields import PG_INT_MAX, NoNul, NotBlank
 from api.http import parse, path_uuid, query_int, send
 from api.views import require_participant
-from chat import metrics
-from chat.errors import Conflict, Forbidden, NotFound, Unprocessable
+from chat import membership, metrics, ratelimit
+from chat.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unprocessable
 from chat.jobs import (
     DELETE_MESSAGE,
     EDIT_MESSAGE,
@@ -29,10 +30,13 @@ from chat.jobs import (
     persist_job_id,
 )
 from chat.models import Conversation, Message, Participant
+from chat.queue import NeedsSeed, NotMember, RateLimited
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer, persisted_max_seq
 
 MAX_BODY_CHARS = 4000
+# After Redis lost its data, the newest claims of a conversation that come back from Postgres.
+RESTORED_CLAIMS = 1000
 # Message ids for client_id sends are derived, so a repeat maps to the same id on any replica.
 CLIENT_ID_NAMESPACE = uuid.UUID("6f1c1d52-8d0e-4c1e-9a55-2f9b1f4b7e10")
 
@@ -78,6 +82,7 @@ class ConversationMessages:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
         self._sequencer = Sequencer(deps.redis)
+        self._send_limit = ratelimit.parse(deps.settings.rate_limit_sends_per_user)
 
     async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
@@ -88,55 +93,83 @@ class ConversationMessages:
             if body.client_id
             else uuid.uuid4()
         )
-        # The hot path: plain reads outside a transaction (no BEGIN/ROLLBACK), one Redis call.
-        async with self._deps.reader.connect() as conn:
-            member = await conn.scalar(
-                select(Participant.role).where(Participant.conversation_id == cid, Participant.user_id == me)
-            )
-            if member is None:
-                raise NotFound("No such conversation.")
-            if body.client_id:
-                stored = (
-                    await conn.execute(
-                        select(Message.seq, Message.body, Message.edited_at, Message.deleted).where(
-                            Message.id == message_id
-                        )
-                    )
-                ).first()
-                if stored is not None:
-                    # Postgres is the lasting guard against duplicates, long after the queue forgot.
-                    if stored.edited_at is None and not stored.deleted and stored.body != body.body:
-                        raise Conflict("This client_id was already used for a different message body.")
-                    accepted(resp, message_id, cid, stored.seq, persist_job_id(message_id))
-                    return
-            job = PersistMessage(
-                message_id=message_id,
-                conversation_id=cid,
-                sender_id=me,
-                seq=0,
-                body=body.body,
-                client_id=body.client_id,
-                created_at=datetime.now(UTC),
-            )
-            job_id = persist_job_id(message_id)
-            claim_id = message_id if body.client_id else None
-            body_digest = digest(body.body)
-            # A repeat re-enqueues too: if the first request died before enqueueing, this one delivers it.
+        body_digest = digest(body.body)
+        job = PersistMessage(
+            message_id=message_id,
+            conversation_id=cid,
+            sender_id=me,
+            seq=0,
+            body=body.body,
+            client_id=body.client_id,
+            created_at=datetime.now(UTC),
+            client_digest=body_digest if body.client_id else None,
+        )
+        job_id = persist_job_id(message_id)
+        # One Redis round trip decides everything: membership, a repeated client_id, the send
+        # rate, the seq, the enqueue. Postgres is read only to seed what Redis lacks, so sends
+        # keep working while Postgres is down (the queue absorbs the outage).
+        for _ in range(3):
             result = await self._deps.queue.accept_message(
-                PERSIST_MESSAGE, job, job_id, claim_id=claim_id, digest=body_digest
+                PERSIST_MESSAGE,
+                job,
+                job_id,
+                claim_id=message_id if body.client_id else None,
+                digest=body_digest,
+                claim_ttl_seconds=self._deps.settings.client_id_claim_seconds,
+                send_limit=self._send_limit,
             )
-            if result is None:
-                # No counter yet (a new conversation, or Redis lost it): start after what Postgres holds.
-                await self._sequencer.raise_to(cid, await persisted_max_seq(conn, cid))
-                result = await self._deps.queue.accept_message(
-                    PERSIST_MESSAGE, job, job_id, claim_id=claim_id, digest=body_digest
-                )
-                assert result is not None
+            if not isinstance(result, NeedsSeed):
+                break
+            await self._seed(result, cid)
+        else:
+            raise ServiceUnavailable("The conversation's membership kept changing; try again.", retry_after=1)
+        if isinstance(result, NotMember):
+            raise NotFound("No such conversation.")
+        if isinstance(result, RateLimited):
+            raise TooManyRequests(
+                "Too many messages; slow down.", retry_after=math.ceil(result.retry_after_ms / 1000)
+            )
         if result.conflict:
             raise Conflict("This client_id was already used for a different message body.")
         if result.fresh:
             metrics.MESSAGES_ACCEPTED.inc()
         accepted(resp, message_id, cid, result.seq, job_id)
+
+    async def _seed(self, missing: NeedsSeed, cid: uuid.UUID) -> None:
+        """Fill in what Redis lost or never had from Postgres: the members, or the seq counter.
+
+        A missing counter means a new conversation, or a Redis that lost its data: then the
+        conversation's recent client_id claims come back too, so that repeats of sends made
+        before the loss still get their first id and seq.
+        """
+        async with self._deps.reader.connect() as conn:
+            if missing is NeedsSeed.MEMBERS:
+                read_at = await membership.generation(self._deps.redis, cid)
+                query = select(Participant.user_id).where(Participant.conversation_id == cid)
+                members = list(await conn.scalars(query))
+                if not members:
+                    raise NotFound("No such conversation.")
+                await membership.seed(self._deps.redis, cid, read_at, members)
+                return
+            await self._sequencer.raise_to(cid, await persisted_max_seq(conn, cid))
+            life = self._deps.settings.client_id_claim_seconds
+            recent = await conn.execute(
+                select(Message.id, Message.seq, Message.client_digest, Message.body, Message.edited_at)
+                .where(
+                    Message.conversation_id == cid,
+                    Message.client_id.is_not(None),
+                    Message.created_at > datetime.now(UTC) - timedelta(seconds=life),
+                )
+                .order_by(Message.seq.desc())
+                .limit(RESTORED_CLAIMS)
+            )
+        claims = []
+        for row in recent:
+            # Messages stored before digests were kept: the body is the digest's source, unless edited.
+            original = row.client_digest or (digest(row.body) if row.edited_at is None and row.body else None)
+            if original is not None:
+                claims.append((row.id, row.seq, original))
+        await self._deps.queue.restore_claims(claims, life)
 
     async def on_get(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
@@ -175,11 +208,21 @@ class MessageById:
         mid = path_uuid(message_id, "message")
         me = current_user(req)
         async with self._deps.sessions() as session:
-            message = await session.get(Message, mid)
-            if message is None:
-                raise NotFound("No such message (or it is still queued).")
-            participant = await require_participant(session, message.conversation_id, me)
-        return message, participant.role
+            found = (
+                await session.execute(
+                    select(Message, Participant.role)
+                    .join(
+                        Participant,
+                        (Participant.conversation_id == Message.conversation_id)
+                        & (Participant.user_id == me),
+                    )
+                    .where(Message.id == mid)
+                )
+            ).first()
+        if found is None:
+            # The same answer whether the message does not exist or is not the caller's to see.
+            raise NotFound("No such message (or it is still queued).")
+        return found[0], found[1]
 
     async def on_get(self, req: Request, resp: Response, message_id: str) -> None:
         message, _ = await self._visible(req, message_id)

@@ -13,7 +13,7 @@ from api.deps import Deps
 from api.http import limit_param, parse, path_uuid, send
 from api.resources.auth import DisplayName
 from chat import presence
-from chat.errors import NotFound, field_error
+from chat.errors import NotFound, Unauthorized, field_error
 from chat.models import User
 from chat.schemas import UserOut, UserProfileOut
 
@@ -28,7 +28,7 @@ class Me:
         async with self._deps.sessions() as session:
             user = await session.get(User, current_user(req))
         if user is None:
-            raise NotFound("The user of this token no longer exists.")
+            raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
         send(resp, UserOut.model_validate(user))
 
     async def on_patch(self, req: Request, resp: Response) -> None:
@@ -40,7 +40,7 @@ class Me:
             await session.commit()
             user = await session.get(User, current_user(req), populate_existing=True)
         if user is None:
-            raise NotFound("The user of this token no longer exists.")
+            raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
         send(resp, UserOut.model_validate(user))
 
 

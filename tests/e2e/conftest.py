@@ -139,6 +139,10 @@ def stack_env(database_url: str) -> dict[str, str]:
         "SECRET_KEY": SECRET,
         "PASSWORD_HASH_TIME_COST": "1",
         "PASSWORD_HASH_MEMORY_KIB": "1024",
+        # Tests register many users from one address and send in bursts (see tests/conftest.py).
+        "RATE_LIMIT_REGISTER_PER_ADDRESS": "off",
+        "RATE_LIMIT_LOGIN_PER_ADDRESS": "off",
+        "RATE_LIMIT_SENDS_PER_USER": "off",
         "LOG_LEVEL": "WARNING",
     }
 

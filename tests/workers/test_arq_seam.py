@@ -15,8 +15,8 @@ from api.deps import Deps
 from chat import arqseam
 from chat.arqseam import ChatWorker, Enqueuer, deserialize, serialize
 from chat.settings import Settings
+from tests.conftest import RunWorker
 from tests.support import ApiClient
-from tests.workers.conftest import RunWorker
 from tests.workers.test_write_path import send, stored_count
 from workers import main as worker_main
 from workers.main import FUNCTIONS, arq_cli_settings, worker_options

@@ -14,8 +14,8 @@ from chat import arqseam, deadletters
 from chat.arqseam import Enqueuer
 from chat.cli import set_admin
 from chat.jobs import PERSIST_MESSAGE
+from tests.conftest import RunWorker
 from tests.support import ApiClient, TestUser, assert_problem
-from tests.workers.conftest import RunWorker
 from tests.workers.test_write_path import send, stored_count
 from workers import store
 

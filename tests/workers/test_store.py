@@ -11,11 +11,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from api.deps import Deps
+from chat.failures import is_transient
 from chat.jobs import PersistMessage
 from chat.sequence import Sequencer
 from tests.support import ApiClient
 from workers import store
-from workers.tasks import is_transient
 
 
 def _job(conversation_id: str, sender: str, seq: int) -> PersistMessage:

@@ -16,8 +16,8 @@ from chat.models import Message
 from chat.sequence import Sequencer, counter_key
 from chat.settings import Settings
 from tests.api.test_conversations import stream
+from tests.conftest import RunWorker
 from tests.support import ApiClient, TestUser, assert_problem
-from tests.workers.conftest import RunWorker
 from workers import store
 from workers.main import create_worker
 

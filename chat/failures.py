@@ -1,0 +1,91 @@
+"""Which failures are a dependency being away (retry later) rather than a bug, for every process.
+
+Workers retry what is transient; the api answers `503` with `Retry-After` for it. Neither logs
+SQL parameters: a database error's message can quote the values a request sent.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+
+import asyncpg
+import redis.exceptions
+import sqlalchemy.exc
+
+_DATABASE: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection free in time
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TransactionRollbackError,  # deadlocks and serialization failures
+)
+_REDIS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,  # includes BusyLoadingError: Redis is replaying its AOF
+    redis.exceptions.TimeoutError,
+)
+
+# SQLSTATE class 40 (transaction rollback), 08 (connection) and the server shutting down: the same
+# statement can succeed when tried again.
+TRANSIENT_SQLSTATES = ("40", "08", "57P01", "57P02", "57P03")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """The dependency that is away ("the database", "Redis"), or None when this is not an outage."""
+    for error in _chain(exc):
+        if isinstance(error, _REDIS):
+            return "Redis"
+        if isinstance(error, sqlalchemy.exc.DBAPIError):
+            sqlstate = getattr(error.orig, "sqlstate", None)
+            if error.connection_invalidated or (
+                isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATES)
+            ):
+                return "the database"
+        if isinstance(error, _DATABASE):
+            return "the database"
+        if isinstance(error, OSError | TimeoutError):
+            # redis-py wraps its socket errors; a bare one comes from the database driver.
+            return "the database"
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth trying again later: a dependency was away, or the database asked for a retry."""
+    return unavailable(exc) is not None
+
+
+def scrubbed_traceback(exc: BaseException) -> str:
+    """A traceback for the log, with database errors reduced to SQLSTATE and statement."""
+    parts: list[str] = []
+    for error in reversed(list(_chain(exc))):
+        parts.extend(traceback.format_tb(error.__traceback__))
+        parts.append(f"{type(error).__module__}.{type(error).__qualname__}: {_describe(error)}\n")
+    return "".join(parts)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, sqlalchemy.exc.StatementError):
+        sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+        return f"SQLSTATE {sqlstate}; statement: {error.statement}"
+    if isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return f"SQLSTATE {getattr(error, 'sqlstate', None)} (message withheld: it can quote parameters)"
+    if type(error).__module__.startswith(("sqlalchemy.dialects", "asyncpg")):
+        return "(message withheld: it can quote parameters)"
+    return str(error)
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """A short reason for an outage log line, as safe as `scrubbed_traceback`."""
+    return _describe(exc)

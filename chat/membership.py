@@ -1,0 +1,63 @@
+"""Who may send into a conversation, mirrored in Redis so that a send never needs Postgres.
+
+The api's send script checks the set `members:<conversation>`. Postgres stays the truth: a
+missing set is seeded from it, and every membership change deletes the set after its commit, so
+the next send seeds it afresh. A per-conversation generation, bumped by every change, keeps a seed
+that read Postgres before a change from being written after it. The set expires after a day, which
+bounds how long a change whose invalidation was lost (a crash between commit and delete) can
+linger.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from redis.asyncio import Redis
+
+MEMBERS_TTL_SECONDS = 24 * 3600
+GENERATION_TTL_SECONDS = 30 * 24 * 3600
+
+
+def members_key(conversation_id: uuid.UUID | str) -> str:
+    return f"members:{conversation_id}"
+
+
+def generation_key(conversation_id: uuid.UUID | str) -> str:
+    return f"members-gen:{conversation_id}"
+
+
+async def generation(redis: Redis, conversation_id: uuid.UUID) -> bytes:
+    """Read before reading Postgres for a seed; `seed` writes only if it is unchanged."""
+    return await redis.get(generation_key(conversation_id)) or b"0"
+
+
+# KEYS: set, generation. ARGV: expected generation, ttl, member ids. 1 written, 0 a change came first.
+_SEED = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SADD', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+async def seed(
+    redis: Redis, conversation_id: uuid.UUID, read_at: bytes, user_ids: Iterable[uuid.UUID]
+) -> bool:
+    members = [str(u) for u in user_ids]
+    if not members:
+        return False
+    script = redis.register_script(_SEED)
+    keys = [members_key(conversation_id), generation_key(conversation_id)]
+    return bool(await script(keys=keys, args=[read_at, MEMBERS_TTL_SECONDS, *members]))
+
+
+async def changed(redis: Redis, *conversation_ids: uuid.UUID) -> None:
+    """Call after a membership change commits: the next send re-reads Postgres."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for conversation_id in conversation_ids:
+            pipe.incr(generation_key(conversation_id))
+            pipe.expire(generation_key(conversation_id), GENERATION_TTL_SECONDS)
+            pipe.delete(members_key(conversation_id))
+        await pipe.execute()
