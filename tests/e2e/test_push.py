@@ -162,12 +162,17 @@ async def test_trimmed_id_gets_resync_required(client: Client, push_stack: Stack
         await ws.close()
 
 
-async def closed_with(ws: ClientConnection, timeout: float = 10) -> int | None:
+async def close_of(ws: ClientConnection, timeout: float = 10) -> tuple[int | None, str | None]:
+    """Read until the server closes; its close code and reason."""
     try:
         while True:
             await asyncio.wait_for(ws.recv(), timeout)
     except ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else None
+        return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, None)
+
+
+async def closed_with(ws: ClientConnection, timeout: float = 10) -> int | None:
+    return (await close_of(ws, timeout))[0]
 
 
 async def test_bad_and_expiring_tokens_close_4401(client: Client, push_stack: Stack) -> None:
@@ -303,6 +308,6 @@ async def test_sigterm_closes_sockets_with_1012(client: Client, push_stack: Stac
     ws, _ = await open_ws(push, bob)
     started = time.monotonic()
     push.signal(signal.SIGTERM)
-    assert await closed_with(ws) == 1012
+    assert await close_of(ws) == (1012, "server restarting; reconnect")
     assert push.popen.wait(10) is not None
     assert time.monotonic() - started < 10
