@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -39,6 +40,12 @@ SERVER_ERROR = Close(1011, "server error; reconnect with back-off")
 RESTARTING = Close(1012, "server restarting; reconnect")
 TOKEN_INVALID = Close(4401, "token missing, invalid or expired")
 TOO_SLOW = Close(4408, "too far behind; reconnect with last_event_id")
+RATE_LIMITED = 4429
+
+
+def rate_limited(what: str, retry_after: float) -> Close:
+    """4429 with the retry hint an HTTP client would get in Retry-After, in whole seconds."""
+    return Close(RATE_LIMITED, f"too many {what}; retry after {max(1, math.ceil(retry_after))} s")
 
 
 def ready(user_id: str, connection_id: str, replayed: int, last_event_id: str | None) -> str:

@@ -1,4 +1,4 @@
-"""One WebSocket connection, from acceptance to close.
+"""One WebSocket connection, from admission to close.
 
 The seam between replay and live is the delicate part: the user's channel is subscribed first
 and live frames are buffered; then the stream is replayed after the client's last_event_id; then
@@ -41,6 +41,9 @@ REPLAY_CHUNK = 500
 # A Redis that stops answering must not hold a handshake (or a replay) open: past this the client
 # gets 1011 and backs off. A healthy round trip takes well under a millisecond.
 REDIS_TIMEOUT = 5.0
+# A slot frees whenever one of the user's other sockets closes, which nobody can predict: this is
+# the back-off a client over the cap is told to take, long enough to stop a reconnect loop.
+SOCKETS_RETRY_AFTER = 5
 CLOSE_TIMEOUT = 2.0
 
 
@@ -80,16 +83,27 @@ class Session:
             self._closing.set_result(close)
 
     async def run(self, redis: Redis, hub: Hub, last_event_id: str | None) -> None:
-        """Accept, replay, relay; returns once the socket is closed."""
+        """Admit, accept, replay, relay; returns once the socket is closed."""
         tasks: list[asyncio.Task[None]] = []
         close = frames.SERVER_ERROR  # whatever goes wrong before a better answer is known
+        # Until the claim answers, the connection may be recorded: a timed-out script can still run.
+        present = True
         try:
+            present = await _bounded(
+                presence.claim(
+                    redis,
+                    self.user_id,
+                    self.connection_id,
+                    ttl_seconds=self._settings.presence_ttl_seconds,
+                    cap=self._settings.rate_limit_sockets_per_user,
+                )
+            )
             await self.ws.accept()
             self._accepted = True
+            if not present:
+                close = frames.rate_limited("sockets", SOCKETS_RETRY_AFTER)
+                return
             await _bounded(hub.join(self))
-            await _bounded(
-                presence.touch(redis, self.user_id, self.connection_id, self._settings.presence_ttl_seconds)
-            )
             await self._start(redis, last_event_id)
             tasks = [
                 asyncio.create_task(self._send_loop()),
@@ -112,8 +126,9 @@ class Session:
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await _bounded(hub.leave(self))
-            with contextlib.suppress(Exception):
-                await _bounded(presence.leave(redis, self.user_id, self.connection_id))
+            if present:
+                with contextlib.suppress(Exception):
+                    await _bounded(presence.leave(redis, self.user_id, self.connection_id))
             await self._close(close)
             metrics.WS_CLOSED.labels(str(close.code)).inc()
 

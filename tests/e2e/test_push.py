@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat.eventbus import RedisPublisher, stream_key
 from chat.events import MessageCreated
+from chat.presence import presence_key
 from chat.schemas import MessageOut
 from tests.e2e.conftest import E2E_REDIS_URL, SECRET, Client, Process, Stack
 
@@ -311,3 +312,27 @@ async def test_sigterm_closes_sockets_with_1012(client: Client, push_stack: Stac
     assert await close_of(ws) == (1012, "server restarting; reconnect")
     assert push.popen.wait(10) is not None
     assert time.monotonic() - started < 10
+
+
+async def test_the_socket_cap_counts_both_push_processes(client: Client, push_stack: Stack) -> None:
+    push_a, push_b = procs(push_stack, "push")
+    bob = await client.user()
+    # RATE_LIMIT_SOCKETS_PER_USER defaults to 20: ten on each process fill it.
+    sockets = [(await open_ws(push, bob))[0] for push in [push_a, push_b] * 10]
+    try:
+        for push in (push_a, push_b):
+            over = await connect(f"{push.ws_url}?token={bob['access_token']}", compression=None)
+            assert await close_of(over) == (4429, "too many sockets; retry after 5 s")
+        await sockets.pop().close()
+        # Its slot frees as its session ends, a moment after the closing handshake.
+        r = redis.asyncio.Redis.from_url(E2E_REDIS_URL)
+        async with asyncio.timeout(5):
+            while await r.zcard(presence_key(bob["id"])) >= 20:
+                await asyncio.sleep(0.02)
+        await r.aclose()
+        again, ready = await open_ws(push_a, bob)
+        assert ready["type"] == "ready"
+        sockets.append(again)
+    finally:
+        for ws in sockets:
+            await ws.close()

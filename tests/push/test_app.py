@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import orjson
 import pytest
 from falcon import WebSocketDisconnected
 from falcon.testing import ASGIConductor
@@ -20,6 +23,7 @@ from tests.conftest import make_settings
 
 # Falcon forwards a close reason only to servers of ASGI spec 2.3 or later; uvicorn speaks 2.4.
 SPEC = "2.4"
+RETRY_HINT = re.compile(r"too many sockets; retry after [1-9]\d* s")
 
 
 def ws_query(settings: Settings, user: uuid.UUID) -> str:
@@ -81,3 +85,45 @@ async def test_a_hung_redis_does_not_leave_the_handshake_hanging(monkeypatch: py
             elapsed = asyncio.get_running_loop().time() - started
     assert (code, reason) == (1011, frames.SERVER_ERROR.reason)
     assert elapsed < 2
+
+
+async def ready(ws: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.receive_text(), 3))
+    assert frame["type"] == "ready", frame
+    return frame
+
+
+async def test_sockets_per_user_are_capped_across_push_processes() -> None:
+    # Two push apps on one Redis, as two push processes would be.
+    settings = make_settings(redis_url=f"memory://{uuid.uuid4().hex}", rate_limit_sockets_per_user=2)
+    user, other = uuid.uuid4(), uuid.uuid4()
+    query = ws_query(settings, user)
+    async with ASGIConductor(create_app(settings)) as a, ASGIConductor(create_app(settings)) as b:
+        async with (
+            a.simulate_ws("/ws", query_string=query, spec_version=SPEC) as first,
+            b.simulate_ws("/ws", query_string=query, spec_version=SPEC) as second,
+        ):
+            await ready(first)
+            await ready(second)
+            code, reason = await refused(a, query)
+            assert code == 4429 and reason is not None and RETRY_HINT.fullmatch(reason), reason
+            code, reason = await refused(b, query)
+            assert code == 4429
+            # The cap is per user: someone else connects as usual.
+            async with b.simulate_ws("/ws", query_string=ws_query(settings, other), spec_version=SPEC) as ws:
+                await ready(ws)
+        # Both closed: their slots are free again at once, not after the presence TTL.
+        async with a.simulate_ws("/ws", query_string=query, spec_version=SPEC) as again:
+            await ready(again)
+
+
+async def test_sockets_cap_off_admits_any_number() -> None:
+    settings = make_settings(redis_url=f"memory://{uuid.uuid4().hex}", rate_limit_sockets_per_user="off")
+    assert settings.rate_limit_sockets_per_user is None
+    query = ws_query(settings, uuid.uuid4())
+    async with ASGIConductor(create_app(settings)) as conductor, contextlib.AsyncExitStack() as stack:
+        for _ in range(25):
+            ws = await stack.enter_async_context(
+                conductor.simulate_ws("/ws", query_string=query, spec_version=SPEC)
+            )
+            await ready(ws)
