@@ -26,12 +26,13 @@ from falcon.asgi import WebSocket
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from chat import metrics, presence
+from chat import metrics, presence, ratelimit
 from chat.eventbus import EVENT_FIELD, stream_key
 from chat.events import frame as event_frame
 from chat.settings import Settings
 from push import frames
 from push.hub import Hub
+from push.throttle import FrameBudget
 
 log = logging.getLogger("push.session")
 
@@ -58,6 +59,8 @@ class Session:
         self._buffer: list[str] | None = []  # live frames held back while replaying
         self._closing: asyncio.Future[frames.Close] = asyncio.get_running_loop().create_future()
         self._accepted = False
+        limit = ratelimit.parse(settings.rate_limit_client_frames)
+        self._budget = FrameBudget(limit) if limit is not None else None
 
     # Called by the hub for every frame published to this user.
     def offer(self, frame: str) -> None:
@@ -193,12 +196,19 @@ class Session:
 
     async def _receive_loop(self) -> None:
         while True:
+            raw: str | None = None
             try:
                 raw = await self.ws.receive_text()
             except WebSocketDisconnected:
                 self.close_with(frames.GONE)
                 return
             except (TypeError, ValueError):  # a binary frame
+                pass
+            if self._budget is not None and (wait := self._budget.take()):
+                # Answering a flood would only feed it: close, saying when to come back.
+                self.close_with(frames.rate_limited("frames", wait))
+                return
+            if raw is None:
                 self.offer(frames.error("Frames must be JSON text."))
                 continue
             try:

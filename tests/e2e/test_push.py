@@ -314,6 +314,16 @@ async def test_sigterm_closes_sockets_with_1012(client: Client, push_stack: Stac
     assert time.monotonic() - started < 10
 
 
+async def test_a_flooding_client_is_closed_4429(client: Client, push_stack: Stack) -> None:
+    push = procs(push_stack, "push")[1]
+    bob = await client.user()
+    ws, _ = await open_ws(push, bob)
+    for _ in range(40):  # twice RATE_LIMIT_CLIENT_FRAMES' default of 20/second, at once
+        await ws.send('{"type":"ping"}')
+    code, reason = await close_of(ws)
+    assert code == 4429 and reason == "too many frames; retry after 1 s"
+
+
 async def test_the_socket_cap_counts_both_push_processes(client: Client, push_stack: Stack) -> None:
     push_a, push_b = procs(push_stack, "push")
     bob = await client.user()

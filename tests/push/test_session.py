@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -212,5 +213,40 @@ async def test_lost_subscription_closes_1012_with_a_reason(
     monkeypatch.setattr(hub._pubsub, "get_message", lost)
     await asyncio.wait_for(task, 3)  # the reader polls once a second
     assert (ws.closed_with, ws.close_reason) == (1012, "server restarting; reconnect")
+    await hub.close()
+    await redis.aclose()
+
+
+async def test_client_frames_over_the_limit_close_4429(push_settings: Settings) -> None:
+    settings = push_settings.model_copy(update={"rate_limit_client_frames": "5/second"})
+    ws = FakeWebSocket()
+    redis, hub, (_session, task) = await start(settings, ws, uuid.uuid4(), None)
+    await wait_for(lambda: any(f["type"] == "ready" for f in ws.sent))
+    ws.client_sends(*['{"type":"ping"}'] * 4, b"\x00", *['{"type":"ping"}'] * 5)  # binary frames count too
+    await asyncio.wait_for(task, 2)
+    assert ws.closed_with == 4429
+    assert ws.close_reason is not None
+    assert re.fullmatch(r"too many frames; retry after [1-9]\d* s", ws.close_reason), ws.close_reason
+    assert len([f for f in ws.sent if f["type"] in ("pong", "error")]) <= 5
+    await hub.close()
+    await redis.aclose()
+
+
+@pytest.mark.parametrize(("limit", "pings"), [("off", 60), ("20/second", 20)])
+async def test_client_frames_within_the_limit_or_off_are_answered(
+    push_settings: Settings, limit: str, pings: int
+) -> None:
+    # A send queue roomier than the pings: the fake socket never makes the receive loop yield.
+    settings = push_settings.model_copy(
+        update={"rate_limit_client_frames": limit, "push_send_queue_size": 128}
+    )
+    ws = FakeWebSocket()
+    redis, hub, (session, task) = await start(settings, ws, uuid.uuid4(), None)
+    await wait_for(lambda: any(f["type"] == "ready" for f in ws.sent))
+    ws.client_sends(*['{"type":"ping"}'] * pings)
+    await wait_for(lambda: len([f for f in ws.sent if f["type"] == "pong"]) == pings)
+    assert not task.done()
+    session.restart()
+    await task
     await hub.close()
     await redis.aclose()
