@@ -64,6 +64,8 @@ def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Serv
         ws_per_message_deflate=False,
         # The access log would print the query string, and with it the token.
         access_log=False,
+        # No `server: uvicorn` banner: it only tells a scanner which CVEs to try.
+        server_header=False,
         timeout_graceful_shutdown=5,
         log_level="warning",
         lifespan="on",

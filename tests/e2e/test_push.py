@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import jwt
 import orjson
 import pytest
@@ -312,6 +313,18 @@ async def test_sigterm_closes_sockets_with_1012(client: Client, push_stack: Stac
     assert await close_of(ws) == (1012, "server restarting; reconnect")
     assert push.popen.wait(10) is not None
     assert time.monotonic() - started < 10
+
+
+async def test_no_server_banner(client: Client, push_stack: Stack) -> None:
+    push = procs(push_stack, "push")[0]
+    async with httpx.AsyncClient() as http:
+        assert "server" not in (await http.get(push.url + "/healthz")).headers
+    bob = await client.user()
+    ws, _ = await open_ws(push, bob)
+    try:
+        assert ws.response is not None and "server" not in ws.response.headers
+    finally:
+        await ws.close()
 
 
 async def test_a_flooding_client_is_closed_4429(client: Client, push_stack: Stack) -> None:
