@@ -1,7 +1,8 @@
 """Who is connected, kept in Redis by the push processes and read by the api.
 
 Each connection scores itself in a per-user sorted set with an expiry time and renews it on a
-heartbeat, so a crashed push process's users go offline by themselves after the TTL.
+heartbeat, so a crashed push process's users go offline by themselves after the TTL. The same set
+caps how many sockets one user may hold open across every push process.
 """
 
 from __future__ import annotations
@@ -31,6 +32,36 @@ async def touch(redis: Redis, user_id: uuid.UUID | str, connection_id: str, ttl_
         pipe.expire(key, ttl_seconds * 2)
         pipe.set(last_seen_key(user_id), repr(now))
         await pipe.execute()
+
+
+# Counts the user's live connections (expiry still ahead) and adds this one only while under the
+# cap, in one step: two sockets opening at the same instant on two push processes cannot both take
+# the last slot. A cap below zero means no cap; the connection is recorded either way.
+_CLAIM = """
+local key = KEYS[1]
+local now = ARGV[1]
+local cap = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+if cap >= 0 and redis.call('ZCOUNT', key, '(' .. now, '+inf') >= cap then
+    return 0
+end
+redis.call('ZADD', key, ARGV[2], ARGV[3])
+redis.call('EXPIRE', key, ARGV[5])
+redis.call('SET', KEYS[2], now)
+return 1
+"""
+
+
+async def claim(
+    redis: Redis, user_id: uuid.UUID | str, connection_id: str, *, ttl_seconds: int, cap: int | None
+) -> bool:
+    """Mark a new connection alive, unless the user already holds `cap` live ones (None: no cap)."""
+    now = time.time()
+    admitted = await redis.register_script(_CLAIM)(
+        keys=[presence_key(user_id), last_seen_key(user_id)],
+        args=[repr(now), repr(now + ttl_seconds), connection_id, -1 if cap is None else cap, ttl_seconds * 2],
+    )
+    return bool(admitted)
 
 
 async def leave(redis: Redis, user_id: uuid.UUID | str, connection_id: str) -> None:

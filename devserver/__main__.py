@@ -34,7 +34,14 @@ def migrate(settings: Settings) -> None:
 
 async def serve(settings: Settings, host: str, api_port: int, push_port: int) -> None:
     api = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=host, port=api_port, access_log=False, log_level="warning")
+        uvicorn.Config(
+            create_app(settings),
+            host=host,
+            port=api_port,
+            access_log=False,
+            log_level="warning",
+            server_header=False,  # as in production: no banner (push.server turns off its own)
+        )
     )
     push, push_socket = build_server(settings, host, push_port)
     worker = create_worker(settings, handle_signals=False)

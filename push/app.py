@@ -19,7 +19,7 @@ from chat.security import Tokens
 from chat.settings import Settings
 from push import frames
 from push.hub import Hub
-from push.session import Session
+from push.session import Session, Sessions
 
 log = logging.getLogger("push")
 
@@ -27,12 +27,14 @@ log = logging.getLogger("push")
 class Socket:
     """`GET /ws?token=...[&last_event_id=...]`."""
 
-    def __init__(self, settings: Settings, redis: Redis, hub: Hub, tokens: Tokens) -> None:
+    def __init__(
+        self, settings: Settings, redis: Redis, hub: Hub, tokens: Tokens, sessions: Sessions
+    ) -> None:
         self._settings = settings
         self._redis = redis
         self._hub = hub
         self._tokens = tokens
-        self.sessions: set[Session] = set()
+        self._sessions = sessions
 
     async def on_websocket(self, req: Request, ws: WebSocket) -> None:
         # Browsers cannot set headers on a WebSocket, so the token is in the query: never log it.
@@ -40,17 +42,16 @@ class Socket:
             claims = self._tokens.verify_access(req.get_param("token") or _bearer(req))
         except Unauthorized:
             await ws.accept()
-            await ws.close(frames.TOKEN_INVALID)
-            metrics.WS_CLOSED.labels(str(frames.TOKEN_INVALID)).inc()
+            await ws.close(frames.TOKEN_INVALID.code, frames.TOKEN_INVALID.reason)
+            metrics.WS_CLOSED.labels(str(frames.TOKEN_INVALID.code)).inc()
             return
-        await ws.accept()
         session = Session(ws, claims.user_id, claims.expires_at, self._settings)
-        self.sessions.add(session)
+        self._sessions.add(session)
         metrics.WS_CONNECTIONS.inc()
         try:
             await session.run(self._redis, self._hub, req.get_param("last_event_id"))
         finally:
-            self.sessions.discard(session)
+            self._sessions.discard(session)
             metrics.WS_CONNECTIONS.dec()
 
 
@@ -88,30 +89,29 @@ class Metrics:
 
 
 class Lifespan:
-    def __init__(self, redis: Redis, hub: Hub, socket: Socket) -> None:
+    def __init__(self, redis: Redis, hub: Hub, sessions: Sessions) -> None:
         self._redis = redis
         self._hub = hub
-        self._socket = socket
+        self._sessions = sessions
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
-        # uvicorn has already closed the sockets with 1012; this covers servers that don't.
-        for session in list(self._socket.sessions):
-            session.restart()
-        for _ in range(50):
-            if not self._socket.sessions:
-                break
-            await asyncio.sleep(0.02)
+        # push.server has already closed the sockets with 1012; this covers servers that don't.
+        await self._sessions.restart_all(grace=1)
         await self._hub.close()
         with contextlib.suppress(Exception):
             await self._redis.aclose(close_connection_pool=True)
 
 
-def create_app(settings: Settings | None = None) -> falcon.asgi.App[Request, Response]:
+def create_app(
+    settings: Settings | None = None, sessions: Sessions | None = None
+) -> falcon.asgi.App[Request, Response]:
+    """The push app; `sessions` is how the server that runs it reaches the open sockets."""
     settings = settings or Settings()
+    sessions = sessions if sessions is not None else Sessions()
     redis = create_redis(settings)
     hub = Hub(redis)
-    socket = Socket(settings, redis, hub, Tokens(settings))
-    middleware: list[Any] = [Lifespan(redis, hub, socket)]
+    socket = Socket(settings, redis, hub, Tokens(settings), sessions)
+    middleware: list[Any] = [Lifespan(redis, hub, sessions)]
     app = falcon.asgi.App(middleware=middleware)
     app.add_route("/ws", socket)
     app.add_route("/healthz", Health())

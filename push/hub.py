@@ -58,7 +58,11 @@ class Hub:
                 self._ensure_reader()
                 await asyncio.wait_for(asyncio.shield(confirmed), 5)
             except BaseException:
-                self._local[subscriber.user_id].discard(subscriber)
+                sockets = self._local.get(subscriber.user_id)
+                if sockets is not None:
+                    sockets.discard(subscriber)
+                    if not sockets:
+                        del self._local[subscriber.user_id]
                 self._confirmations.pop(name, None)
                 raise
 
@@ -110,12 +114,21 @@ class Hub:
             # The subscription is gone and events may have been missed meanwhile: every local
             # socket is closed with 1012, and its client resumes from its stream elsewhere or here.
             log.warning("pub/sub connection lost (%s); restarting local sockets", exc)
+            # Forget them all before anything awaits. A client that comes straight back must find
+            # its user unsubscribed, so that join subscribes again on a new connection (read by a
+            # new reader) instead of counting a socket of the old one that has not left yet.
+            stale, self._local = self._local, defaultdict(set)
             self._pubsub = None
+            self._reader = None
+            for confirmed in self._confirmations.values():
+                if not confirmed.done():
+                    confirmed.set_exception(ConnectionError("pub/sub connection lost"))
+            self._confirmations.clear()
+            for sockets in stale.values():
+                for subscriber in sockets:
+                    subscriber.restart()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-            for sockets in list(self._local.values()):
-                for subscriber in list(sockets):
-                    subscriber.restart()
 
     def _fan_out(self, name: str, data: bytes | str) -> None:
         sockets = self._local.get(name[len(CHANNEL_PREFIX) :])

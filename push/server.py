@@ -8,8 +8,11 @@ import uvicorn
 
 from chat.settings import Settings
 from push.app import create_app
+from push.session import Sessions
 
 MAX_CLIENT_FRAME = 4096  # larger client frames are closed with 1009 by the websockets layer
+# How long a shutdown waits for the sockets' own 1012 close frames before uvicorn's bare ones.
+SHUTDOWN_GRACE = 2.0
 
 
 def listen(host: str, port: int, sndbuf: int) -> socket.socket:
@@ -28,9 +31,31 @@ def listen(host: str, port: int, sndbuf: int) -> socket.socket:
     return sock
 
 
+class PushServer(uvicorn.Server):
+    """uvicorn, except that a shutdown closes every socket with 1012 *and a reason*.
+
+    uvicorn's own shutdown fails each WebSocket with a bare 1012 before the app hears of it. So:
+    stop accepting, close our sessions ourselves (saying "server restarting; reconnect"), and let
+    uvicorn finish whatever is left.
+    """
+
+    def __init__(self, config: uvicorn.Config, sessions: Sessions) -> None:
+        super().__init__(config)
+        self._sessions = sessions
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        await self._sessions.restart_all(grace=SHUTDOWN_GRACE)
+        await super().shutdown(sockets)
+
+
 def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Server, socket.socket]:
+    sessions = Sessions()
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, sessions),
         ws="websockets",
         ws_max_size=MAX_CLIENT_FRAME,
         ws_ping_interval=settings.push_ping_interval_seconds,
@@ -39,8 +64,10 @@ def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Serv
         ws_per_message_deflate=False,
         # The access log would print the query string, and with it the token.
         access_log=False,
+        # No `server: uvicorn` banner: it only tells a scanner which CVEs to try.
+        server_header=False,
         timeout_graceful_shutdown=5,
         log_level="warning",
         lifespan="on",
     )
-    return uvicorn.Server(config), listen(host, port, settings.push_socket_sndbuf)
+    return PushServer(config, sessions), listen(host, port, settings.push_socket_sndbuf)

@@ -1,9 +1,12 @@
-"""One WebSocket connection, from authentication to close.
+"""One WebSocket connection, from admission to close.
 
 The seam between replay and live is the delicate part: the user's channel is subscribed first
 and live frames are buffered; then the stream is replayed after the client's last_event_id; then
 buffered frames newer than the last replayed one are flushed, and the socket goes live. Nothing is
 lost between the two and nothing is sent twice.
+
+Every way out ends in a close code of the contract with a reason (`frames.Close`): a Redis failure
+is 1011 and says to back off, never a normal closure (1000) the client would not retry.
 """
 
 from __future__ import annotations
@@ -13,23 +16,36 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from datetime import datetime
+from typing import TypeVar
 
 import orjson
 from falcon import WebSocketDisconnected
 from falcon.asgi import WebSocket
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from chat import metrics, presence
+from chat import metrics, presence, ratelimit
 from chat.eventbus import EVENT_FIELD, stream_key
 from chat.events import frame as event_frame
 from chat.settings import Settings
 from push import frames
 from push.hub import Hub
+from push.throttle import FrameBudget
 
 log = logging.getLogger("push.session")
 
+T = TypeVar("T")
+
 REPLAY_CHUNK = 500
+# A Redis that stops answering must not hold a handshake (or a replay) open: past this the client
+# gets 1011 and backs off. A healthy round trip takes well under a millisecond.
+REDIS_TIMEOUT = 5.0
+# A slot frees whenever one of the user's other sockets closes, which nobody can predict: this is
+# the back-off a client over the cap is told to take, long enough to stop a reconnect loop.
+SOCKETS_RETRY_AFTER = 5
+CLOSE_TIMEOUT = 2.0
 
 
 class Session:
@@ -41,7 +57,10 @@ class Session:
         self._settings = settings
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.push_send_queue_size)
         self._buffer: list[str] | None = []  # live frames held back while replaying
-        self._closing: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._closing: asyncio.Future[frames.Close] = asyncio.get_running_loop().create_future()
+        self._accepted = False
+        limit = ratelimit.parse(settings.rate_limit_client_frames)
+        self._budget = FrameBudget(limit) if limit is not None else None
 
     # Called by the hub for every frame published to this user.
     def offer(self, frame: str) -> None:
@@ -62,16 +81,32 @@ class Session:
     def restart(self) -> None:
         self.close_with(frames.RESTARTING)
 
-    def close_with(self, code: int) -> None:
+    def close_with(self, close: frames.Close) -> None:
         if not self._closing.done():
-            self._closing.set_result(code)
+            self._closing.set_result(close)
 
     async def run(self, redis: Redis, hub: Hub, last_event_id: str | None) -> None:
-        await hub.join(self)
+        """Admit, accept, replay, relay; returns once the socket is closed."""
         tasks: list[asyncio.Task[None]] = []
-        code = 1000
+        close = frames.SERVER_ERROR  # whatever goes wrong before a better answer is known
+        # Until the claim answers, the connection may be recorded: a timed-out script can still run.
+        present = True
         try:
-            await presence.touch(redis, self.user_id, self.connection_id, self._settings.presence_ttl_seconds)
+            present = await _bounded(
+                presence.claim(
+                    redis,
+                    self.user_id,
+                    self.connection_id,
+                    ttl_seconds=self._settings.presence_ttl_seconds,
+                    cap=self._settings.rate_limit_sockets_per_user,
+                )
+            )
+            await self.ws.accept()
+            self._accepted = True
+            if not present:
+                close = frames.rate_limited("sockets", SOCKETS_RETRY_AFTER)
+                return
+            await _bounded(hub.join(self))
             await self._start(redis, last_event_id)
             tasks = [
                 asyncio.create_task(self._send_loop()),
@@ -79,20 +114,44 @@ class Session:
                 asyncio.create_task(self._heartbeat(redis)),
                 asyncio.create_task(self._expire()),
             ]
-            code = await self._closing
-        except WebSocketDisconnected:
-            code = 1001
+            for task in tasks:
+                task.add_done_callback(self._task_done)
+            close = await self._closing
+        except WebSocketDisconnected:  # before OSError below: it is a ConnectionError
+            close = frames.GONE
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+            log.warning("closing a socket with 1011: Redis failed (%s: %s)", type(exc).__name__, exc)
+        except Exception:
+            log.exception("closing a socket with 1011")
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await hub.leave(self)
             with contextlib.suppress(Exception):
-                await presence.leave(redis, self.user_id, self.connection_id)
-            if code != 1001 and not self.ws.closed:
+                await _bounded(hub.leave(self))
+            if present:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.ws.close(code), 2)
-            metrics.WS_CLOSED.labels(str(code)).inc()
+                    await _bounded(presence.leave(redis, self.user_id, self.connection_id))
+            await self._close(close)
+            metrics.WS_CLOSED.labels(str(close.code)).inc()
+
+    async def _close(self, close: frames.Close) -> None:
+        if close is frames.GONE:
+            return
+        with contextlib.suppress(Exception):
+            if not self._accepted:
+                # A close before accept reaches the client as a bare HTTP 403, with no code to act on.
+                await self.ws.accept()
+                self._accepted = True
+            if not self.ws.closed:
+                await asyncio.wait_for(self.ws.close(close.code, close.reason), CLOSE_TIMEOUT)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # The loops end only by closing the session; one that raised is a bug, and must not leave
+        # a socket open that no longer sends or reads.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a session loop failed; closing with 1011", exc_info=task.exception())
+            self.close_with(frames.SERVER_ERROR)
 
     async def _start(self, redis: Redis, last_event_id: str | None) -> None:
         key = stream_key(self.user_id)
@@ -100,13 +159,13 @@ class Session:
         last_sent: tuple[int, int] | None = None
         if last_event_id is not None:
             start = frames.parse_id(last_event_id)
-            if start is None or await _trimmed_after(redis, key, start):
+            if start is None or await _bounded(_trimmed_after(redis, key, start)):
                 await self.ws.send_text(frames.RESYNC_REQUIRED)
             else:
                 last_sent = start
                 cursor = f"({start[0]}-{start[1]}"
                 while True:
-                    entries = await redis.xrange(key, min=cursor, max="+", count=REPLAY_CHUNK)
+                    entries = await _bounded(redis.xrange(key, min=cursor, max="+", count=REPLAY_CHUNK))
                     for entry_id, fields in entries:
                         await self.ws.send_text(event_frame(entry_id, fields[EVENT_FIELD]).decode())
                         last_sent = frames.parse_id(entry_id)
@@ -114,7 +173,7 @@ class Session:
                     if len(entries) < REPLAY_CHUNK:
                         break
                     cursor = "(" + entries[-1][0].decode()
-        newest = await redis.xrevrange(key, count=1)
+        newest = await _bounded(redis.xrevrange(key, count=1))
         newest_id = newest[0][0].decode() if newest else None
         await self.ws.send_text(frames.ready(self.user_id, self.connection_id, replayed, newest_id))
         metrics.WS_FRAMES_SENT.inc(replayed + 1)
@@ -131,18 +190,25 @@ class Session:
             try:
                 await self.ws.send_text(frame)
             except WebSocketDisconnected:
-                self.close_with(1001)
+                self.close_with(frames.GONE)
                 return
             metrics.WS_FRAMES_SENT.inc()
 
     async def _receive_loop(self) -> None:
         while True:
+            raw: str | None = None
             try:
                 raw = await self.ws.receive_text()
             except WebSocketDisconnected:
-                self.close_with(1001)
+                self.close_with(frames.GONE)
                 return
             except (TypeError, ValueError):  # a binary frame
+                pass
+            if self._budget is not None and (wait := self._budget.take()):
+                # Answering a flood would only feed it: close, saying when to come back.
+                self.close_with(frames.rate_limited("frames", wait))
+                return
+            if raw is None:
                 self.offer(frames.error("Frames must be JSON text."))
                 continue
             try:
@@ -160,11 +226,16 @@ class Session:
         while True:
             await asyncio.sleep(ttl / 3)
             with contextlib.suppress(Exception):
-                await presence.touch(redis, self.user_id, self.connection_id, ttl)
+                await _bounded(presence.touch(redis, self.user_id, self.connection_id, ttl))
 
     async def _expire(self) -> None:
         await asyncio.sleep(max(0.0, self.expires_at.timestamp() - time.time()))
         self.close_with(frames.TOKEN_INVALID)
+
+
+async def _bounded(call: Awaitable[T]) -> T:
+    async with asyncio.timeout(REDIS_TIMEOUT):
+        return await call
 
 
 async def _trimmed_after(redis: Redis, key: str, start: tuple[int, int]) -> bool:
@@ -185,3 +256,31 @@ async def _trimmed_after(redis: Redis, key: str, start: tuple[int, int]) -> bool
     return (
         first_id is not None and first_id > start and int(info.get("entries-added", 0)) > int(info["length"])
     )
+
+
+class Sessions:
+    """The sessions open on this process, so a shutdown can close each with 1012 and say why."""
+
+    def __init__(self) -> None:
+        self._open: set[Session] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, session: Session) -> None:
+        self._open.add(session)
+        self._empty.clear()
+
+    def discard(self, session: Session) -> None:
+        self._open.discard(session)
+        if not self._open:
+            self._empty.set()
+
+    async def restart_all(self, grace: float) -> None:
+        """Close every session with 1012; wait up to `grace` seconds for their close frames to go."""
+        for session in list(self._open):
+            session.restart()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), grace)

@@ -81,7 +81,13 @@ async def test_dev_mode_serves_the_whole_contract(tmp_path: Path) -> None:
                 f"/conversations/{cid}/messages", headers={"Authorization": f"Bearer {bob_token}"}
             )
             assert [m["body"] for m in history.json()["items"]] == ["hi from dev"]
-            assert (await http.get("/readyz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200
+            # Neither server announces itself.
+            assert "server" not in ready.headers
+            assert "server" not in (await http.get(f"http://127.0.0.1:{push_port}/healthz")).headers
+            async with connect(f"ws://127.0.0.1:{push_port}/ws?token={bob_token}") as ws:
+                assert ws.response is not None and "server" not in ws.response.headers
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         assert dev.wait(15) == 0, log.read_text()

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import jwt
 import orjson
 import pytest
@@ -19,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat.eventbus import RedisPublisher, stream_key
 from chat.events import MessageCreated
+from chat.presence import presence_key
 from chat.schemas import MessageOut
 from tests.e2e.conftest import E2E_REDIS_URL, SECRET, Client, Process, Stack
 
@@ -162,12 +164,17 @@ async def test_trimmed_id_gets_resync_required(client: Client, push_stack: Stack
         await ws.close()
 
 
-async def closed_with(ws: ClientConnection, timeout: float = 10) -> int | None:
+async def close_of(ws: ClientConnection, timeout: float = 10) -> tuple[int | None, str | None]:
+    """Read until the server closes; its close code and reason."""
     try:
         while True:
             await asyncio.wait_for(ws.recv(), timeout)
     except ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else None
+        return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, None)
+
+
+async def closed_with(ws: ClientConnection, timeout: float = 10) -> int | None:
+    return (await close_of(ws, timeout))[0]
 
 
 async def test_bad_and_expiring_tokens_close_4401(client: Client, push_stack: Stack) -> None:
@@ -303,6 +310,52 @@ async def test_sigterm_closes_sockets_with_1012(client: Client, push_stack: Stac
     ws, _ = await open_ws(push, bob)
     started = time.monotonic()
     push.signal(signal.SIGTERM)
-    assert await closed_with(ws) == 1012
+    assert await close_of(ws) == (1012, "server restarting; reconnect")
     assert push.popen.wait(10) is not None
     assert time.monotonic() - started < 10
+
+
+async def test_no_server_banner(client: Client, push_stack: Stack) -> None:
+    push = procs(push_stack, "push")[0]
+    async with httpx.AsyncClient() as http:
+        assert "server" not in (await http.get(push.url + "/healthz")).headers
+    bob = await client.user()
+    ws, _ = await open_ws(push, bob)
+    try:
+        assert ws.response is not None and "server" not in ws.response.headers
+    finally:
+        await ws.close()
+
+
+async def test_a_flooding_client_is_closed_4429(client: Client, push_stack: Stack) -> None:
+    push = procs(push_stack, "push")[1]
+    bob = await client.user()
+    ws, _ = await open_ws(push, bob)
+    for _ in range(40):  # twice RATE_LIMIT_CLIENT_FRAMES' default of 20/second, at once
+        await ws.send('{"type":"ping"}')
+    code, reason = await close_of(ws)
+    assert code == 4429 and reason == "too many frames; retry after 1 s"
+
+
+async def test_the_socket_cap_counts_both_push_processes(client: Client, push_stack: Stack) -> None:
+    push_a, push_b = procs(push_stack, "push")
+    bob = await client.user()
+    # RATE_LIMIT_SOCKETS_PER_USER defaults to 20: ten on each process fill it.
+    sockets = [(await open_ws(push, bob))[0] for push in [push_a, push_b] * 10]
+    try:
+        for push in (push_a, push_b):
+            over = await connect(f"{push.ws_url}?token={bob['access_token']}", compression=None)
+            assert await close_of(over) == (4429, "too many sockets; retry after 5 s")
+        await sockets.pop().close()
+        # Its slot frees as its session ends, a moment after the closing handshake.
+        r = redis.asyncio.Redis.from_url(E2E_REDIS_URL)
+        async with asyncio.timeout(5):
+            while await r.zcard(presence_key(bob["id"])) >= 20:
+                await asyncio.sleep(0.02)
+        await r.aclose()
+        again, ready = await open_ws(push_a, bob)
+        assert ready["type"] == "ready"
+        sockets.append(again)
+    finally:
+        for ws in sockets:
+            await ws.close()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
+from falcon.errors import PayloadTypeError
+from redis import exceptions as redis_errors
 
 from chat.eventbus import RedisPublisher, stream_key
 from chat.events import MessageCreated
@@ -27,10 +30,12 @@ class FakeWebSocket:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
         self.closed_with: int | None = None
+        self.close_reason: str | None = None
+        self.accepted = False
         self.closed = False
         self.hold = asyncio.Event()
         self.hold.set()
-        self._incoming: asyncio.Queue[str] = asyncio.Queue()
+        self._incoming: asyncio.Queue[str | bytes] = asyncio.Queue()
         self.on_send: Any = None
 
     async def send_text(self, text: str) -> None:
@@ -39,11 +44,22 @@ class FakeWebSocket:
         if self.on_send is not None:
             await self.on_send(self.sent[-1])
 
-    async def receive_text(self) -> str:
-        return await self._incoming.get()
+    async def accept(self) -> None:
+        self.accepted = True
 
-    async def close(self, code: int = 1000) -> None:
+    async def receive_text(self) -> str:
+        incoming = await self._incoming.get()
+        if isinstance(incoming, bytes):
+            raise PayloadTypeError("Missing TEXT (0x01) payload")  # what Falcon raises for binary
+        return incoming
+
+    def client_sends(self, *frames: str | bytes) -> None:
+        for frame in frames:
+            self._incoming.put_nowait(frame)
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
         self.closed_with = code
+        self.close_reason = reason
         self.closed = True
 
 
@@ -108,7 +124,7 @@ async def test_resume_seam_has_no_gap_and_no_duplicate(push_settings: Settings) 
     assert ws.sent.index(ready) >= 4 and ready["replayed"] >= 4
     event_ids = [f["event_id"] for f in ws.sent if "event_id" in f]
     assert len(event_ids) == len(set(event_ids))
-    session.close_with(1000)
+    session.restart()
     await task
     await hub.close()
     await redis.aclose()
@@ -132,7 +148,7 @@ async def test_unknown_or_trimmed_ids_ask_for_resync(push_settings: Settings) ->
     _, hub, (session, task) = await start(push_settings, ws, user, "not-an-id")
     await wait_for(lambda: len(ws.sent) >= 2)
     assert ws.sent[0] == {"type": "resync_required"} and ws.sent[1]["type"] == "ready"
-    session.close_with(1000)
+    session.restart()
     await task
     await hub.close()
     await redis.aclose()
@@ -149,7 +165,7 @@ async def test_a_client_that_stops_reading_is_closed_4408(push_settings: Setting
     for i in range(50):
         await publisher.publish(message(user, i), [user])
     await asyncio.wait_for(task, 2)
-    assert ws.closed_with == frames.TOO_SLOW
+    assert ws.closed_with == frames.TOO_SLOW.code
     assert hub.connections == 0
     await hub.close()
     await redis.aclose()
@@ -161,3 +177,76 @@ def test_event_ids_are_read_from_the_frame_prefix() -> None:
     assert frames.parse_id("17-3") == (17, 3) and frames.parse_id(b"1-0") == (1, 0)
     assert frames.parse_id("17") is None and frames.parse_id("a-b") is None and frames.parse_id(None) is None
     assert frames.parse_id("10-0") > frames.parse_id("9-99")  # type: ignore[operator]
+
+
+async def test_redis_failing_while_the_session_starts_closes_1011_with_a_reason(
+    push_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = uuid.uuid4()
+    ws = FakeWebSocket()
+    redis, hub, (_session, task) = await start(push_settings, ws, user, None)
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise redis_errors.ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+
+    monkeypatch.setattr(redis, "xrevrange", unreachable)
+    await asyncio.wait_for(task, 2)
+    # A server error is never a normal closure (1000): the client is told to come back, slowly.
+    assert (ws.closed_with, ws.close_reason) == (1011, "server error; reconnect with back-off")
+    assert not any(f["type"] == "ready" for f in ws.sent)
+    assert hub.connections == 0
+    await hub.close()
+    await redis.aclose()
+
+
+async def test_lost_subscription_closes_1012_with_a_reason(
+    push_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = uuid.uuid4()
+    ws = FakeWebSocket()
+    redis, hub, (_session, task) = await start(push_settings, ws, user, None)
+    await wait_for(lambda: any(f["type"] == "ready" for f in ws.sent))
+
+    async def lost(*args: Any, **kwargs: Any) -> Any:
+        raise redis_errors.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(hub._pubsub, "get_message", lost)
+    await asyncio.wait_for(task, 3)  # the reader polls once a second
+    assert (ws.closed_with, ws.close_reason) == (1012, "server restarting; reconnect")
+    await hub.close()
+    await redis.aclose()
+
+
+async def test_client_frames_over_the_limit_close_4429(push_settings: Settings) -> None:
+    settings = push_settings.model_copy(update={"rate_limit_client_frames": "5/second"})
+    ws = FakeWebSocket()
+    redis, hub, (_session, task) = await start(settings, ws, uuid.uuid4(), None)
+    await wait_for(lambda: any(f["type"] == "ready" for f in ws.sent))
+    ws.client_sends(*['{"type":"ping"}'] * 4, b"\x00", *['{"type":"ping"}'] * 5)  # binary frames count too
+    await asyncio.wait_for(task, 2)
+    assert ws.closed_with == 4429
+    assert ws.close_reason is not None
+    assert re.fullmatch(r"too many frames; retry after [1-9]\d* s", ws.close_reason), ws.close_reason
+    assert len([f for f in ws.sent if f["type"] in ("pong", "error")]) <= 5
+    await hub.close()
+    await redis.aclose()
+
+
+@pytest.mark.parametrize(("limit", "pings"), [("off", 60), ("20/second", 20)])
+async def test_client_frames_within_the_limit_or_off_are_answered(
+    push_settings: Settings, limit: str, pings: int
+) -> None:
+    # A send queue roomier than the pings: the fake socket never makes the receive loop yield.
+    settings = push_settings.model_copy(
+        update={"rate_limit_client_frames": limit, "push_send_queue_size": 128}
+    )
+    ws = FakeWebSocket()
+    redis, hub, (session, task) = await start(settings, ws, uuid.uuid4(), None)
+    await wait_for(lambda: any(f["type"] == "ready" for f in ws.sent))
+    ws.client_sends(*['{"type":"ping"}'] * pings)
+    await wait_for(lambda: len([f for f in ws.sent if f["type"] == "pong"]) == pings)
+    assert not task.done()
+    session.restart()
+    await task
+    await hub.close()
+    await redis.aclose()
