@@ -22,6 +22,14 @@ from chat.security import Passwords, Tokens
 from chat.settings import Settings
 
 PREFIX = "/api/v1"
+# What a browser app may read of a response besides the safe headers.
+EXPOSED_HEADERS = [
+    "Location",
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+]
 
 
 def build_deps(settings: Settings) -> Deps:
@@ -47,10 +55,16 @@ def create_app(
     """The api as an ASGI app. Clients are created here but connect lazily, on first use."""
     deps = deps or build_deps(settings or Settings())
     middleware: list[Any] = [RequestMetrics(), SecurityHeaders(), Lifespan(deps), BearerAuth(deps.tokens)]
-    app = falcon.asgi.App(
-        middleware=middleware,
-        cors_enable=False,
-    )
+    origins = [o.strip() for o in deps.settings.cors_allowed_origins.split(",") if o.strip()]
+    if origins:
+        middleware.insert(
+            0,
+            falcon.CORSMiddleware(
+                allow_origins="*" if origins == ["*"] else origins,
+                expose_headers=EXPOSED_HEADERS,
+            ),
+        )
+    app = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     problems.register(app)
 

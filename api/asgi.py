@@ -1,5 +1,6 @@
 """The `web` process: `uvicorn api.asgi:app`."""
 
 from api.app import create_app
+from api.problems import RefuseWebSockets
 
-app = create_app()
+app = RefuseWebSockets(create_app())

@@ -18,7 +18,8 @@ class BearerAuth:
     async def process_resource(
         self, req: Request, resp: Response, resource: Any, params: dict[str, Any]
     ) -> None:
-        if resource is None or not getattr(resource, "auth_required", True):
+        # A CORS preflight (OPTIONS) carries no credentials by design; it reveals nothing.
+        if resource is None or not getattr(resource, "auth_required", True) or req.method == "OPTIONS":
             return
         header = req.get_header("Authorization")
         if not header:

@@ -6,7 +6,6 @@ import uuid
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-import falcon
 import orjson
 from falcon.asgi import Request, Response
 from pydantic import BaseModel, ValidationError
@@ -16,6 +15,7 @@ from chat.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable, fi
 M = TypeVar("M", bound=BaseModel)
 
 JSON = "application/json"
+JSON_UTF8 = "application/json; charset=utf-8"
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -35,7 +35,7 @@ def _default(obj: Any) -> Any:
 
 def send(resp: Response, payload: Any, status: int = 200) -> None:
     resp.status = status
-    resp.content_type = falcon.MEDIA_JSON
+    resp.content_type = JSON_UTF8
     resp.data = dumps(payload)
 
 

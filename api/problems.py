@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from http import HTTPStatus
 from typing import Any
 
 import falcon
@@ -15,7 +16,7 @@ from chat.errors import ChatError
 
 log = logging.getLogger("api.errors")
 
-PROBLEM = "application/problem+json"
+PROBLEM = "application/problem+json; charset=utf-8"
 
 
 def _write(resp: Response, status: int, title: str, detail: str, extra: dict[str, Any] | None = None) -> None:
@@ -28,6 +29,8 @@ def _write(resp: Response, status: int, title: str, detail: str, extra: dict[str
 
 
 async def handle_chat_error(req: Request, resp: Response, exc: ChatError, params: dict[str, Any]) -> None:
+    if resp is None:  # a WebSocket (RefuseWebSockets answers those before Falcon sees them)
+        return
     _write(resp, exc.status, exc.title, exc.detail, exc.extra)
     for name, value in exc.headers.items():
         resp.set_header(name, value)
@@ -36,8 +39,11 @@ async def handle_chat_error(req: Request, resp: Response, exc: ChatError, params
 async def handle_http_error(
     req: Request, resp: Response, exc: falcon.HTTPError, params: dict[str, Any]
 ) -> None:
+    if resp is None:
+        return
     status = exc.status_code
-    title = exc.title or falcon.code_to_http_status(status).split(" ", 1)[-1]
+    # The reason phrase alone, as every ChatError has it ("Not Found", not Falcon's "404 Not Found").
+    title = HTTPStatus(status).phrase
     detail = exc.description or title
     if status == 404 and not exc.description:
         detail = f"No resource at {req.path}."
@@ -59,6 +65,9 @@ class Unexpected:
         self._outages: dict[str, tuple[float, int]] = {}
 
     async def __call__(self, req: Request, resp: Response, exc: Exception, params: dict[str, Any]) -> None:
+        if resp is None:
+            log.error("unhandled error on WebSocket %s\n%s", req.path, failures.scrubbed_traceback(exc))
+            return
         what = failures.unavailable(exc)
         if what is not None:
             self._log_outage(what, exc)
@@ -96,3 +105,34 @@ def register(app: falcon.asgi.App[Request, Response]) -> None:
     app.add_error_handler(Exception, Unexpected())
     app.add_error_handler(falcon.HTTPError, handle_http_error)
     app.add_error_handler(ChatError, handle_chat_error)
+
+
+class RefuseWebSockets:
+    """The api serves no WebSockets (the push process does): answer one with a 404 problem.
+
+    Sent as a real HTTP response through the ASGI WebSocket denial extension where the server
+    offers it (uvicorn does); elsewhere the handshake is closed, which a client sees as a 403.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await self._app(scope, receive, send)
+            return
+        await receive()  # websocket.connect
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = orjson.dumps(
+            {
+                "type": "about:blank",
+                "title": "Not Found",
+                "status": 404,
+                "detail": "The api serves no WebSockets: connect to the push process at /ws.",
+            }
+        )
+        headers = [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     rate_limit_sends_per_user: str = "20/second"
     rate_limit_sockets_per_user: int | None = 20
     rate_limit_client_frames: str = "20/second"
+    # Browser origins allowed to call the api (comma-separated, e.g. https://app.example.com);
+    # none by default, "*" for any.
+    cors_allowed_origins: str = ""
     # Proxies whose X-Forwarded-For is believed (CIDRs, comma-separated); the client address is
     # the first hop from the right that is not one of them.
     trusted_proxies: str = ""

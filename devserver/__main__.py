@@ -18,6 +18,7 @@ from alembic.config import Config
 
 from alembic import command
 from api.app import create_app
+from api.problems import RefuseWebSockets
 from chat.settings import Settings
 from push.server import build_server
 from workers.main import create_worker
@@ -35,7 +36,7 @@ def migrate(settings: Settings) -> None:
 async def serve(settings: Settings, host: str, api_port: int, push_port: int) -> None:
     api = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            RefuseWebSockets(create_app(settings)),
             host=host,
             port=api_port,
             access_log=False,

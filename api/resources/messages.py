@@ -18,7 +18,15 @@ from api.fields import PG_INT_MAX, NoNul, NotBlank
 from api.http import parse, path_uuid, query_int, send
 from api.views import require_participant
 from chat import membership, metrics, ratelimit
-from chat.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unprocessable
+from chat.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unprocessable,
+    field_error,
+)
 from chat.jobs import (
     DELETE_MESSAGE,
     EDIT_MESSAGE,
@@ -174,6 +182,10 @@ class ConversationMessages:
     async def on_get(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
+        if req.get_param("cursor") is not None:
+            # Lists elsewhere page with cursors; history pages by seq. Silently ignoring it would
+            # hand the client the newest page again, forever.
+            raise field_error("query.cursor", "History pages by seq: use before=SEQ or after=SEQ.")
         before = query_int(req, "before", lo=0, hi=PG_INT_MAX)
         after = query_int(req, "after", lo=0, hi=PG_INT_MAX)
         limit = query_int(req, "limit", default=50, lo=1, hi=200)

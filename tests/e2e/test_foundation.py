@@ -27,6 +27,20 @@ def test_release_then_web_serves_register_login_me(stack: Stack) -> None:
                 assert me.status_code == 200 and me.json()["username"] == "first_user"
                 ready = http.get("/readyz")
                 assert ready.status_code == 200, ready.text
+                assert "server" not in ready.headers  # no banner
+            # A WebSocket opened on the api, not the push process: a clean 404 problem.
+            refused = httpx.get(
+                web.url + "/ws",
+                headers={
+                    "Connection": "Upgrade",
+                    "Upgrade": "websocket",
+                    "Sec-WebSocket-Version": "13",
+                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                },
+            )
+            assert refused.status_code == 404, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert "push process" in refused.json()["detail"]
         finally:
             fresh.stop_all()
     finally:
