@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from redis.asyncio import Redis
 from sqlalchemy import update
 
@@ -25,7 +26,7 @@ from chat import arqseam, deadletters, heartbeats, monitor
 from chat.db import create_engine
 from chat.models import User
 from chat.redis import create_redis
-from chat.settings import Settings
+from chat.settings import EMBEDDED_DATABASE_URL, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -177,14 +178,37 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+class ToolSettings(Settings):
+    """The processes' settings without their startup checks: the command line signs no tokens
+    (no SECRET_KEY needed) and reaches each service only if its command needs it."""
+
+    @model_validator(mode="after")
+    def _check_production(self) -> ToolSettings:
+        return self
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = Settings()
+        settings = ToolSettings()
     except ValidationError as exc:
         problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         print(f"headless-chat: the settings are not usable: {problems}", file=sys.stderr)
         return EXIT_USAGE
+    if (
+        args.command != "jobs"
+        and "DATABASE_URL" not in os.environ
+        and settings.database_url == EMBEDDED_DATABASE_URL
+    ):
+        # No database named: the dev server's (make dev), if there is one here.
+        if not os.path.exists(EMBEDDED_DATABASE_URL.rsplit("///", 1)[1]):
+            print(
+                "headless-chat: set DATABASE_URL to the database the api uses"
+                " (or run this where `make dev` keeps headless-chat.db)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        print(f"headless-chat: using the dev database ({settings.database_url})", file=sys.stderr)
     if args.command == "jobs":
         if settings.redis_url.startswith("memory://"):
             print(

@@ -88,6 +88,19 @@ async def test_dev_mode_serves_the_whole_contract(tmp_path: Path) -> None:
             assert "server" not in (await http.get(f"http://127.0.0.1:{push_port}/healthz")).headers
             async with connect(f"ws://127.0.0.1:{push_port}/ws?token={bob_token}") as ws:
                 assert ws.response is not None and "server" not in ws.response.headers
+            # The operator's command line works beside the dev server with nothing set.
+            granted = subprocess.run(
+                [sys.executable, "-m", "chat.cli", "make-admin", "dev_alice"],
+                cwd=tmp_path,
+                env={"PATH": os.environ["PATH"]},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert granted.returncode == 0, granted.stderr
+            assert "dev database" in granted.stderr and "admin=yes" in granted.stdout
+            queue = await http.get("/admin/queue", headers=alice)
+            assert queue.status_code == 200, queue.text
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         assert dev.wait(15) == 0, log.read_text()
