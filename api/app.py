@@ -8,11 +8,11 @@ import falcon
 import falcon.asgi
 from falcon.asgi import Request, Response
 
-from api import problems
+from api import openapi, problems
 from api.auth import BearerAuth
 from api.deps import Deps
 from api.observe import Lifespan, Metrics, RequestMetrics, SecurityHeaders
-from api.resources import admin, admin_ui, auth, conversations, health, jobs, messages, users
+from api.resources import admin, admin_ui, auth, conversations, docs, health, jobs, messages, users
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.queue import JobQueue
@@ -104,4 +104,16 @@ def create_app(
     ]
     for path, resource in routes:
         app.add_route(PREFIX + path, resource)
+    add_docs(app)
     return app
+
+
+def add_docs(app: falcon.asgi.App[Request, Response]) -> None:
+    """The api's own description, from the routes added above, and the pages that show it."""
+    document = openapi.describe(app)
+    app.add_route("/openapi.json", docs.Document(document))
+    app.add_route("/docs", docs.SwaggerUI())
+    app.add_route("/docs/init.js", docs.SwaggerInit())
+    app.add_route("/docs/assets/{name}", docs.SwaggerAssets())
+    app.add_route("/redoc", docs.ReDoc())
+    app.add_route("/redoc/redoc.standalone.js", docs.redoc_bundle())

@@ -71,7 +71,7 @@ class DeadLetters(AdminOnly):
 class DeadLetter(AdminOnly):
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        send(resp, await self._entry(job_id))
+        send(resp, await _dead_letter(self._redis, job_id))
 
     async def on_delete(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
@@ -79,17 +79,11 @@ class DeadLetter(AdminOnly):
             raise NotFound("No such dead letter.")
         resp.status = 204
 
-    async def _entry(self, job_id: str) -> dict[str, Any]:
-        entry = await deadletters.get(self._redis, job_id)
-        if entry is None:
-            raise NotFound("No such dead letter.")
-        return entry
 
-
-class DeadLetterRetry(DeadLetter):
+class DeadLetterRetry(AdminOnly):
     async def on_post(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        entry = await self._entry(job_id)
+        entry = await _dead_letter(self._redis, job_id)
         done = await arqseam.requeue_dead_letter(self._redis, self._queue, entry)
         if done == -1:
             raise NotFound("No such dead letter.")
@@ -97,6 +91,13 @@ class DeadLetterRetry(DeadLetter):
             raise Conflict("This job is queued or running again already.")
         resp.set_header("Location", f"/api/v1/admin/jobs/{job_id}")
         send(resp, {"job_id": job_id, "status": "queued"}, 202)
+
+
+async def _dead_letter(redis: Redis, job_id: str) -> dict[str, Any]:
+    entry = await deadletters.get(redis, job_id)
+    if entry is None:
+        raise NotFound("No such dead letter.")
+    return entry
 
 
 class AdminJob(AdminOnly):

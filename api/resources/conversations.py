@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import current_user
 from api.deps import Deps
-from api.fields import PG_INT_MAX, NoNul
+from api.fields import NoNul, Seq
 from api.http import limit_param, parse, path_uuid, send
 from api.views import conversation_view, conversation_views, participant_ids, require_participant
 from chat import membership
@@ -71,7 +71,7 @@ class AddBody(BaseModel):
 class ReadBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    seq: Annotated[int, Field(ge=0, le=PG_INT_MAX, strict=True)]
+    seq: Seq
 
 
 async def _require_users(session: AsyncSession, user_ids: list[uuid.UUID], field: str) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from api.auth import current_user
 from api.deps import Deps
-from api.fields import PG_INT_MAX, NoNul, NotBlank
+from api.fields import PG_INT_MAX, NoNul, NotBlankNoNul
 from api.http import parse, path_uuid, query_int, send
 from api.views import require_participant
 from chat import membership, metrics, ratelimit
@@ -49,7 +49,7 @@ RESTORED_CLAIMS = 1000
 CLIENT_ID_NAMESPACE = uuid.UUID("6f1c1d52-8d0e-4c1e-9a55-2f9b1f4b7e10")
 
 
-MessageText = Annotated[str, StringConstraints(max_length=MAX_BODY_CHARS), NotBlank, NoNul]
+MessageText = Annotated[str, StringConstraints(max_length=MAX_BODY_CHARS), NotBlankNoNul]
 
 
 class SendBody(BaseModel):

@@ -19,6 +19,7 @@ import redis as redis_sync
 
 from tests import services
 from tests.conftest import migrated_database
+from tests.e2e.browser import browser  # noqa: F401  (the fixture, for every browser test)
 
 ROOT = Path(__file__).resolve().parents[2]
 # The processes' own Redis database; TEST_E2E_REDIS_URL lets two test runs share one server.

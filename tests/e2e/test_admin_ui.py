@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,6 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -27,48 +22,13 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from chat import deadletters, heartbeats, jobstats
 from chat.jobs import change_job_id, persist_job_id
-from tests import services
+from tests.e2e.browser import WAIT
 from tests.e2e.conftest import E2E_REDIS_URL, ROOT, Process, Stack
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1366,900",
-]
-WAIT = 10
 QUEUE = "arq:queue"
 PASSWORD = "dashboard-pass"
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        message = "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
-        if services.IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in [*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def register(web: Process, name: str) -> str:

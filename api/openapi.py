@@ -1,0 +1,431 @@
+"""The OpenAPI 3.1 document, generated from the code: Falcon's route table, the pydantic models
+that validate requests, and one description per operation below.
+
+`describe(app)` walks the routes the app really has; a route without a description here is an
+error (and a test), so the document cannot fall behind the code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import falcon
+import falcon.asgi
+from falcon import inspect
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from api import representations as r
+from api.resources import auth, conversations, messages
+from chat.schemas import ConversationOut, MessageOut, UserOut, UserProfileOut
+
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+REF = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    schema: dict[str, Any]
+    description: str
+
+
+@dataclass(frozen=True)
+class Op:
+    tag: str
+    summary: str
+    ok: dict[int, tuple[str, type[BaseModel] | None]]
+    body: type[BaseModel] | None = None
+    example: dict[str, Any] | None = None
+    form: bool = False
+    query: tuple[Param, ...] = ()
+    auth: bool = True
+    admin: bool = False
+    limited: bool = False
+    dependencies: bool = True
+    errors: dict[int, str] = field(default_factory=dict)
+    description: str = ""
+    media: str = JSON
+
+
+LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size.")
+CURSOR = Param("cursor", {"type": "string"}, "`next_cursor` of the previous page.")
+SEQ = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+MINUTES = {"type": "integer", "minimum": 1, "maximum": 120, "default": 60}
+EXAMPLE_USER = "6f1c1d52-8d0e-4c1e-9a55-2f9b1f4b7e10"
+NO_CONTENT: tuple[str, None] = ("Done.", None)
+HEALTH = Op(
+    "operations",
+    "Liveness",
+    {200: ("The process runs.", r.Health)},
+    auth=False,
+    dependencies=False,
+)
+READY = Op(
+    "operations",
+    "Readiness: Postgres and Redis answer",
+    {200: ("Ready.", r.Readiness)},
+    auth=False,
+    dependencies=False,
+    errors={503: "A dependency does not answer; `checks` says which."},
+)
+METRICS = Op(
+    "operations",
+    "Prometheus metrics",
+    {200: ("Prometheus text exposition format.", None)},
+    auth=False,
+    dependencies=False,
+    media="text/plain",
+)
+CONVERSATION = "conversations"
+MESSAGES = "messages"
+ADMIN = "admin"
+
+OPERATIONS: dict[tuple[str, str], Op] = {
+    ("/healthz", "GET"): HEALTH,
+    ("/readyz", "GET"): READY,
+    ("/metrics", "GET"): METRICS,
+    ("/api/v1/healthz", "GET"): HEALTH,
+    ("/api/v1/readyz", "GET"): READY,
+    ("/api/v1/metrics", "GET"): METRICS,
+    ("/api/v1/auth/register", "POST"): Op(
+        "auth",
+        "Register a user",
+        {201: ("Registered; `Location` names the user.", UserOut)},
+        body=auth.RegisterBody,
+        example={"username": "alice", "password": "correct horse battery", "display_name": "Alice"},
+        auth=False,
+        limited=True,
+        errors={409: "The username is taken (case-insensitively)."},
+    ),
+    ("/api/v1/auth/login", "POST"): Op(
+        "auth",
+        "Log in: an access token and a refresh token",
+        {200: ("Signed in.", r.TokenPair)},
+        body=auth.LoginBody,
+        example={"username": "alice", "password": "correct horse battery"},
+        form=True,
+        auth=False,
+        limited=True,
+        errors={401: "Wrong username or password."},
+        description="JSON, or form-encoded as OAuth2 password clients send it.",
+    ),
+    ("/api/v1/auth/refresh", "POST"): Op(
+        "auth",
+        "Trade a refresh token for a new pair",
+        {200: ("A new pair; the old refresh token is retired.", r.TokenPair)},
+        body=auth.RefreshBody,
+        example={"refresh_token": "h2Kq…"},
+        auth=False,
+        errors={401: "Unknown, expired or revoked; a retired token revokes its whole login."},
+    ),
+    ("/api/v1/auth/logout", "POST"): Op(
+        "auth",
+        "Log out: revoke the login of a refresh token",
+        {204: NO_CONTENT},
+        body=auth.RefreshBody,
+        example={"refresh_token": "h2Kq…"},
+    ),
+    ("/api/v1/users", "GET"): Op(
+        "users",
+        "Find users by username prefix",
+        {200: ("Users, by username.", r.UserPage)},
+        query=(Param("q", {"type": "string"}, "Username prefix, case-insensitive."), LIMIT, CURSOR),
+    ),
+    ("/api/v1/users/me", "GET"): Op("users", "The signed-in user", {200: ("The user.", UserOut)}),
+    ("/api/v1/users/me", "PATCH"): Op(
+        "users",
+        "Change the display name",
+        {200: ("The user.", UserOut)},
+        body=auth.DisplayName,
+        example={"display_name": "Alice B."},
+    ),
+    ("/api/v1/users/{user_id}", "GET"): Op(
+        "users", "A user's profile and presence", {200: ("The profile.", UserProfileOut)}
+    ),
+    ("/api/v1/conversations", "GET"): Op(
+        CONVERSATION,
+        "My conversations, most recent activity first",
+        {200: ("A page.", r.ConversationPage)},
+        query=(LIMIT, CURSOR),
+    ),
+    ("/api/v1/conversations", "POST"): Op(
+        CONVERSATION,
+        "Start a direct or group conversation",
+        {
+            201: ("Created; `Location` names it.", ConversationOut),
+            200: ("The existing direct conversation of that pair.", ConversationOut),
+        },
+        body=conversations.CreateBody,
+        example={
+            "kind": "group",
+            "title": "Lunch",
+            "participant_ids": ["6f1c1d52-8d0e-4c1e-9a55-2f9b1f4b7e10"],
+        },
+    ),
+    ("/api/v1/conversations/{conversation_id}", "GET"): Op(
+        CONVERSATION, "One conversation", {200: ("The conversation.", ConversationOut)}
+    ),
+    ("/api/v1/conversations/{conversation_id}/participants", "POST"): Op(
+        CONVERSATION,
+        "Add people to a group",
+        {200: ("The conversation.", ConversationOut)},
+        body=conversations.AddBody,
+        example={"user_ids": [EXAMPLE_USER]},
+    ),
+    ("/api/v1/conversations/{conversation_id}/participants/{user_id}", "DELETE"): Op(
+        CONVERSATION,
+        "Leave, or remove someone (owner only)",
+        {204: NO_CONTENT},
+        errors={
+            403: "Only the owner removes others.",
+            422: "A direct conversation's participants are fixed.",
+        },
+    ),
+    ("/api/v1/conversations/{conversation_id}/read", "POST"): Op(
+        CONVERSATION,
+        "Move my read marker forward",
+        {204: NO_CONTENT},
+        body=conversations.ReadBody,
+        example={"seq": 12},
+    ),
+    ("/api/v1/conversations/{conversation_id}/typing", "POST"): Op(
+        CONVERSATION,
+        "Tell the others I am typing",
+        {204: NO_CONTENT},
+        limited=True,
+        description="At most one per second per user and conversation.",
+    ),
+    ("/api/v1/conversations/{conversation_id}/messages", "POST"): Op(
+        MESSAGES,
+        "Send a message (queued)",
+        {202: ("Accepted and queued; `Location` names the message.", r.Accepted)},
+        body=messages.SendBody,
+        example={"body": "Hello!", "client_id": "9d3b2f0c-local-1"},
+        limited=True,
+        errors={409: "The client_id was used before with another body."},
+    ),
+    ("/api/v1/conversations/{conversation_id}/messages", "GET"): Op(
+        MESSAGES,
+        "History, in ascending seq",
+        {200: ("A page of messages.", r.History)},
+        query=(
+            Param("before", SEQ, "The newest `limit` messages below this seq."),
+            Param("after", SEQ, "The oldest `limit` messages above this seq."),
+            LIMIT,
+        ),
+    ),
+    ("/api/v1/messages/{message_id}", "GET"): Op(
+        MESSAGES, "One message, once stored", {200: ("The message.", MessageOut)}
+    ),
+    ("/api/v1/messages/{message_id}", "PATCH"): Op(
+        MESSAGES,
+        "Edit my message (queued)",
+        {202: ("Accepted and queued.", r.Accepted)},
+        body=messages.EditBody,
+        example={"body": "Hello again!"},
+        errors={403: "Only the sender edits.", 409: "The message was deleted."},
+    ),
+    ("/api/v1/messages/{message_id}", "DELETE"): Op(
+        MESSAGES,
+        "Delete a message (queued)",
+        {202: ("Accepted and queued.", r.Accepted)},
+        errors={403: "Only the sender, or a group's owner."},
+    ),
+    ("/api/v1/jobs/{job_id}", "GET"): Op(
+        "jobs", "What became of a queued write", {200: ("The job.", r.JobView)}
+    ),
+    ("/api/v1/admin/queue", "GET"): Op(ADMIN, "The queue", {200: ("Counts.", r.QueueStats)}, admin=True),
+    ("/api/v1/admin/queue/history", "GET"): Op(
+        ADMIN,
+        "Jobs finished per minute",
+        {200: ("Oldest first.", r.QueueHistory)},
+        query=(
+            Param("minutes", {"type": "integer", "minimum": 1, "maximum": 120, "default": 60}, "How many."),
+        ),
+        admin=True,
+    ),
+    ("/api/v1/admin/workers", "GET"): Op(
+        ADMIN, "Live workers", {200: ("Workers.", r.WorkerList)}, admin=True
+    ),
+    ("/api/v1/admin/dead-letters", "GET"): Op(
+        ADMIN,
+        "Jobs that failed for good, newest first",
+        {200: ("A page.", r.DeadLetterPage)},
+        query=(Param("function", {"type": "string"}, "Only this job function."), LIMIT, CURSOR),
+        admin=True,
+    ),
+    ("/api/v1/admin/dead-letters/{job_id}", "GET"): Op(
+        ADMIN, "One dead letter", {200: ("The entry.", r.DeadLetter)}, admin=True
+    ),
+    ("/api/v1/admin/dead-letters/{job_id}", "DELETE"): Op(
+        ADMIN, "Discard a dead letter", {204: NO_CONTENT}, admin=True
+    ),
+    ("/api/v1/admin/dead-letters/{job_id}/retry", "POST"): Op(
+        ADMIN,
+        "Put a dead letter back on the queue, tries reset",
+        {202: ("Queued again; `Location` names the job.", r.RetryAccepted)},
+        admin=True,
+        errors={409: "The job is queued or running already."},
+    ),
+    ("/api/v1/admin/jobs/{job_id}", "GET"): Op(
+        ADMIN, "Any job, with args, worker and traceback", {200: ("The job.", r.AdminJobView)}, admin=True
+    ),
+    ("/api/v1/admin/ui", "GET"): Op(
+        ADMIN,
+        "The job dashboard (an HTML page)",
+        {200: ("The page; it signs in with an admin's credentials.", None)},
+        auth=False,
+        dependencies=False,
+        media="text/html",
+    ),
+}
+
+_PATH_PARAM = re.compile(r"{(\w+)}")
+
+# The description and the pages that show it are not part of what they describe.
+SELF_DESCRIBING = {
+    "/openapi.json",
+    "/asyncapi.json",
+    "/docs",
+    "/docs/init.js",
+    "/docs/assets/{name}",
+    "/redoc",
+    "/redoc/redoc.standalone.js",
+}
+
+
+def _responses(op: Op, path: str, refs: dict[str, str]) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, (description, model) in op.ok.items():
+        response: dict[str, Any] = {"description": description}
+        if status != 204:
+            schema: dict[str, Any] = (
+                {"$ref": refs[model.__name__]} if model is not None else {"type": "string"}
+            )
+            response["content"] = {op.media: {"schema": schema}}
+        if status in (201, 202) and model is not None and model is not r.TokenPair:
+            response["headers"] = {
+                "Location": {"schema": {"type": "string"}, "description": "The new resource."}
+            }
+        responses[str(status)] = response
+    errors: dict[int, str] = {}
+    if op.body is not None:
+        errors[400] = "The body is not JSON, is empty, or has the wrong Content-Type."
+        errors[413] = "The body is over 64 KiB."
+        errors[422] = "Invalid fields; `errors` names each one."
+    if op.query:
+        errors[422] = "Invalid fields; `errors` names each one."
+    if op.auth:
+        errors[401] = "No valid access token."
+    if op.admin:
+        errors[403] = "Not an admin."
+    if _PATH_PARAM.search(path):
+        errors[404] = "Unknown, or not visible to you."
+    if op.limited:
+        errors[429] = "Rate limited; retry after `Retry-After` seconds."
+    if op.dependencies:
+        errors[503] = "Postgres or Redis is unavailable; retry after `Retry-After` seconds."
+    errors.update(op.errors)
+    for status, description in sorted(errors.items()):
+        content = {PROBLEM: {"schema": {"$ref": refs["Problem"]}}}
+        responses[str(status)] = {"description": description, "content": content}
+    return responses
+
+
+def _operation(op: Op, path: str, method: str, refs: dict[str, str]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "tags": [op.tag],
+        "summary": op.summary,
+        "operationId": f"{method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', path)}".rstrip("_"),
+        "responses": _responses(op, path, refs),
+    }
+    if op.description:
+        operation["description"] = op.description
+    operation["security"] = [{"bearer": []}] if op.auth else []
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"} if name == "job_id" else {"type": "string", "format": "uuid"},
+        }
+        for name in _PATH_PARAM.findall(path)
+    ]
+    parameters += [
+        {"name": p.name, "in": "query", "required": False, "schema": p.schema, "description": p.description}
+        for p in op.query
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    if op.body is not None:
+        content: dict[str, Any] = {JSON: {"schema": {"$ref": refs[op.body.__name__]}}}
+        if op.example is not None:
+            content[JSON]["example"] = op.example
+        if op.form:
+            content["application/x-www-form-urlencoded"] = {"schema": {"$ref": refs[op.body.__name__]}}
+        operation["requestBody"] = {"required": True, "content": content}
+    return operation
+
+
+def _version() -> str:
+    try:
+        return metadata.version("headless-chat")
+    except metadata.PackageNotFoundError:  # running from a checkout that was never installed
+        return "0.0.0"
+
+
+def describe(app: falcon.asgi.App[Any, Any]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `app`'s routes. Raises LookupError for an undescribed route."""
+    routed = [
+        (route.path, info.method)
+        for route in inspect.inspect_routes(app)
+        for info in route.methods
+        if not info.internal and info.method != "OPTIONS" and route.path not in SELF_DESCRIBING
+    ]
+    missing = [key for key in routed if key not in OPERATIONS]
+    if missing:
+        raise LookupError(f"routes without an OpenAPI description in api/openapi.py: {missing}")
+
+    requests = {op.body for op in OPERATIONS.values() if op.body is not None}
+    replies = {m for op in OPERATIONS.values() for _, m in op.ok.values() if m is not None} | {r.Problem}
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in requests]
+    pairs += [(m, "serialization") for m in replies]
+    keys, definitions = models_json_schema(
+        sorted(pairs, key=lambda p: (p[0].__name__, p[1])), ref_template=REF
+    )
+    refs = {model.__name__: keys[(model, mode)]["$ref"] for model, mode in pairs}
+
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method in sorted(routed):
+        paths.setdefault(path, {})[method.lower()] = _operation(
+            OPERATIONS[(path, method)], path, method, refs
+        )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "headless-chat",
+            "version": _version(),
+            "description": (
+                "Users, conversations and queued message writes. Events arrive over the WebSocket"
+                " of the push process: see `/asyncapi.json`. Errors are RFC 9457 problem details."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "The access token from `POST /api/v1/auth/login`.",
+                }
+            },
+        },
+        "tags": [{"name": t} for t in ("auth", "users", CONVERSATION, MESSAGES, "jobs", ADMIN, "operations")],
+    }

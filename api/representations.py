@@ -1,0 +1,162 @@
+"""Response shapes of the api that are not users, conversations or messages (those are in
+`chat.schemas`, shared with the events): what the OpenAPI document describes them as.
+
+The hot paths build these answers as plain dicts for speed; the schema tests and schemathesis
+hold those dicts to these models.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chat.schemas import ConversationOut, MessageOut, UserOut
+
+
+class Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenPair(Shape):
+    access_token: str = Field(description="A JWT for `Authorization: Bearer`, valid `expires_in` seconds.")
+    token_type: Literal["bearer"]
+    expires_in: int
+    refresh_token: str = Field(description="Opaque; rotates on every refresh, re-use revokes the login.")
+
+
+class Accepted(Shape):
+    """A queued write: a worker stores it within milliseconds and announces it over the WebSocket."""
+
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    seq: int
+    status: Literal["queued"]
+    job_id: str
+
+
+class UserPage(Shape):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class ConversationPage(Shape):
+    items: list[ConversationOut]
+    next_cursor: str | None
+
+
+class History(Shape):
+    items: list[MessageOut] = Field(description="In ascending seq.")
+    has_more: bool
+
+
+class JobView(Shape):
+    id: str
+    function: str | None
+    status: Literal["queued", "in_progress", "complete", "failed", "not_found"]
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    tries: int
+    error: str | None
+
+
+class AdminJobView(JobView):
+    args: list[Any]
+    worker_id: str | None
+    traceback: str | None
+
+
+class FunctionCounts(Shape):
+    queued: int
+    in_progress: int
+
+
+class QueueStats(Shape):
+    queued: int = Field(description="Due jobs no worker holds.")
+    deferred: int = Field(description="Jobs waiting for a retry back-off.")
+    in_progress: int
+    dead: int
+    oldest_queued_age_s: float = Field(description="How long the oldest due job has waited: the latency.")
+    workers: int
+    functions: dict[str, FunctionCounts]
+
+
+class QueueMinute(Shape):
+    minute: datetime
+    complete: int
+    failed: int
+    retried: int
+
+
+class QueueHistory(Shape):
+    items: list[QueueMinute]
+
+
+class WorkerRecord(Shape):
+    id: str
+    host: str
+    pid: int
+    queue: str
+    started_at: datetime
+    last_beat_at: datetime
+    max_jobs: int
+    running: int
+    done: int
+    failed: int
+    job_ids: list[str]
+
+
+class WorkerList(Shape):
+    items: list[WorkerRecord]
+
+
+class DeadLetter(Shape):
+    job_id: str
+    function: str
+    args: list[Any]
+    error: str
+    reason: str | None = Field(
+        None, description="raised, max_tries, timeout, expired, unknown_function or undecodable."
+    )
+    traceback: str | None = None
+    tries: int | None = None
+    enqueued_at: datetime | None = None
+    failed_at: datetime
+    worker_id: str | None = None
+
+
+class DeadLetterPage(Shape):
+    items: list[DeadLetter]
+    next_cursor: str | None
+
+
+class RetryAccepted(Shape):
+    job_id: str
+    status: Literal["queued"]
+
+
+class Health(Shape):
+    status: Literal["ok"]
+
+
+class Readiness(Shape):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
+class FieldError(Shape):
+    field: str = Field(description="body.<name>, query.<name> or path.<name>.")
+    message: str
+
+
+class Problem(Shape):
+    """RFC 9457 problem details, the body of every error."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = Field(None, description="On a 422: each invalid field.")

@@ -1,0 +1,75 @@
+"""The OpenAPI document: generated from the routes, complete, valid, and served with its pages."""
+
+from __future__ import annotations
+
+import pytest
+from falcon import inspect
+from openapi_spec_validator import validate
+
+from api.app import create_app
+from api.openapi import OPERATIONS, SELF_DESCRIBING, describe
+from chat.settings import Settings
+from tests.support import ApiClient
+
+
+def routed(app: object) -> set[tuple[str, str]]:
+    return {
+        (route.path, info.method)
+        for route in inspect.inspect_routes(app)  # type: ignore[arg-type]
+        for info in route.methods
+        if not info.internal and info.method != "OPTIONS" and route.path not in SELF_DESCRIBING
+    }
+
+
+async def test_the_document_describes_every_route_and_is_valid(api: ApiClient) -> None:
+    served = await api.conductor.simulate_get("/openapi.json")
+    assert served.status_code == 200 and served.headers["content-type"].startswith("application/json")
+    document = served.json
+    validate(document)  # OpenAPI 3.1, JSON Schema 2020-12
+    described = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
+    assert described == routed(api.conductor.app)
+    assert set(OPERATIONS) == described, "descriptions of routes that no longer exist"
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            where = f"{method.upper()} {path}"
+            assert op["summary"] and op["operationId"], where
+            assert "security" in op, where
+            for status, response in op["responses"].items():
+                assert response["description"], (where, status)
+                if status.startswith(("4", "5")):
+                    assert "application/problem+json" in response["content"], (where, status)
+            if "requestBody" in op:
+                assert "example" in op["requestBody"]["content"]["application/json"], where
+                assert {"400", "413", "422"} <= set(op["responses"]), where
+            if op["security"]:
+                assert "401" in op["responses"], where
+            assert "500" not in op["responses"], where
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_a_route_without_a_description_is_an_error(settings: Settings) -> None:
+    class Undocumented:
+        async def on_get(self, req: object, resp: object) -> None: ...
+
+    app = create_app(settings)
+    app.add_route("/api/v1/undocumented", Undocumented())
+    with pytest.raises(LookupError, match="undocumented"):
+        describe(app)
+
+
+async def test_the_pages_and_their_assets_are_served(api: ApiClient) -> None:
+    for path, kind in (
+        ("/docs", "text/html"),
+        ("/docs/init.js", "text/javascript"),
+        ("/docs/assets/swagger-ui-bundle.js", "text/javascript"),
+        ("/docs/assets/swagger-ui.css", "text/css"),
+        ("/redoc", "text/html"),
+        ("/redoc/redoc.standalone.js", "text/javascript"),
+    ):
+        got = await api.conductor.simulate_get(path)
+        assert got.status_code == 200, path
+        assert got.headers["content-type"].startswith(kind), path
+        if kind == "text/html":
+            assert "https://" not in got.text and "http://" not in got.text, path
+            assert "default-src 'none'" in got.headers["content-security-policy"]
+    assert (await api.conductor.simulate_get("/docs/assets/nope.js")).status_code == 404
