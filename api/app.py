@@ -13,6 +13,7 @@ from api.auth import BearerAuth
 from api.deps import Deps
 from api.observe import Lifespan, Metrics, RequestMetrics, SecurityHeaders
 from api.resources import admin, admin_ui, auth, conversations, docs, health, jobs, messages, users
+from chat import wsprotocol
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.queue import JobQueue
@@ -104,14 +105,16 @@ def create_app(
     ]
     for path, resource in routes:
         app.add_route(PREFIX + path, resource)
-    add_docs(app)
+    add_docs(app, deps.settings.push_public_host)
     return app
 
 
-def add_docs(app: falcon.asgi.App[Request, Response]) -> None:
+def add_docs(app: falcon.asgi.App[Request, Response], push_host: str) -> None:
     """The api's own description, from the routes added above, and the pages that show it."""
     document = openapi.describe(app)
     app.add_route("/openapi.json", docs.Document(document))
+    protocol = wsprotocol.document(document["info"]["version"], push_host)
+    app.add_route("/asyncapi.json", docs.Document(protocol))
     app.add_route("/docs", docs.SwaggerUI())
     app.add_route("/docs/init.js", docs.SwaggerInit())
     app.add_route("/docs/assets/{name}", docs.SwaggerAssets())

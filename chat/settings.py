@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     # the first hop from the right that is not one of them.
     trusted_proxies: str = ""
 
-    # Push process.
+    # Push process. Where clients reach it (host:port), for the published protocol description.
+    push_public_host: str = "localhost:8001"
     push_send_queue_size: int = Field(default=512, ge=1)
     push_socket_sndbuf: int = Field(default=65536, ge=4096)
     push_ping_interval_seconds: float = Field(default=20, gt=0)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
 
 import orjson
 
@@ -14,38 +12,34 @@ RESYNC_REQUIRED = '{"type":"resync_required"}'
 _EVENT_PREFIX = '{"event_id":"'
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
-# RFC 6455: a close frame's payload is at most 125 bytes, and the code takes two of them.
-MAX_CLOSE_REASON_BYTES = 123
+# The close codes are part of the contract, owned with the rest of the protocol in chat/.
+from chat.wsprotocol import (  # noqa: E402
+    GONE,
+    RATE_LIMITED,
+    RESTARTING,
+    SERVER_ERROR,
+    TOKEN_INVALID,
+    TOO_SLOW,
+    Close,
+    rate_limited,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """A close code of the contract, with a reason that tells the client what to do next."""
-
-    code: int
-    reason: str = ""
-
-    def __post_init__(self) -> None:
-        if len(self.reason.encode()) > MAX_CLOSE_REASON_BYTES:
-            raise ValueError(f"a close reason is at most {MAX_CLOSE_REASON_BYTES} bytes: {self.reason!r}")
-
-
-# The client went away; nothing is sent.
-GONE = Close(1001)
-# A server-side failure (Redis down or hung, a bug): come back, but back off so an outage is not
-# answered by every client reconnecting at once.
-SERVER_ERROR = Close(1011, "server error; reconnect with back-off")
-# Shutdown, or this process lost its subscription: the stream still holds every event, so the
-# client resumes with its last_event_id, here or on another push process.
-RESTARTING = Close(1012, "server restarting; reconnect")
-TOKEN_INVALID = Close(4401, "token missing, invalid or expired")
-TOO_SLOW = Close(4408, "too far behind; reconnect with last_event_id")
-RATE_LIMITED = 4429
-
-
-def rate_limited(what: str, retry_after: float) -> Close:
-    """4429 with the retry hint an HTTP client would get in Retry-After, in whole seconds."""
-    return Close(RATE_LIMITED, f"too many {what}; retry after {max(1, math.ceil(retry_after))} s")
+__all__ = [
+    "GONE",
+    "PONG",
+    "RATE_LIMITED",
+    "RESTARTING",
+    "RESYNC_REQUIRED",
+    "SERVER_ERROR",
+    "TOKEN_INVALID",
+    "TOO_SLOW",
+    "Close",
+    "error",
+    "event_id_of",
+    "parse_id",
+    "rate_limited",
+    "ready",
+]
 
 
 def ready(user_id: str, connection_id: str, replayed: int, last_event_id: str | None) -> str:

@@ -16,6 +16,7 @@ import orjson
 from websockets.asyncio.client import connect
 
 from tests.e2e.conftest import free_port
+from tests.protocol import check_frame
 
 
 async def test_dev_mode_serves_the_whole_contract(tmp_path: Path) -> None:
@@ -66,14 +67,14 @@ async def test_dev_mode_serves_the_whole_contract(tmp_path: Path) -> None:
             assert conv.status_code == 201, conv.text
             cid = conv.json()["id"]
             async with connect(f"ws://127.0.0.1:{push_port}/ws?token={bob_token}") as ws:
-                ready = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+                ready = check_frame(orjson.loads(await asyncio.wait_for(ws.recv(), 5)))
                 assert ready["type"] == "ready" and ready["user_id"] == bob_id
                 sent = await http.post(
                     f"/conversations/{cid}/messages", json={"body": "hi from dev"}, headers=alice
                 )
                 assert sent.status_code == 202, sent.text
                 while True:
-                    event = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+                    event = check_frame(orjson.loads(await asyncio.wait_for(ws.recv(), 5)))
                     if event["type"] == "message.created":
                         break
                 assert event["data"]["body"] == "hi from dev" and event["data"]["id"] == sent.json()["id"]

@@ -23,6 +23,7 @@ from chat.events import MessageCreated
 from chat.presence import presence_key
 from chat.schemas import MessageOut
 from tests.e2e.conftest import E2E_REDIS_URL, SECRET, Client, Process, Stack
+from tests.protocol import check_frame
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,7 @@ async def open_ws(
 
 
 async def next_frame(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
-    frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
-    return frame
+    return check_frame(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
 
 
 async def frames_until(

@@ -24,6 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.conftest import Client, Process, Stack
+from tests.protocol import check_frame
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +74,7 @@ class Listener:
                 async with connect(url, compression=None, open_timeout=3) as ws:
                     with contextlib.suppress(ConnectionClosed):
                         async for raw in ws:
-                            self.receive(orjson.loads(raw), closed_at)
+                            self.receive(check_frame(orjson.loads(raw)), closed_at)
                     self.closes.append((ws.close_code, ws.close_reason))
             except OSError:  # the process is gone and its port refuses: try the next one
                 await asyncio.sleep(0.05)

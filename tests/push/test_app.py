@@ -20,6 +20,7 @@ from chat.settings import Settings
 from push import frames, session
 from push.app import create_app
 from tests.conftest import make_settings
+from tests.protocol import check_frame
 
 # Falcon forwards a close reason only to servers of ASGI spec 2.3 or later; uvicorn speaks 2.4.
 SPEC = "2.4"
@@ -88,7 +89,7 @@ async def test_a_hung_redis_does_not_leave_the_handshake_hanging(monkeypatch: py
 
 
 async def ready(ws: Any) -> dict[str, Any]:
-    frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.receive_text(), 3))
+    frame = check_frame(orjson.loads(await asyncio.wait_for(ws.receive_text(), 3)))
     assert frame["type"] == "ready", frame
     return frame
 

@@ -22,6 +22,7 @@ from push import frames
 from push.hub import Hub
 from push.session import Session, _trimmed_after
 from tests.conftest import make_settings
+from tests.protocol import check_frame
 
 
 class FakeWebSocket:
@@ -40,7 +41,7 @@ class FakeWebSocket:
 
     async def send_text(self, text: str) -> None:
         await self.hold.wait()
-        self.sent.append(orjson.loads(text))
+        self.sent.append(check_frame(orjson.loads(text)))
         if self.on_send is not None:
             await self.on_send(self.sent[-1])
 
