@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chat.arqseam import Outbox
-from chat.events import StoredEvent, Typing, encode
+from chat.events import LUA_FRAME, StoredEvent, Typing, encode
 
 STREAM_PREFIX = "events:"
 CHANNEL_PREFIX = "user:"
@@ -31,17 +31,19 @@ def channel(user_id: uuid.UUID | str) -> str:
 
 
 # Append to each recipient's stream and publish the framed event on their channel, in one round
-# trip. The frame splices the stream id in as event_id exactly like chat.events.frame.
-_APPEND_AND_PUBLISH = """
+# trip; the frame is chat.events' own (LUA_FRAME).
+_APPEND_AND_PUBLISH = (
+    LUA_FRAME
+    + """
 local ids = {}
-local body = string.sub(ARGV[2], 2)
 for i, key in ipairs(KEYS) do
   local id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
-  redis.call('PUBLISH', ARGV[2 + i], '{"event_id":"' .. id .. '",' .. body)
+  redis.call('PUBLISH', ARGV[2 + i], frame(id, ARGV[2]))
   ids[i] = id
 end
 return ids
 """
+)
 
 
 class Publisher(Protocol):

@@ -92,14 +92,30 @@ def encode(event: StoredEvent | Typing) -> bytes:
     return orjson.dumps(event.model_dump(mode="json"))
 
 
-def frame(event_id: bytes | str, encoded: bytes) -> bytes:
-    """The WebSocket frame for one recipient: the encoded event with its `event_id` spliced in.
+# A stored event reaches a client as its encoded JSON with the recipient's event_id spliced in
+# first. Built here and, identically, inside Redis by the publisher's Lua (LUA_FRAME); parsed by
+# event_id_of. tests/test_frames.py holds the Lua-built bytes equal to frame()'s.
+FRAME_PREFIX = '{"event_id":"'
+LUA_FRAME = """
+local function frame(event_id, encoded)
+  return '{"event_id":"' .. event_id .. '",' .. string.sub(encoded, 2)
+end
+"""
 
-    The Lua publisher builds the same bytes inside Redis; both must stay in step.
-    """
+
+def frame(event_id: bytes | str, encoded: bytes) -> bytes:
+    """The WebSocket frame for one recipient: the encoded event with its `event_id` spliced in."""
     if isinstance(event_id, str):
         event_id = event_id.encode()
-    return b'{"event_id":"' + event_id + b'",' + encoded[1:]
+    return FRAME_PREFIX.encode() + event_id + b'",' + encoded[1:]
+
+
+def event_id_of(text: str) -> str | None:
+    """The event_id of a stored event's frame, None for a frame without one (typing)."""
+    if not text.startswith(FRAME_PREFIX):
+        return None
+    end = text.find('"', len(FRAME_PREFIX))
+    return text[len(FRAME_PREFIX) : end] if end > 0 else None
 
 
 def decode(data: bytes | str) -> StoredEvent | Typing:

@@ -79,3 +79,17 @@ async def status(redis: Redis, user_id: uuid.UUID | str) -> tuple[bool, datetime
         live, seen = await pipe.execute()
     last_seen = datetime.fromtimestamp(float(seen), UTC) if seen else None
     return bool(live), last_seen
+
+
+def typing_key(conversation_id: uuid.UUID | str, user_id: uuid.UUID | str) -> str:
+    return f"typing:{conversation_id}:{user_id}"
+
+
+async def typing_slot(
+    redis: Redis, conversation_id: uuid.UUID, user_id: uuid.UUID, interval_seconds: float
+) -> int | None:
+    """Take the user's typing slot in a conversation: None when taken, else ms until it frees."""
+    key = typing_key(conversation_id, user_id)
+    if await redis.set(key, b"1", nx=True, px=int(interval_seconds * 1000)):
+        return None
+    return max(int(await redis.pttl(key)), 1)

@@ -67,7 +67,7 @@ class Limiter:
             storage = RedisStorage(
                 "async+" + redis_url,
                 implementation="redispy",
-                key_prefix="chat:rl",
+                key_prefix="chat:limits",
                 connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # passed through
             )
         self._storage = storage

@@ -6,14 +6,9 @@ import re
 
 import orjson
 
-PONG = '{"type":"pong"}'
-RESYNC_REQUIRED = '{"type":"resync_required"}'
-
-_EVENT_PREFIX = '{"event_id":"'
-_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
-
-# The close codes are part of the contract, owned with the rest of the protocol in chat/.
-from chat.wsprotocol import (  # noqa: E402
+# The frame format and the close codes are part of the contract, owned in chat/.
+from chat.events import event_id_of
+from chat.wsprotocol import (
     GONE,
     RATE_LIMITED,
     RESTARTING,
@@ -23,6 +18,11 @@ from chat.wsprotocol import (  # noqa: E402
     Close,
     rate_limited,
 )
+
+PONG = '{"type":"pong"}'
+RESYNC_REQUIRED = '{"type":"resync_required"}'
+
+_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 __all__ = [
     "GONE",
@@ -56,14 +56,6 @@ def ready(user_id: str, connection_id: str, replayed: int, last_event_id: str | 
 
 def error(detail: str) -> str:
     return orjson.dumps({"type": "error", "detail": detail}).decode()
-
-
-def event_id_of(frame: str) -> str | None:
-    """The event_id of a stored event's frame (workers splice it in first), None for typing."""
-    if not frame.startswith(_EVENT_PREFIX):
-        return None
-    end = frame.find('"', len(_EVENT_PREFIX))
-    return frame[len(_EVENT_PREFIX) : end] if end > 0 else None
 
 
 def parse_id(value: str | bytes | None) -> tuple[int, int] | None:

@@ -19,7 +19,7 @@ from api.deps import Deps
 from api.fields import NoNul, Seq
 from api.http import limit_param, parse, path_uuid, send
 from api.views import conversation_view, conversation_views, participant_ids, require_participant
-from chat import membership
+from chat import membership, presence
 from chat.errors import (
     Forbidden,
     NotFound,
@@ -337,13 +337,13 @@ class TypingIndicator:
         async with self._deps.sessions() as session:
             await require_participant(session, cid, me)
             recipients = [u for u in await participant_ids(session, cid) if u != me]
-        interval_ms = int(self._deps.settings.typing_interval_seconds * 1000)
-        first = await self._deps.redis.set(f"typing:{cid}:{me}", b"1", nx=True, px=interval_ms)
-        if not first:
-            ttl_ms = await self._deps.redis.pttl(f"typing:{cid}:{me}")
+        wait_ms = await presence.typing_slot(
+            self._deps.redis, cid, me, self._deps.settings.typing_interval_seconds
+        )
+        if wait_ms is not None:
             raise TooManyRequests(
                 "Typing notifications are limited to one per interval per conversation.",
-                retry_after=math.ceil(max(ttl_ms, 1) / 1000),
+                retry_after=math.ceil(max(wait_ms, 1) / 1000),
             )
         await self._deps.publisher.publish_ephemeral(
             Typing(conversation_id=cid, data=UserRef(user_id=me)), recipients
