@@ -163,7 +163,7 @@ class Listener:
     user: dict[str, Any]
     push_ws_urls: list[str]
     name: str = ""
-    messages: dict[str, dict[str, Any]] = field(default_factory=dict)  # message id -> its first event
+    messages: dict[str, int] = field(default_factory=dict)  # message id -> its seq, once per message
     frames: int = 0  # message.created frames, repeats included
     events: int = 0  # distinct event ids, of every type
     closes: Counter[tuple[int | None, str | None]] = field(default_factory=Counter)
@@ -231,7 +231,7 @@ class Listener:
                 self.backwards.append(event_id)
         if kind == "message.created":
             self.frames += 1
-            self.messages.setdefault(frame["data"]["id"], frame["data"])
+            self.messages.setdefault(frame["data"]["id"], frame["data"]["seq"])
         return False
 
     def missing(self, expected: set[str]) -> set[str]:
