@@ -3,8 +3,10 @@
 - `Sender` sends into one conversation, one message at a time, each with a client_id of its own.
   A send that was not accepted (a `503`, a dropped connection) is sent again with the same
   client_id until it is, so each message is accepted once and the order of the `202`s is the
-  order it sent in. Every answer is counted, and anything but a `202` or a well-formed `503`
-  (problem+json with `Retry-After`) is kept as an anomaly.
+  order it sent in. It retries after `retry_delay` (0.1 s), sooner than the `Retry-After: 2` asks,
+  on purpose: a fault test wants the outage probed many times. Every answer is counted, and
+  anything but a `202` or a well-formed `503` (problem+json with `Retry-After`) is kept as an
+  anomaly.
 - `Listener` holds one user's WebSocket and resumes it with the last `event_id` after any close:
   at once after `1012`, with exponential back-off and jitter after `1011` or a refused connection.
   It de-duplicates `message.created` by message id and checks that `event_id`s only increase.
