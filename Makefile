@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: dev test lint format bench clean
+.PHONY: dev test lint format bench soak clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ format: $(READY)
 
 bench: $(READY)
 	$(BIN)/python -m bench.write_path
+
+## Ten minutes of steady load on the real processes: RSS per process over time, and zero loss.
+soak: $(READY)
+	$(BIN)/python -m bench.soak --minutes 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache headless-chat.db*

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
@@ -131,4 +132,111 @@ def private_redis(workdir: str) -> PrivateRedis:
         port = int(s.getsockname()[1])
     server = PrivateRedis(workdir, port)
     server.start()
+    return server
+
+
+def _postgres_bin(name: str) -> str:
+    """A PostgreSQL server binary (initdb, pg_ctl), newest installed major version first."""
+    import glob
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        raise RuntimeError(f"no {name} under /usr/lib/postgresql/*/bin")
+    return found[-1]
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own on a free port, that a fault test may stop and start.
+
+    The shared server on 5432 is never stopped; this one is the test's to break. initdb refuses to
+    run as root, so when the tests run as root the cluster is made and run by the `postgres` user in
+    a directory it owns.
+    """
+
+    DATABASE = "chat"
+
+    def __init__(self, workdir: str, port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.data = os.path.join(workdir, "data")
+        self.log = os.path.join(workdir, "postgres.log")
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        # The asyncpg URL the processes and `migrate` take.
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{self.DATABASE}"
+        self.dsn = f"postgresql://postgres@127.0.0.1:{port}/{self.DATABASE}"
+
+    def _run(self, *command: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        result = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stdout}{result.stderr}")
+
+    def init(self) -> None:
+        """initdb, start, and create the (empty) database `url` points at."""
+        if os.geteuid() == 0:
+            import shutil
+
+            shutil.chown(self.workdir, "postgres", "postgres")
+        self._run(
+            _postgres_bin("initdb"),
+            "-D",
+            self.data,
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+        self.start()
+
+        async def create() -> None:
+            conn = await asyncpg.connect(self.admin_url, timeout=5)
+            try:
+                await conn.execute(f'CREATE DATABASE "{self.DATABASE}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        self._run(
+            _postgres_bin("pg_ctl"), "-D", self.data, "-o", options, "-l", self.log, "-w", "-t", "30", "start"
+        )
+
+    def stop(self) -> None:
+        """A fast shutdown: sessions are cut off, committed work is kept."""
+        self._run(_postgres_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "-t", "30", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def running(self) -> bool:
+        return os.path.exists(os.path.join(self.data, "postmaster.pid"))
+
+    def destroy(self) -> None:
+        import shutil
+
+        if self.running():
+            with contextlib.suppress(RuntimeError):
+                self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def private_postgres() -> PrivatePostgres:
+    """A new cluster with an empty database, in a temporary directory of its own; `destroy()` it."""
+    import socket
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = PrivatePostgres(tempfile.mkdtemp(prefix="private-pg-"), port)
+    try:
+        server.init()
+    except BaseException:
+        server.destroy()
+        raise
     return server

@@ -85,6 +85,7 @@ async def _require_users(session: AsyncSession, user_ids: list[uuid.UUID], field
 class Conversations:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
+        self._sequencer = Sequencer(deps.redis)
 
     async def on_post(self, req: Request, resp: Response) -> None:
         body = await parse(req, CreateBody, self._deps.settings.max_body_bytes)
@@ -148,8 +149,10 @@ class Conversations:
                 send(resp, await conversation_view(session, existing, me), 200)
                 return
             view = await conversation_view(session, conversation.id, me)
-        # New: no generation yet, so the seed always lands, and the first send needs no Postgres.
+        # New: no generation yet, so the seed always lands; with the counter there too (no message
+        # yet, so 0), the first send needs no Postgres (it would otherwise seed the counter from it).
         await membership.seed(self._deps.redis, conversation.id, b"0", [me, *others])
+        await self._sequencer.raise_to(conversation.id, 0)
         await self._deps.publisher.publish(
             ConversationCreated(conversation_id=conversation.id, data=view), [me, *others]
         )

@@ -335,6 +335,32 @@ async def test_sends_keep_working_while_postgres_is_down(
     assert [m["body"] for m in history] == ["before", "during 0", "during 1", "during 2"]
 
 
+async def test_the_first_send_into_a_new_conversation_needs_no_postgres(
+    api: ApiClient, settings: Settings, run_worker: RunWorker
+) -> None:
+    # Created just before Postgres went away, nothing sent yet: the send path still needs only Redis.
+    alice, bob = await api.user(), await api.user()
+    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    down = make_settings(
+        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/gone",
+        redis_url=settings.redis_url,
+    )
+    deps = build_deps(down)
+    deps.tokens = build_deps(settings).tokens
+    try:
+        async with ASGIConductor(create_app(down, deps)) as conductor:
+            sent = await ApiClient(conductor).post(
+                f"/conversations/{cid}/messages", bob, json={"body": "first"}
+            )
+            assert (sent.status_code, sent.json.get("seq")) == (202, 1), sent.text
+    finally:
+        await deps.redis.aclose(close_connection_pool=True)
+        await deps.engine.dispose()
+    await run_worker()
+    history = (await api.get(f"/conversations/{cid}/messages", alice)).json["items"]
+    assert [(m["seq"], m["body"]) for m in history] == [(1, "first")]
+
+
 async def test_a_redis_outage_is_503_not_500(api: ApiClient, settings: Settings) -> None:
     alice, bob = await api.user(), await api.user()
     cid = (await api.conversation(alice, bob, kind="direct"))["id"]
