@@ -19,7 +19,7 @@ from chat.redis import create_redis
 from chat.sequence import Sequencer
 from chat.settings import Settings
 from workers.batch import PersistBatcher
-from workers.tasks import delete_message, edit_message, persist_message
+from workers.tasks import Outages, delete_message, edit_message, persist_message
 
 FUNCTIONS = [persist_message, edit_message, delete_message]
 
@@ -33,6 +33,7 @@ def make_startup(settings: Settings) -> StartupShutdown:
         ctx["sessions"] = create_sessionmaker(engine)
         ctx["publisher"] = RedisPublisher(ctx["redis"], stream_maxlen=settings.event_stream_maxlen)
         ctx["max_tries"] = settings.job_max_tries
+        ctx["outages"] = Outages()
         ctx["dead_letter_limits"] = dead_letter_limits(settings)
         ctx["batcher"] = PersistBatcher(
             ctx["sessions"],

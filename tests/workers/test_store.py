@@ -114,3 +114,19 @@ async def test_deadlocks_and_serialization_failures_are_transient(deps: Deps) ->
         await second.rollback()
     assert "serialize" in str(caught.value).lower()
     assert is_transient(caught.value)
+
+
+def test_an_outage_is_logged_once_however_many_jobs_hit_it(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from workers.tasks import Outages
+
+    outages = Outages()
+    with caplog.at_level(logging.WARNING, logger="workers.tasks"):
+        for _ in range(500):
+            outages.down(ConnectionRefusedError("connect call failed ('127.0.0.1', 5432)"))
+        outages.up()
+        outages.up()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "unreachable" in lines[0] and "reachable again" in lines[1]
