@@ -1,19 +1,26 @@
-"""What a deployment leans on beyond the api: the ports processes announce and share."""
+"""What a deployment leans on: the ports processes announce and share, the image's commands and checks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio
+import yaml
 
 from chat import heartbeats
-from tests.e2e.conftest import E2E_REDIS_URL, Process, Stack
+from tests import services
+from tests.e2e.conftest import E2E_REDIS_URL, ROOT, Process, Stack, procfile, stack_env
 
 pytestmark = pytest.mark.e2e
 
@@ -85,3 +92,53 @@ def test_push_says_where_clients_connect(stack: Stack) -> None:
     url = announced(push, r"push serving (ws://\S+/ws)")[1]
     assert url == f"ws://0.0.0.0:{push.port}/ws"
     push.stop()
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def health_check(service: str, port: int) -> subprocess.CompletedProcess[bytes]:
+    """The compose file's health check of a service, run as Docker would in its container."""
+    kind, *command = compose()["services"][service]["healthcheck"]["test"]
+    assert kind == "CMD"
+    env = {**os.environ, "PORT": str(port), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(command, env=env, capture_output=True, timeout=30)
+
+
+def test_compose_runs_the_procfile_lines_from_one_image() -> None:
+    defined = compose()["services"]
+    lines = procfile()
+    apps = {name: s for name, s in defined.items() if s.get("image") == "headless-chat:local"}
+    assert set(apps) == set(lines)  # a service per Procfile line, each named after it
+    for name, service in apps.items():
+        assert service["command"] == ["bin/procfile-run", name]
+    assert [name for name, s in apps.items() if "build" in s] == ["release"]  # built once
+    assert "ports" not in apps["worker"]  # --scale worker=N needs no host port per worker
+    assert apps["release"]["restart"] == "no"
+    assert {apps[n]["restart"] for n in ("web", "worker", "push")} == {"unless-stopped"}
+    for name in ("postgres", "redis"):
+        # TCP, not the Unix socket that Postgres's first-run init server answers on.
+        assert "127.0.0.1" in defined[name]["healthcheck"]["test"]
+    assert "${" not in (ROOT / "docker-compose.yml").read_text()  # nothing required of the shell
+
+
+def test_the_image_commands_serve_and_pass_their_health_checks(stack: Stack) -> None:
+    name = services.create_database()
+    through = Stack(stack_env(services.database_url(name)), stack.logs)
+    # The compose file's commands: each Procfile line through bin/procfile-run.
+    through.lines = {kind: f"bin/procfile-run {kind}" for kind in through.lines}
+    try:
+        released = through.run("release")
+        assert released.returncode == 0, released.stderr.decode()
+        for kind in ("web", "push"):
+            process = through.start(kind)
+            assert health_check(kind, process.port).returncode == 0
+            process.stop()
+            assert health_check(kind, process.port).returncode != 0
+        unknown = subprocess.run([str(ROOT / "bin/procfile-run"), "nope"], capture_output=True, text=True)
+        assert unknown.returncode == 64 and "no line named 'nope'" in unknown.stderr
+    finally:
+        through.stop_all()
+        services.drop_database(name)
