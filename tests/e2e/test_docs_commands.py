@@ -1,4 +1,4 @@
-"""The shell blocks of the README and docs/operations.md, run as written, on a fresh copy of the repo.
+"""The docs' shell blocks (README, docs/operations.md, CONTRIBUTING), run as written on a fresh clone.
 
 Every ```sh block runs, in document order, in one shell session's worth of state (what a block
 exports, the next one sees), in a copy of the repository whose `.venv` is the virtualenv running
@@ -45,7 +45,7 @@ from tests.e2e.conftest import E2E_REDIS_URL, ROOT
 
 pytestmark = pytest.mark.e2e
 
-DOCS = ["README.md", "docs/operations.md"]
+DOCS = ["README.md", "docs/operations.md", "CONTRIBUTING.md"]
 SKIP = re.compile(r"<!-- docs-test: skip \((.+)\) -->")
 READER_SETS = ("DATABASE_URL", "REDIS_URL")
 SERVERS = {"web", "worker", "push"}
