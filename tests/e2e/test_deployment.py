@@ -11,16 +11,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio
-import yaml
 
 from chat import heartbeats
 from tests import services
-from tests.e2e.conftest import E2E_REDIS_URL, ROOT, Process, Stack, procfile, stack_env
+from tests.e2e.conftest import E2E_REDIS_URL, ROOT, Process, Stack, stack_env
+from tests.test_container import compose
 
 pytestmark = pytest.mark.e2e
 
@@ -94,34 +93,12 @@ def test_push_says_where_clients_connect(stack: Stack) -> None:
     push.stop()
 
 
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    return loaded
-
-
 def health_check(service: str, port: int) -> subprocess.CompletedProcess[bytes]:
     """The compose file's health check of a service, run as Docker would in its container."""
     kind, *command = compose()["services"][service]["healthcheck"]["test"]
     assert kind == "CMD"
     env = {**os.environ, "PORT": str(port), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     return subprocess.run(command, env=env, capture_output=True, timeout=30)
-
-
-def test_compose_runs_the_procfile_lines_from_one_image() -> None:
-    defined = compose()["services"]
-    lines = procfile()
-    apps = {name: s for name, s in defined.items() if s.get("image") == "headless-chat:local"}
-    assert set(apps) == set(lines)  # a service per Procfile line, each named after it
-    for name, service in apps.items():
-        assert service["command"] == ["bin/procfile-run", name]
-    assert [name for name, s in apps.items() if "build" in s] == ["release"]  # built once
-    assert "ports" not in apps["worker"]  # --scale worker=N needs no host port per worker
-    assert apps["release"]["restart"] == "no"
-    assert {apps[n]["restart"] for n in ("web", "worker", "push")} == {"unless-stopped"}
-    for name in ("postgres", "redis"):
-        # TCP, not the Unix socket that Postgres's first-run init server answers on.
-        assert "127.0.0.1" in defined[name]["healthcheck"]["test"]
-    assert "${" not in (ROOT / "docker-compose.yml").read_text()  # nothing required of the shell
 
 
 def test_the_image_commands_serve_and_pass_their_health_checks(stack: Stack) -> None:
