@@ -70,7 +70,7 @@ def blocks(doc: str) -> list[Block]:
     found: list[Block] = []
     for i, line in enumerate(lines):
         assert not re.match(r"```(bash|shell|console|zsh)\b", line), f"{doc}:{i + 1}: fence it as ```sh"
-        if "docs-test" in line:
+        if re.match(r"\s*<!--\s*docs-test", line):
             assert SKIP.fullmatch(line.strip()), f"{doc}:{i + 1}: write <!-- docs-test: skip (why) -->"
         if line.strip() != "```sh":
             continue
