@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     job_keep_result_seconds: int = Field(default=86400, ge=1)
     worker_max_jobs: int = Field(default=50, ge=1)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
-    worker_metrics_port: int | None = None
+    # The worker's /metrics port (else $PORT); the first of a range, so workers sharing a host each
+    # take the next free one (workers/__main__.py).
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # A worker beats every few seconds; one whose record outlives no beat for the ttl is dead, and a
     # live worker releases its jobs. A stopping worker gives its running jobs the grace to finish.
     worker_heartbeat_seconds: float = Field(default=2.0, gt=0)

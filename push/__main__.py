@@ -9,6 +9,8 @@ import os
 from chat.settings import Settings
 from push.server import build_server
 
+log = logging.getLogger("push")
+
 
 def main() -> None:
     logging.basicConfig(
@@ -18,6 +20,9 @@ def main() -> None:
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a server process listens on all interfaces
     port = int(os.environ.get("PORT", "8001"))
     server, sock = build_server(settings, host, port)
+    # uvicorn runs quiet here (its access log would print tokens), so say where clients connect.
+    shown = f"[{host}]" if ":" in host else host
+    log.info("push serving ws://%s:%d/ws (and /healthz, /readyz, /metrics)", shown, port)
     try:
         import uvloop
 
