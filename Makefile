@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: dev test lint format bench soak clean
+.PHONY: dev test e2e lint format bench soak clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,13 @@ $(READY): pyproject.toml
 dev: $(READY)
 	$(BIN)/python -m devserver
 
-## Run the test suite (uses the local PostgreSQL and Redis; each run gets its own database).
+## Run the fast tests: unit, api, workers and push in process, on the local PostgreSQL and Redis.
 test: $(READY)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not e2e"
+
+## Run the end-to-end tests: the Procfile's real processes, browsers, faults (a few minutes).
+e2e: $(READY)
+	$(BIN)/python -m pytest -m e2e
 
 lint: $(READY)
 	$(BIN)/ruff check .

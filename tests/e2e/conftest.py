@@ -22,6 +22,16 @@ from tests.conftest import migrated_database
 from tests.e2e.browser import browser  # noqa: F401  (the fixture, for every browser test)
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Everything here starts real processes: the e2e tier (make e2e), never the fast one (make test).
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 # The processes' own Redis database; TEST_E2E_REDIS_URL lets two test runs share one server.
 E2E_REDIS_URL = os.environ.get("TEST_E2E_REDIS_URL", services.REDIS_URL.rsplit("/", 1)[0] + "/13")
 SECRET = "e2e-secret-" + "k" * 40

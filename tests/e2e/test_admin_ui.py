@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import redis.asyncio
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
@@ -24,8 +23,6 @@ from chat import deadletters, heartbeats, jobstats
 from chat.jobs import change_job_id, persist_job_id
 from tests.e2e.browser import WAIT
 from tests.e2e.conftest import E2E_REDIS_URL, ROOT, Process, Stack
-
-pytestmark = pytest.mark.e2e
 
 QUEUE = "arq:queue"
 PASSWORD = "dashboard-pass"

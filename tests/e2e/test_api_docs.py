@@ -17,8 +17,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.e2e.browser import WAIT
 from tests.e2e.conftest import ROOT, Process, Stack
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def web(stack: Stack) -> Iterator[Process]:

@@ -13,15 +13,12 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import redis.asyncio
 
 from chat import heartbeats
 from tests import services
 from tests.e2e.conftest import E2E_REDIS_URL, ROOT, Process, Stack, stack_env
 from tests.test_container import compose
-
-pytestmark = pytest.mark.e2e
 
 
 def free_run(length: int) -> int:

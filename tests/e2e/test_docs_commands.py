@@ -43,8 +43,6 @@ from chat.settings import Settings
 from tests import services
 from tests.e2e.conftest import E2E_REDIS_URL, ROOT
 
-pytestmark = pytest.mark.e2e
-
 DOCS = ["README.md", "docs/operations.md", "CONTRIBUTING.md"]
 SKIP = re.compile(r"<!-- docs-test: skip \((.+)\) -->")
 READER_SETS = ("DATABASE_URL", "REDIS_URL")

@@ -41,8 +41,6 @@ from tests.e2e.chatload import (
 )
 from tests.e2e.conftest import Process, Stack, stack_env
 
-pytestmark = pytest.mark.e2e
-
 RATE = 60  # messages/s per sender: three senders, about 180 messages/s in all
 
 

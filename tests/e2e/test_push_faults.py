@@ -26,8 +26,6 @@ from websockets.exceptions import ConnectionClosed
 from tests.e2e.conftest import Client, Process, Stack
 from tests.protocol import check_frame
 
-pytestmark = pytest.mark.e2e
-
 RESTARTING = (1012, "server restarting; reconnect")
 ENOUGH = 150  # messages each client must see before the kill, and again after it
 

@@ -25,8 +25,6 @@ from chat.eventbus import stream_key
 from tests import services
 from tests.e2e.conftest import E2E_REDIS_URL, Process, Stack, stack_env
 
-pytestmark = pytest.mark.e2e
-
 QUEUE = "arq:queue"
 
 
