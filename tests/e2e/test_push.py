@@ -125,7 +125,15 @@ async def test_resume_replays_missed_events_then_goes_live(client: Client, push_
     await ws.close()
 
     missed = [await say(client, alice, cid, f"missed {i}") for i in range(5)]
-    await asyncio.sleep(0.5)  # let the worker persist and publish them while bob is away
+    # Bob comes back once the worker has stored and published them all: their jobs are complete.
+    for sent in missed:
+        for _ in range(200):
+            job = await client.http.get(f"/jobs/{sent['job_id']}", headers=alice["headers"])
+            if job.json()["status"] == "complete":
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"{sent['job_id']} never completed")
     ws, first = await open_ws(push_b, bob, last_event_id=seen["event_id"])
     try:
         replayed = [first] + [await next_frame(ws) for _ in range(4)]
@@ -256,6 +264,9 @@ async def test_typing_and_presence(client: Client, push_stack: Stack) -> None:
     assert profile["online"] is False and profile["last_seen_at"]
 
 
+BOUND_MIB = 12
+
+
 def rss_kib(process: Process) -> int:
     with open(f"/proc/{process.popen.pid}/status") as status:
         for line in status:
@@ -264,15 +275,26 @@ def rss_kib(process: Process) -> int:
     raise AssertionError("no VmRSS")
 
 
-async def test_client_that_never_reads_is_closed_4408_with_memory_bounded(
-    client: Client, push_stack: Stack
-) -> None:
-    push = procs(push_stack, "push")[0]
+async def settled_rss_kib(process: Process) -> int:
+    """RSS once the process has caught up with what was published: two samples 0.2 s apart agree."""
+    last = rss_kib(process)
+    for _ in range(50):
+        await asyncio.sleep(0.2)
+        now = rss_kib(process)
+        if abs(now - last) < 512:
+            return now
+        last = now
+    return last
+
+
+async def flood_a_reader_that_never_reads(
+    push: Process, client: Client, *, closes: bool
+) -> tuple[float, int | None]:
+    """10,000 frames of ~3.3 KB (about 33 MB) at a client that never reads: (MiB grown, close code)."""
     alice, bob = await client.user(), await client.user()
     cid = await direct(client, alice, bob)
-    # A tiny receive queue and no reading: everything backs up into the server.
     ws = await connect(f"{push.ws_url}?token={bob['access_token']}", compression=None, max_queue=1)
-    await asyncio.sleep(0.3)
+    await next_frame(ws)  # ready
     before = rss_kib(push)
     r = redis.asyncio.Redis.from_url(E2E_REDIS_URL)
     publisher = RedisPublisher(r, stream_maxlen=1000)
@@ -283,7 +305,7 @@ async def test_client_that_never_reads_is_closed_4408_with_memory_bounded(
             conversation_id=uuid.UUID(cid),
             seq=i + 1,
             sender_id=uuid.UUID(alice["id"]),
-            body=f"flood {i} " + "x" * 200,
+            body=f"flood {i} " + "x" * 3000,
             client_id=None,
             created_at=now,
             edited_at=None,
@@ -293,15 +315,41 @@ async def test_client_that_never_reads_is_closed_4408_with_memory_bounded(
             MessageCreated(conversation_id=message.conversation_id, data=message), [uuid.UUID(bob["id"])]
         )
     await r.aclose()
-    await asyncio.sleep(1)
-    grown_mib = (rss_kib(push) - before) / 1024
-    # 10,000 frames of ~450 bytes is ~4.5 MiB; the send queue bound keeps the server far below that.
-    assert grown_mib < 16, f"push process grew by {grown_mib:.1f} MiB"
-    assert await closed_with(ws, timeout=20) == 4408
+    grown_mib = (await settled_rss_kib(push) - before) / 1024
+    if not closes:
+        await ws.close()
+        return grown_mib, None
+    return grown_mib, await closed_with(ws, timeout=20)
+
+
+async def test_client_that_never_reads_is_closed_4408_with_memory_bounded(
+    client: Client, push_stack: Stack
+) -> None:
+    push = procs(push_stack, "push")[0]
+    grown_mib, code = await flood_a_reader_that_never_reads(push, client, closes=True)
+    print(f"a client that never reads 33 MB of frames: push grew {grown_mib:.1f} MiB, closed {code}")
+    # The bounded send queue (512 frames, ~1.7 MB) keeps the process far below the 33 MB sent.
+    assert grown_mib < BOUND_MIB, f"push process grew by {grown_mib:.1f} MiB"
+    assert code == 4408
     # The push process is still healthy for everyone else.
+    alice = await client.user()
     other, ready = await open_ws(push, alice)
     assert ready["type"] == "ready"
     await other.close()
+
+
+async def test_the_memory_bound_is_one_a_regression_would_cross(client: Client, push_stack: Stack) -> None:
+    # The same flood at a push process whose send queue is effectively unbounded.
+    unbounded = push_stack.start("push", PUSH_SEND_QUEUE_SIZE="1000000")
+    try:
+        grown_mib, _ = await flood_a_reader_that_never_reads(unbounded, client, closes=False)
+    finally:
+        unbounded.stop()
+        push_stack.processes.remove(unbounded)
+    print(f"the same flood at an unbounded queue: push grew {grown_mib:.1f} MiB")
+    assert grown_mib > BOUND_MIB, (
+        f"an unbounded queue grew only {grown_mib:.1f} MiB: the bound proves nothing"
+    )
 
 
 async def test_sigterm_closes_sockets_with_1012(client: Client, push_stack: Stack) -> None:

@@ -126,21 +126,23 @@ async def test_rapid_sends_with_two_workers_keep_send_order(
 ) -> None:
     alice, bob = await api.user(), await api.user()
     cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    # The backlog is there before the workers start, so each one's first claim takes its five: both
+    # work on the conversation at once, which is what the order must survive.
+    sent = [await send(api, alice, cid, f"message {i}") for i in range(60)]
     workers = [create_worker(settings, handle_signals=False, max_jobs=5) for _ in range(2)]
     tasks = [asyncio.create_task(w.main()) for w in workers]
     try:
-        sent = [await send(api, alice, cid, f"message {i}") for i in range(60)]
-        for _ in range(200):
-            if await stored_count(deps, conversation_id=uuid.UUID(cid)) == 60:
-                break
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(20):
+            while await stored_count(deps, conversation_id=uuid.UUID(cid)) < 60:
+                await asyncio.sleep(0.05)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for w in workers:
             await w.close()
-    assert all(w.jobs_complete > 0 for w in workers), "both workers should have taken jobs"
+    taken = [w.jobs_complete for w in workers]
+    assert all(taken) and sum(taken) == 60, f"jobs each worker completed: {taken}"
     seqs = [s["seq"] for s in sent]
     assert seqs == list(range(1, 61))
     history = await api.get(f"/conversations/{cid}/messages", bob, query_string="limit=200")
@@ -319,30 +321,6 @@ async def test_history_paging(api: ApiClient, run_worker: RunWorker) -> None:
         assert_problem(await api.get(f"/conversations/{cid}/messages", bob, query_string=bad), 422)
 
 
-async def test_send_validation(api: ApiClient) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
-    path = f"/conversations/{cid}/messages"
-    for body in (
-        {"body": ""},
-        {"body": "  \n "},
-        {"body": "x" * 4001},
-        {},
-        {"body": 5},
-        {"body": "ok", "client_id": ""},
-        {"body": "ok", "client_id": "c" * 65},
-    ):
-        assert_problem(await api.post(path, alice, json=body), 422)
-    assert (await api.post(path, alice, json={"body": "x" * 4000})).status_code == 202
-    assert_problem(
-        await api.post(path, alice, body=b"not json", headers={"Content-Type": "application/json"}), 400
-    )
-    assert_problem(await api.post(path, alice, body=b"body=hi", headers={"Content-Type": "text/plain"}), 400)
-    assert_problem(await api.post(path, json={"body": "hi"}), 401)
-    assert_problem(await api.post(f"/conversations/{uuid.uuid4()}/messages", alice, json={"body": "hi"}), 404)
-    assert_problem(await api.get(f"/messages/{uuid.uuid4()}", alice), 404)
-
-
 async def test_read_marker_only_moves_forward(api: ApiClient, deps: Deps, run_worker: RunWorker) -> None:
     alice, bob = await api.user(), await api.user()
     cid = (await api.conversation(alice, bob, kind="direct"))["id"]
@@ -362,18 +340,3 @@ async def test_read_marker_only_moves_forward(api: ApiClient, deps: Deps, run_wo
     assert [(str(e.data.user_id), e.data.seq) for e in reads] == [(bob.id, 3), (bob.id, 4)]  # type: ignore[union-attr]
     for bad in ({"seq": -1}, {"seq": "3"}, {}, {"seq": 1.5}):
         assert_problem(await api.post(f"/conversations/{cid}/read", bob, json=bad), 422)
-
-
-async def test_inputs_postgres_cannot_store_are_422_not_500(api: ApiClient) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
-    assert_problem(await api.post(f"/conversations/{cid}/messages", alice, json={"body": "a\u0000b"}), 422)
-    assert_problem(
-        await api.post(f"/conversations/{cid}/messages", alice, json={"body": "ok", "client_id": "\u0000"}),
-        422,
-    )
-    title = {"kind": "group", "title": "t\u0000", "participant_ids": [bob.id]}
-    assert_problem(await api.post("/conversations", alice, json=title), 422)
-    for query in ("before=99999999999", "after=2147483648"):
-        assert_problem(await api.get(f"/conversations/{cid}/messages", alice, query_string=query), 422)
-    assert_problem(await api.post(f"/conversations/{cid}/read", alice, json={"seq": 2**40}), 422)
