@@ -68,10 +68,17 @@ class DeadLetters(AdminOnly):
         send(resp, {"items": items, "next_cursor": cursor})
 
 
+async def _dead_letter(redis: Redis, job_id: str) -> dict[str, Any]:
+    entry = await deadletters.get(redis, job_id)
+    if entry is None:
+        raise NotFound("No such dead letter.")
+    return entry
+
+
 class DeadLetter(AdminOnly):
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        send(resp, await self._entry(job_id))
+        send(resp, await _dead_letter(self._redis, job_id))
 
     async def on_delete(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
@@ -79,17 +86,14 @@ class DeadLetter(AdminOnly):
             raise NotFound("No such dead letter.")
         resp.status = 204
 
-    async def _entry(self, job_id: str) -> dict[str, Any]:
-        entry = await deadletters.get(self._redis, job_id)
-        if entry is None:
-            raise NotFound("No such dead letter.")
-        return entry
 
+class DeadLetterRetry(AdminOnly):
+    """Only POST. Not a `DeadLetter` subclass: falcon would route its GET and DELETE here too, and a
+    DELETE of `.../retry` would discard the dead letter it was meant to retry."""
 
-class DeadLetterRetry(DeadLetter):
     async def on_post(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        entry = await self._entry(job_id)
+        entry = await _dead_letter(self._redis, job_id)
         done = await arqseam.requeue_dead_letter(self._redis, self._queue, entry)
         if done == -1:
             raise NotFound("No such dead letter.")
