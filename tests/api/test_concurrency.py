@@ -124,6 +124,17 @@ async def test_logging_out_at_once_ends_the_login_once(api: ApiClient, deps: Dep
     assert (await api.post("/auth/refresh", json={"refresh_token": alice.refresh_token})).status_code == 200
 
 
+async def test_patching_me_at_once_answers_each_with_its_own_write(api: ApiClient, deps: Deps) -> None:
+    alice = await api.user()
+    names = [f"name {i}" for i in range(N)]
+    results = await burst(api.patch("/users/me", alice, json={"display_name": n}) for n in names)
+    assert tally(results) == {200: N}
+    assert [r.json["display_name"] for r in results] == names
+    final = (await api.get("/users/me", alice)).json["display_name"]
+    assert final in names
+    assert await scalar(deps, select(User.display_name).where(User.id == uuid.UUID(alice.id))) == final
+
+
 # -- conversations ---------------------------------------------------------------------------------
 
 
