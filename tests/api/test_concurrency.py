@@ -124,6 +124,37 @@ async def test_logging_out_at_once_ends_the_login_once(api: ApiClient, deps: Dep
     assert (await api.post("/auth/refresh", json={"refresh_token": alice.refresh_token})).status_code == 200
 
 
+async def test_a_logout_or_a_reuse_racing_a_refresh_still_ends_the_login(api: ApiClient, deps: Deps) -> None:
+    alice = await api.user()
+
+    async def login() -> str:
+        body = {"username": alice.username, "password": PASSWORD}
+        token: str = (await api.post("/auth/login", json=body)).json["refresh_token"]
+        return token
+
+    async def refresh(token: str) -> Result:
+        return await api.post("/auth/refresh", json={"refresh_token": token})
+
+    for _ in range(8):
+        # The app logs out while a background refresh of the same token is in flight.
+        token = await login()
+        raced = await burst([refresh(token), api.post("/auth/logout", alice, json={"refresh_token": token})])
+        # A stolen, already rotated token comes back while its successor is being refreshed.
+        first = await login()
+        second = (await refresh(first)).json["refresh_token"]
+        raced += await burst([refresh(second), refresh(first)])
+        # In any serial order the login ends: a refresh that won handed out a token that the
+        # logout or the re-use must have revoked as well.
+        for result in raced:
+            assert result.status_code in (200, 204, 401), result.text
+            if result.status_code == 200:
+                assert_problem(await refresh(result.json["refresh_token"]), 401)
+    live = select(func.count()).where(
+        RefreshToken.user_id == uuid.UUID(alice.id), RefreshToken.revoked_at.is_(None)
+    )
+    assert await scalar(deps, live) == 1  # the login of `api.user`
+
+
 async def test_patching_me_at_once_answers_each_with_its_own_write(api: ApiClient, deps: Deps) -> None:
     alice = await api.user()
     names = [f"name {i}" for i in range(N)]
