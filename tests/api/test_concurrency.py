@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Iterable
 from datetime import datetime
 from typing import Any
 
+from falcon import inspect
 from falcon.testing import Result
 from sqlalchemy import func, select
 
@@ -445,3 +446,49 @@ async def test_retrying_and_discarding_one_dead_letter_at_once_does_one(api: Api
     state = await arqseam.job_state(deps.redis, queue, "edit:contested")
     assert state.status == ("queued" if statuses[202] else "not_found")
     assert await deadletters.count(deps.redis) == 0
+
+
+# -- coverage --------------------------------------------------------------------------------------
+
+# Every write route of the app, and the test above that fires a burst at it.
+COVERED = {
+    ("POST", "/api/v1/auth/register"): test_registering_one_username_at_once_makes_one_user,
+    ("POST", "/api/v1/auth/login"): test_logging_in_at_once_gives_each_a_login_of_its_own,
+    ("POST", "/api/v1/auth/refresh"): test_one_refresh_token_used_at_once_rotates_once_and_ends_that_login,
+    ("POST", "/api/v1/auth/logout"): test_logging_out_at_once_ends_the_login_once,
+    ("PATCH", "/api/v1/users/me"): test_patching_me_at_once_answers_each_with_its_own_write,
+    ("POST", "/api/v1/conversations"): test_both_sides_opening_their_direct_conversation_at_once_make_one,
+    ("POST", "/api/v1/conversations/{conversation_id}/participants"): (
+        test_adding_the_same_and_different_participants_at_once
+    ),
+    ("DELETE", "/api/v1/conversations/{conversation_id}/participants/{user_id}"): (
+        test_removing_and_leaving_at_once_removes_once
+    ),
+    ("POST", "/api/v1/conversations/{conversation_id}/read"): test_read_markers_at_once_end_at_the_highest,
+    ("POST", "/api/v1/conversations/{conversation_id}/typing"): test_typing_at_once_is_one_notification,
+    (
+        "POST",
+        "/api/v1/conversations/{conversation_id}/messages",
+    ): test_one_client_id_sent_at_once_is_one_message,
+    ("PATCH", "/api/v1/messages/{message_id}"): test_edits_at_once_apply_in_the_order_they_were_accepted,
+    ("DELETE", "/api/v1/messages/{message_id}"): test_edits_and_deletes_at_once_end_deleted,
+    ("POST", "/api/v1/admin/dead-letters/{job_id}/retry"): (
+        test_retrying_and_discarding_one_dead_letter_at_once_does_one
+    ),
+    (
+        "DELETE",
+        "/api/v1/admin/dead-letters/{job_id}",
+    ): test_retrying_and_discarding_one_dead_letter_at_once_does_one,
+}
+
+
+def test_every_write_route_has_a_burst(api: ApiClient) -> None:
+    writes = set()
+    for route in inspect.inspect_routes(api.conductor.app):
+        for method in route.methods:
+            if not method.internal and method.method not in ("GET", "HEAD", "OPTIONS"):
+                writes.add((method.method, route.path))
+    missing = sorted(f"{m} {p}" for m, p in writes - COVERED.keys())
+    stale = sorted(f"{m} {p}" for m, p in COVERED.keys() - writes)
+    assert not missing, f"write routes no test here fires a burst at (add one to COVERED): {missing}"
+    assert not stale, f"COVERED names routes the app no longer has: {stale}"
