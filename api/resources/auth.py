@@ -151,10 +151,15 @@ class Refresh:
             token = await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
             if token is None or token.revoked_at is not None or token.expires_at <= now:
                 raise Unauthorized("The refresh token is invalid or expired.")
-            # Claim the token atomically: of two concurrent uses, exactly one rotates it.
+            # Claim the token atomically: of two concurrent uses, exactly one rotates it; and none
+            # once a logout or a re-use revoked the login while this request waited for the row.
             claimed = await session.execute(
                 update(RefreshToken)
-                .where(RefreshToken.id == token.id, RefreshToken.rotated_at.is_(None))
+                .where(
+                    RefreshToken.id == token.id,
+                    RefreshToken.rotated_at.is_(None),
+                    RefreshToken.revoked_at.is_(None),
+                )
                 .values(rotated_at=now)
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
@@ -209,6 +214,17 @@ async def issue_pair(
 
 
 async def revoke_family(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> None:
+    # Lock the login's live tokens first. A refresh in flight holds its token's row until it
+    # commits; waiting for it here lets the UPDATE below, a statement of its own and so (under READ
+    # COMMITTED) with a newer snapshot, see the token that refresh issued. A single UPDATE would
+    # miss it, and a logout racing a refresh would leave the login alive. (Revoked rows are not
+    # locked: of many revocations at once, the later ones find nothing left and wait for nobody.)
+    await session.execute(
+        select(RefreshToken.id)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .order_by(RefreshToken.id)
+        .with_for_update()
+    )
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))

@@ -261,8 +261,12 @@ class ParticipantById:
         target = path_uuid(user_id, "participant")
         me = current_user(req)
         async with self._deps.sessions() as session:
-            mine = await require_participant(session, cid, me)
-            conversation = await session.get(Conversation, cid)
+            await require_participant(session, cid, me)
+            # Removals from one conversation take its row lock and run one at a time, each seeing
+            # the last one's result: two removals of the same participant would otherwise both
+            # delete the row (and announce it), and the owner and the heir leaving together would
+            # leave the group without an owner.
+            conversation = await session.get(Conversation, cid, with_for_update=True)
             if conversation is None:
                 raise NotFound("No such conversation.")
             if conversation.kind != "group":
@@ -270,9 +274,13 @@ class ParticipantById:
                     "Participants of a direct conversation are fixed.",
                     [{"field": "path.user_id", "message": "This is a direct conversation."}],
                 )
+            # Read again under the lock: the caller may have left, or become the owner, meanwhile.
+            mine = await session.get(Participant, (cid, me), populate_existing=True)
+            if mine is None:
+                raise NotFound("No such conversation.")
             if target != me and mine.role != "owner":
                 raise Forbidden("Only the owner can remove other participants.")
-            member = await session.get(Participant, (cid, target))
+            member = await session.get(Participant, (cid, target), populate_existing=True)
             if member is None:
                 raise NotFound("No such participant.")
             recipients = await participant_ids(session, cid)

@@ -34,11 +34,15 @@ class Me:
     async def on_patch(self, req: Request, resp: Response) -> None:
         body = await parse(req, DisplayName, self._deps.settings.max_body_bytes)
         async with self._deps.sessions() as session:
-            await session.execute(
-                update(User).where(User.id == current_user(req)).values(display_name=body.display_name)
+            # RETURNING: the answer is the row as this request left it. Read back after the commit,
+            # it could be another PATCH's, committed in between.
+            user = await session.scalar(
+                update(User)
+                .where(User.id == current_user(req))
+                .values(display_name=body.display_name)
+                .returning(User)
             )
             await session.commit()
-            user = await session.get(User, current_user(req), populate_existing=True)
         if user is None:
             raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
         send(resp, UserOut.model_validate(user))

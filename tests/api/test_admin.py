@@ -7,7 +7,7 @@ import time
 from falcon import inspect
 
 from api.deps import Deps
-from chat import heartbeats
+from chat import deadletters, heartbeats
 from chat.arqseam import Enqueuer
 from chat.cli import set_admin
 from tests.support import ApiClient, assert_problem
@@ -40,6 +40,17 @@ async def test_every_admin_route_needs_a_token_and_an_admin(api: ApiClient, deps
     # Revoking takes effect on the next call, not when the token expires.
     assert await set_admin(deps.settings, admin.username, False)
     assert_problem(await api.get("/admin/queue", admin), 403)
+
+
+async def test_retry_answers_only_post(api: ApiClient, deps: Deps) -> None:
+    # DELETE .../retry used to be routed to the dead letter's own DELETE, and discarded it.
+    admin = await api.user()
+    assert await set_admin(deps.settings, admin.username, True)
+    entry = {"job_id": "job:1", "function": "edit_message", "args": [{}], "failed_at": "2026-11-27T00:00:00Z"}
+    await deadletters.record(deps.redis, entry, 100, 10**9)
+    for method in ("GET", "DELETE"):
+        assert_problem(await api.request(method, "/admin/dead-letters/job:1/retry", admin), 405)
+    assert (await api.get("/admin/dead-letters/job:1", admin)).json == entry
 
 
 async def test_queue_workers_and_history(api: ApiClient, deps: Deps) -> None:

@@ -1,0 +1,436 @@
+"""The authorization matrix, generated from the route table: every route, every kind of caller.
+
+Each (method, path) the app routes needs a row in `MATRIX` saying who may call it, and each path
+parameter a filler in `FILLERS`; a route added without them fails every test here, with a message
+that names it. The callers: no token, an expired token, an uninvolved user, a former participant,
+a non-admin, and the rightful caller (the participant, the job's owner, an admin), whose success
+shows that each request's body is valid, so the refusals come from authorization alone.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import pytest
+from falcon import inspect
+from falcon.testing import Result
+
+from api.deps import Deps
+from chat import deadletters
+from chat.cli import set_admin
+from chat.security import Tokens
+from tests.conftest import RunWorker
+from tests.support import PASSWORD, PREFIX, ApiClient, TestUser, assert_problem
+
+Scope = Literal["public", "self", "user", "conversation", "message", "job", "admin"]
+DEAD_TO_SHOW, DEAD_TO_RETRY = "persist:matrix-dead-1", "persist:matrix-dead-2"
+
+
+@dataclass
+class World:
+    alice: TestUser  # owns the group, sent both messages, caused the job
+    bob: TestUser  # in both conversations
+    dave: TestUser  # in the group; the owner removes him in the rightful-caller run
+    carol: TestUser  # was in the group, read its history, and left: a non-participant now
+    eve: TestUser  # in nothing: another user
+    admin: TestUser
+    group: str
+    direct: str
+    group_message: str
+    direct_message: str
+    job: str  # alice's persist job of the direct message
+    expired: str  # alice's access token, an hour past its expiry
+
+
+async def build_world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> World:
+    alice, bob, carol, dave, eve, admin = [await api.user() for _ in range(6)]
+    assert await set_admin(deps.settings, admin.username, True)
+    group = (await api.conversation(alice, bob, carol, dave))["id"]
+    direct = (await api.conversation(alice, bob, kind="direct"))["id"]
+    sent = {}
+    for cid in (group, direct):
+        result = await api.post(f"/conversations/{cid}/messages", alice, json={"body": "hello"})
+        assert result.status_code == 202, result.text
+        sent[cid] = result.json
+    assert await run_worker() == 2
+    seen = await api.get(f"/conversations/{group}/messages", carol)
+    assert len(seen.json["items"]) == 1
+    assert (await api.delete(f"/conversations/{group}/participants/{carol.id}", carol)).status_code == 204
+    for job_id in (DEAD_TO_SHOW, DEAD_TO_RETRY):
+        entry = {
+            "job_id": job_id,
+            "function": "persist_message",
+            "args": [{}],
+            "error": "ValueError: matrix",
+            "reason": "raised",
+            "traceback": "Traceback: matrix",
+            "tries": 1,
+            "enqueued_at": None,
+            "failed_at": datetime.now(UTC).isoformat(),
+            "worker_id": None,
+        }
+        await deadletters.record(deps.redis, entry, 100, 3600)
+    expired = Tokens(deps.settings).issue_access(
+        uuid.UUID(alice.id), now=datetime.now(UTC) - timedelta(hours=1)
+    )
+    return World(
+        alice=alice,
+        bob=bob,
+        dave=dave,
+        carol=carol,
+        eve=eve,
+        admin=admin,
+        group=group,
+        direct=direct,
+        group_message=sent[group]["id"],
+        direct_message=sent[direct]["id"],
+        job=sent[direct]["job_id"],
+        expired=expired,
+    )
+
+
+@pytest.fixture
+async def world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> World:
+    return await build_world(api, deps, run_worker)
+
+
+# -- path parameters -------------------------------------------------------------------------------
+
+Fill = Callable[[World, str], str]  # (world, route path) -> the value for the rightful caller
+
+_JOB_IDS = {
+    f"{PREFIX}/jobs/{{job_id}}": lambda w: w.job,
+    f"{PREFIX}/admin/jobs/{{job_id}}": lambda w: w.job,
+    f"{PREFIX}/admin/dead-letters/{{job_id}}": lambda w: DEAD_TO_SHOW,
+    f"{PREFIX}/admin/dead-letters/{{job_id}}/retry": lambda w: DEAD_TO_RETRY,
+}
+
+
+def _job_id(w: World, path: str) -> str:
+    if path not in _JOB_IDS:
+        pytest.fail(f"no job id for {path}: add it to _JOB_IDS", pytrace=False)
+    return _JOB_IDS[path](w)
+
+
+FILLERS: dict[str, Fill] = {
+    "conversation_id": lambda w, path: w.group,
+    "message_id": lambda w, path: w.group_message,
+    # Under a conversation: a participant whom only the owner may remove. Else: a user to look at.
+    "user_id": lambda w, path: w.dave.id if "/participants/" in path else w.alice.id,
+    "job_id": _job_id,
+    "name": lambda w, path: "swagger-ui.css",  # a file of the docs pages
+}
+PARAM = re.compile(r"{(\w+)}")
+
+
+def fill(world: World, path: str, **override: str) -> str:
+    return PARAM.sub(lambda m: override.get(m.group(1)) or FILLERS[m.group(1)](world, path), path)
+
+
+# -- the matrix ------------------------------------------------------------------------------------
+
+Body = Callable[["Call", TestUser | None], Awaitable[dict[str, Any] | None]]
+
+
+@dataclass
+class Call:
+    api: ApiClient
+    world: World
+
+
+@dataclass(frozen=True)
+class Row:
+    """Who may call a route. `scope` says who else may: `public` anyone, even without a token;
+    `self` any signed-in user, about themselves; `user` any signed-in user, about anyone;
+    `conversation`/`message` participants only, 404 to everyone else, exactly as for an id that
+    does not exist; `job` the user who caused it (or an admin), 404 otherwise; `admin` admins, 403
+    to other users. `ok` is the rightful caller's status; `body` builds a valid body for a caller."""
+
+    scope: Scope
+    ok: int
+    body: Body | None = None
+
+
+async def _register(call: Call, caller: TestUser | None) -> dict[str, Any]:
+    return {"username": f"m{uuid.uuid4().hex[:10]}", "password": PASSWORD}
+
+
+async def _login(call: Call, caller: TestUser | None) -> dict[str, Any]:
+    return {"username": call.world.alice.username, "password": PASSWORD}
+
+
+async def _fresh_refresh_token(call: Call, caller: TestUser | None) -> dict[str, Any]:
+    """A refresh token of a login of its own, so that using it touches no other test's login."""
+    login = await call.api.post("/auth/login", json=await _login(call, caller))
+    return {"refresh_token": login.json["refresh_token"]}
+
+
+async def _logout(call: Call, caller: TestUser | None) -> dict[str, Any]:
+    # The rightful caller logs out a login of their own; anyone else presents alice's token, which
+    # must not end her login (checked in the uninvolved user's test).
+    if caller is call.world.alice:
+        return await _fresh_refresh_token(call, caller)
+    return {"refresh_token": call.world.alice.refresh_token}
+
+
+def _json(payload: dict[str, Any]) -> Body:
+    async def body(call: Call, caller: TestUser | None) -> dict[str, Any]:
+        return payload
+
+    return body
+
+
+async def _add_self(call: Call, caller: TestUser | None) -> dict[str, Any]:
+    # An outsider trying to join; for a participant adding themselves is a no-op.
+    return {"user_ids": [(caller or call.world.eve).id]}
+
+
+DOCS = (
+    "/openapi.json",
+    "/asyncapi.json",
+    "/docs",
+    "/docs/init.js",
+    "/docs/assets/{name}",
+    "/redoc",
+    "/redoc/redoc.standalone.js",
+)
+
+MATRIX: dict[tuple[str, str], Row] = {
+    **{
+        ("GET", f"{base}/{probe}"): Row("public", 200)
+        for base in ("", PREFIX)
+        for probe in ("healthz", "readyz", "metrics")
+    },
+    ("POST", f"{PREFIX}/auth/register"): Row("public", 201, _register),
+    ("POST", f"{PREFIX}/auth/login"): Row("public", 200, _login),
+    ("POST", f"{PREFIX}/auth/refresh"): Row("public", 200, _fresh_refresh_token),
+    ("GET", f"{PREFIX}/admin/ui"): Row("public", 200),  # the page holds no data; its calls need an admin
+    # The api's own description and the pages that show it: documentation, no data.
+    **{("GET", path): Row("public", 200) for path in DOCS},
+    ("POST", f"{PREFIX}/auth/logout"): Row("self", 204, _logout),
+    ("GET", f"{PREFIX}/users/me"): Row("self", 200),
+    ("PATCH", f"{PREFIX}/users/me"): Row("self", 200, _json({"display_name": "x"})),
+    ("GET", f"{PREFIX}/users"): Row("self", 200),
+    # Intended: any signed-in user may look up anyone's profile (a directory, like Zulip's and
+    # Stream Chat's); it names no conversation, so it leaks none.
+    ("GET", f"{PREFIX}/users/{{user_id}}"): Row("user", 200),
+    ("GET", f"{PREFIX}/conversations"): Row("self", 200),
+    ("POST", f"{PREFIX}/conversations"): Row(
+        "self", 201, _json({"kind": "group", "title": "mine", "participant_ids": []})
+    ),
+    ("GET", f"{PREFIX}/conversations/{{conversation_id}}"): Row("conversation", 200),
+    ("GET", f"{PREFIX}/conversations/{{conversation_id}}/messages"): Row("conversation", 200),
+    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/messages"): Row(
+        "conversation", 202, _json({"body": "x"})
+    ),
+    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/participants"): Row("conversation", 200, _add_self),
+    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/read"): Row("conversation", 204, _json({"seq": 1})),
+    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/typing"): Row("conversation", 204),
+    ("DELETE", f"{PREFIX}/conversations/{{conversation_id}}/participants/{{user_id}}"): Row(
+        "conversation", 204
+    ),
+    ("GET", f"{PREFIX}/messages/{{message_id}}"): Row("message", 200),
+    ("PATCH", f"{PREFIX}/messages/{{message_id}}"): Row("message", 202, _json({"body": "x"})),
+    ("DELETE", f"{PREFIX}/messages/{{message_id}}"): Row("message", 202),
+    ("GET", f"{PREFIX}/jobs/{{job_id}}"): Row("job", 200),
+    ("GET", f"{PREFIX}/admin/queue"): Row("admin", 200),
+    ("GET", f"{PREFIX}/admin/queue/history"): Row("admin", 200),
+    ("GET", f"{PREFIX}/admin/workers"): Row("admin", 200),
+    ("GET", f"{PREFIX}/admin/dead-letters"): Row("admin", 200),
+    ("GET", f"{PREFIX}/admin/dead-letters/{{job_id}}"): Row("admin", 200),
+    ("DELETE", f"{PREFIX}/admin/dead-letters/{{job_id}}"): Row("admin", 204),  # after the GET above
+    ("POST", f"{PREFIX}/admin/dead-letters/{{job_id}}/retry"): Row("admin", 202),
+    ("GET", f"{PREFIX}/admin/jobs/{{job_id}}"): Row("admin", 200),
+}
+
+# Listed on their own as well, so that making a route public is a change to this line, on purpose.
+PUBLIC = {
+    ("POST", f"{PREFIX}/auth/register"),
+    ("POST", f"{PREFIX}/auth/login"),
+    ("POST", f"{PREFIX}/auth/refresh"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", f"{PREFIX}/healthz"),
+    ("GET", f"{PREFIX}/readyz"),
+    ("GET", f"{PREFIX}/metrics"),
+    ("GET", f"{PREFIX}/admin/ui"),
+    *(("GET", path) for path in DOCS),
+}
+
+# A path parameter that names something only some users may see decides the route's scope.
+SCOPE_OF_PARAM: dict[str, Scope] = {"conversation_id": "conversation", "message_id": "message"}
+
+
+def app_routes(api: ApiClient) -> list[tuple[str, str]]:
+    found = []
+    for route in inspect.inspect_routes(api.conductor.app):
+        for method in route.methods:
+            if not method.internal and method.method != "OPTIONS":
+                found.append((method.method, route.path))
+    return found
+
+
+def checked_routes(api: ApiClient) -> list[tuple[str, str]]:
+    """The app's routes, in MATRIX order, once every one has a row and every parameter a filler."""
+    found = app_routes(api)
+    errors = []
+    missing = [f"{m} {p}" for m, p in found if (m, p) not in MATRIX]
+    if missing:
+        errors.append(f"routes with no row in MATRIX (say who may call them): {missing}")
+    stale = [f"{m} {p}" for m, p in MATRIX if (m, p) not in found]
+    if stale:
+        errors.append(f"rows in MATRIX for routes the app no longer has: {stale}")
+    unfilled = sorted({name for _, p in found for name in PARAM.findall(p) if name not in FILLERS})
+    if unfilled:
+        errors.append(f"path parameters with no filler in FILLERS: {unfilled}")
+    for method, path in found:
+        row = MATRIX.get((method, path))
+        for name, scope in SCOPE_OF_PARAM.items():
+            if row is not None and f"{{{name}}}" in path and row.scope != scope:
+                errors.append(f"{method} {path} takes {{{name}}}, so its scope must be {scope!r}")
+    if errors:
+        pytest.fail("authorization matrix out of date:\n  " + "\n  ".join(errors), pytrace=False)
+    return [key for key in MATRIX if key in found]
+
+
+async def call(
+    api: ApiClient,
+    world: World,
+    method: str,
+    path: str,
+    caller: TestUser | None,
+    token: str | None,
+    **override: str,
+) -> Result:
+    row = MATRIX[(method, path)]
+    body = await row.body(Call(api, world), caller) if row.body else None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return await api.conductor.simulate_request(
+        method, fill(world, path, **override), headers=headers, json=body
+    )
+
+
+def described(method: str, path: str, result: Result) -> str:
+    return f"{method} {path} -> {result.status_code}: {result.text}"
+
+
+# -- the tests -------------------------------------------------------------------------------------
+
+
+def test_the_matrix_covers_every_route_and_names_the_public_ones(api: ApiClient) -> None:
+    routes = checked_routes(api)
+    assert len(routes) >= 30, routes
+    assert {key for key, row in MATRIX.items() if row.scope == "public"} == PUBLIC
+
+
+@pytest.mark.parametrize("token", ["none", "expired"])
+async def test_public_routes_answer_without_a_token_and_ignore_a_stale_one(
+    api: ApiClient, world: World, token: str
+) -> None:
+    for method, path in checked_routes(api):
+        if MATRIX[(method, path)].scope != "public":
+            continue
+        result = await call(api, world, method, path, None, world.expired if token == "expired" else None)
+        assert result.status_code == MATRIX[(method, path)].ok, described(method, path, result)
+
+
+@pytest.mark.parametrize("token", ["none", "expired"])
+async def test_every_other_route_is_401_without_a_valid_token(
+    api: ApiClient, world: World, token: str
+) -> None:
+    # alice's expired token: even the owner of everything in the world is turned away.
+    bearer = world.expired if token == "expired" else None
+    challenge = 'Bearer error="invalid_token"' if bearer else "Bearer"
+    for method, path in checked_routes(api):
+        if MATRIX[(method, path)].scope == "public":
+            continue
+        result = await call(api, world, method, path, None, bearer)
+        assert result.status_code == 401, described(method, path, result)
+        assert_problem(result, 401)
+        assert result.headers.get("www-authenticate") == challenge, described(method, path, result)
+
+
+@pytest.mark.parametrize("who", ["another user", "former participant"])
+async def test_conversations_messages_and_jobs_of_others_are_404_exactly_like_missing_ones(
+    api: ApiClient, world: World, who: str
+) -> None:
+    caller = world.eve if who == "another user" else world.carol
+    targets = {
+        "conversation": ("conversation_id", [world.group, world.direct], lambda: str(uuid.uuid4())),
+        "message": ("message_id", [world.group_message, world.direct_message], lambda: str(uuid.uuid4())),
+        "job": ("job_id", [world.job], lambda: f"persist:{uuid.uuid4()}"),
+    }
+    checked = 0
+    for method, path in checked_routes(api):
+        scope = MATRIX[(method, path)].scope
+        if scope not in targets:
+            continue
+        param, hidden_ids, nonexistent = targets[scope]
+        for hidden in hidden_ids:
+            seen = await call(api, world, method, path, caller, caller.access_token, **{param: hidden})
+            missing = await call(
+                api, world, method, path, caller, caller.access_token, **{param: nonexistent()}
+            )
+            assert seen.status_code == 404, described(method, path, seen)
+            assert_problem(missing, 404)
+            # Existence never leaks: the same answer, byte for byte, as for an id that names nothing.
+            assert (seen.json, seen.headers["content-type"]) == (
+                missing.json,
+                missing.headers["content-type"],
+            ), (method, path)
+            checked += 1
+    assert checked >= 2 * 10 + 1
+    # Nothing changed behind the 404s: carol did not get back in, and nothing of theirs was touched.
+    group = (await api.get(f"/conversations/{world.group}", world.alice)).json
+    assert {p["user_id"] for p in group["participants"]} == {world.alice.id, world.bob.id, world.dave.id}
+    assert group["last_seq"] == 1 and {p["last_read_seq"] for p in group["participants"]} == {0}
+    message = (await api.get(f"/messages/{world.direct_message}", world.alice)).json
+    assert (message["body"], message["deleted"]) == ("hello", False)
+    mine = (await api.get("/conversations", caller)).json["items"]
+    assert {c["id"] for c in mine} & {world.group, world.direct} == set()
+
+
+async def test_an_uninvolved_user_gets_only_what_is_theirs(api: ApiClient, world: World) -> None:
+    eve = world.eve
+    for method, path in checked_routes(api):
+        row = MATRIX[(method, path)]
+        if row.scope in ("self", "user"):
+            result = await call(api, world, method, path, eve, eve.access_token)
+            assert result.status_code == row.ok, described(method, path, result)
+    assert (await api.get("/users/me", eve)).json["id"] == eve.id
+    profile = (await api.get(f"/users/{world.alice.id}", eve)).json
+    assert set(profile) == {"id", "username", "display_name", "created_at", "online", "last_seen_at"}
+    # eve's logout with alice's refresh token was a 204 that ended nothing: alice's login lives on.
+    refreshed = await api.post("/auth/refresh", json={"refresh_token": world.alice.refresh_token})
+    assert refreshed.status_code == 200, refreshed.text
+
+
+@pytest.mark.parametrize("who", ["participant", "another user"])
+async def test_non_admins_get_403_on_every_admin_route(api: ApiClient, world: World, who: str) -> None:
+    caller = world.alice if who == "participant" else world.eve
+    for method, path in checked_routes(api):
+        if MATRIX[(method, path)].scope == "admin":
+            result = await call(api, world, method, path, caller, caller.access_token)
+            assert result.status_code == 403, described(method, path, result)
+            assert_problem(result, 403)
+    # Nothing was retried or discarded behind the 403s.
+    for job_id in (DEAD_TO_SHOW, DEAD_TO_RETRY):
+        assert (await api.get(f"/admin/dead-letters/{job_id}", world.admin)).status_code == 200
+
+
+async def test_the_rightful_caller_gets_through_everywhere(api: ApiClient, world: World) -> None:
+    """The control: with the same bodies, the participant (or an admin) succeeds on every route."""
+    for method, path in checked_routes(api):
+        row = MATRIX[(method, path)]
+        caller = world.admin if row.scope == "admin" else world.alice
+        token = caller.access_token if row.scope != "public" else None
+        result = await call(api, world, method, path, caller, token)
+        assert result.status_code == row.ok, described(method, path, result)
+    # An admin may read anyone's job too.
+    assert (await api.get(f"/jobs/{world.job}", world.admin)).status_code == 200
