@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -127,27 +128,78 @@ def test_python_client_runs_the_demo(dev: Dev) -> None:
     )
 
 
-def test_readme_curl_flow_runs(dev: Dev) -> None:
-    """README's "Try it with curl" block, as pasted into a shell (only the ports differ)."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Try it with curl", 1)[1]
-    script = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert script is not None
-    commands = (
-        script[1]
-        .replace("http://127.0.0.1:8000/", f"{dev.api}/")
-        .replace("ws://127.0.0.1:8001/", f"{dev.push}/")
+def test_readme_try_it_runs(dev: Dev) -> None:
+    """README's "Try it with curl": the curl block as pasted into a shell, then Bob's WebSocket
+    with the interactive client it shows, as in another terminal. Only the ports differ."""
+    section = (ROOT / "README.md").read_text().split("## Try it with curl", 1)[1].split("\n## ", 1)[0]
+    curl, cli, _ = (
+        block.replace("http://127.0.0.1:8000/", f"{dev.api}/").replace("ws://127.0.0.1:8001/", f"{dev.push}/")
+        for block in re.findall(r"```sh\n(.*?)```", section, re.S)
     )
+    # The reader's shell keeps the variables; print them to use them here.
     done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", commands], capture_output=True, text=True, timeout=30
+        ["bash", "-euo", "pipefail", "-c", curl + 'echo "$ALICE $BOB $CONV"'],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    answers = [json.loads(line) for line in done.stdout.splitlines()]
-    alice, bob, sent, history = answers
+    *answers, variables = done.stdout.splitlines()
+    alice, bob, sent, history = map(json.loads, answers)
     assert (alice["username"], bob["username"]) == ("alice", "bob")
     assert sent["status"] == "queued" and sent["seq"] == 1
-    # The history read may come before the worker stored the message; never after it with another.
+    # The history read may come before the worker stored the message; never with another one.
     assert [m["body"] for m in history["items"]] in ([], ["hello Bob"])
+    alice_token, bob_token, conversation = variables.split()
+
+    command = cli.strip().splitlines()[-1]
+    assert command.startswith("python -m websockets "), command
+    printed: list[str] = []
+
+    def prints(text: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while not any(text in line for line in printed):
+            assert socket.poll() is None and time.monotonic() < deadline, "".join(printed)
+            time.sleep(0.05)
+
+    with subprocess.Popen(
+        ["bash", "-c", command.replace("python", shlex.quote(sys.executable), 1)],
+        env={**os.environ, "TOKEN": bob_token, "PYTHONUNBUFFERED": "1"},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as socket:
+        assert socket.stdin is not None and socket.stdout is not None
+        output = socket.stdout
+
+        def read() -> None:
+            for line in output:
+                printed.append(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            prints('"type":"ready"')
+            socket.stdin.write('{"type": "ping"}\n')
+            socket.stdin.flush()
+            prints('"type":"pong"')
+            again = httpx.post(
+                f"{dev.api}/api/v1/conversations/{conversation}/messages",
+                json={"body": "hello again", "client_id": "hello-2"},
+                headers={"Authorization": f"Bearer {alice_token}"},
+            )
+            assert again.status_code == 202, again.text
+            prints('"body":"hello again"')
+        finally:
+            socket.stdin.close()  # Ctrl-D
+            try:
+                socket.wait(10)
+            except subprocess.TimeoutExpired:
+                socket.kill()
+                raise
+            reader.join(5)
+    assert "Connection closed: 1000" in "".join(printed)
 
 
 def test_browser_page_runs_the_flow(dev: Dev, static_url: str, browser: WebDriver) -> None:
