@@ -252,10 +252,10 @@ async def _trimmed_after(redis: Redis, key: str, start: tuple[int, int]) -> bool
         return deleted > start
     first = info.get("first-entry")
     first_id = frames.parse_id(first[0]) if first else None
-    # Without trim bookkeeping: a gap is possible when the oldest kept event is newer than start.
-    return (
-        first_id is not None and first_id > start and int(info.get("entries-added", 0)) > int(info["length"])
-    )
+    # The oldest kept event is newer than start: either trimmed (without Redis 7's bookkeeping),
+    # or the stream began again after Redis lost its data. Events nobody holds any more lay
+    # between, so the client must resync over REST either way.
+    return first_id is not None and first_id > start
 
 
 class Sessions:

@@ -144,6 +144,11 @@ async def test_unknown_or_trimmed_ids_ask_for_resync(push_settings: Settings) ->
     await redis.xtrim(key, maxlen=2, approximate=False)
     assert await _trimmed_after(redis, key, ids[0])
     assert not await _trimmed_after(redis, key, ids[3])
+    # Redis lost its data and the stream began again: an id from before is not a place to resume.
+    await redis.delete(key)
+    await asyncio.sleep(0.002)
+    await publisher.publish(message(user, 9), [user])
+    assert await _trimmed_after(redis, key, ids[3])
 
     ws = FakeWebSocket()
     _, hub, (session, task) = await start(push_settings, ws, user, "not-an-id")
