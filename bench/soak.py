@@ -32,9 +32,9 @@ import psutil
 import redis
 
 from chat.deadletters import HASH as DEAD_LETTERS
-from tests.conftest import migrated_database
-from tests.e2e.chatload import Listener, Sender, conversation, reconcile, register, stored_count, until
-from tests.e2e.conftest import Process, Stack, stack_env
+from tests.support.chatload import Listener, Sender, conversation, reconcile, register, stored_count, until
+from tests.support.settings import migrated_database
+from tests.support.stack import Process, Stack, stack_env
 
 MB = 1024 * 1024
 
@@ -152,7 +152,7 @@ async def run(stack: Stack, args: argparse.Namespace, dsn: str) -> int:
 
     client = redis.Redis.from_url(args.redis_url)
     try:
-        dead = int(client.hlen(DEAD_LETTERS))
+        dead = int(client.hlen(DEAD_LETTERS))  # type: ignore[arg-type]  # the sync client answers an int
     finally:
         client.close()
 

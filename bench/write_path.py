@@ -24,8 +24,8 @@ import orjson
 import redis
 from websockets.asyncio.client import connect
 
-from tests.conftest import migrated_database
-from tests.e2e.conftest import E2E_REDIS_URL, Stack, stack_env
+from tests.support.settings import migrated_database
+from tests.support.stack import E2E_REDIS_URL, Stack, stack_env
 
 
 async def _user(http: httpx.AsyncClient) -> dict[str, Any]:

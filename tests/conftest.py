@@ -2,60 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from alembic.config import Config
 from falcon.testing import ASGIConductor
 
-from alembic import command
 from api.app import build_deps, create_app
 from api.deps import Deps
 from chat.settings import Settings
-from tests import services
-from tests.support import ApiClient
+from tests.support import ApiClient, services
+from tests.support.settings import TABLES, RunWorker, make_settings, migrated_database
 from workers.main import create_worker
-
-TABLES = "messages, participants, conversations, refresh_tokens, users"
-
-
-def make_settings(**overrides: Any) -> Settings:
-    base: dict[str, Any] = {
-        "environment": "test",
-        "secret_key": "test-secret-key-" + "x" * 32,
-        # Cheap Argon2 parameters: the tests exercise the flow, not the cost.
-        "password_hash_time_cost": 1,
-        "password_hash_memory_kib": 1024,
-        # Every test registers and logs in users from one address and sends in bursts; the rate
-        # limit tests set these back to what they test.
-        "rate_limit_register_per_address": "off",
-        "rate_limit_login_per_address": "off",
-        "rate_limit_sends_per_user": "off",
-    }
-    base.update(overrides)
-    return Settings(**base)
-
-
-def migrate(database_url: str) -> None:
-    config = Config("alembic.ini")
-    config.attributes["settings"] = make_settings(database_url=database_url)
-    config.attributes["configure_logging"] = False
-    command.upgrade(config, "head")
-
-
-@contextlib.contextmanager
-def migrated_database() -> Iterator[str]:
-    """A new database at the migrations' head, dropped afterwards; its asyncpg URL."""
-    name = services.create_database()
-    try:
-        url = services.database_url(name)
-        migrate(url)
-        yield url
-    finally:
-        services.drop_database(name)
 
 
 @pytest.fixture(scope="session")
@@ -103,9 +62,6 @@ async def api(deps: Deps) -> AsyncIterator[ApiClient]:
     app = create_app(deps.settings, deps)
     async with ASGIConductor(app) as conductor:
         yield ApiClient(conductor)
-
-
-RunWorker = Callable[..., Awaitable[int]]
 
 
 @pytest.fixture

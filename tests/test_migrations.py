@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from chat.db import create_engine
 from chat.models import Base
-from tests.conftest import make_settings, migrate
+from tests.support.settings import make_settings, migrate
 
 
 async def assert_no_difference(url: str) -> None:

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from chat import presence
 from chat.redis import create_redis
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -6,7 +6,7 @@ import pytest
 
 from chat.errors import Unauthorized
 from chat.security import Passwords, Tokens, hash_refresh_token
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 def test_passwords_are_argon2id_and_verify() -> None:

@@ -18,8 +18,8 @@ from chat.schemas import MessageOut
 from chat.security import Tokens
 from chat.settings import Settings
 from push.app import create_app as create_push
-from tests.conftest import RunWorker
 from tests.support import ApiClient
+from tests.support.settings import RunWorker
 
 
 async def test_the_frame_built_in_lua_is_the_frame_built_in_python(deps: Deps) -> None:

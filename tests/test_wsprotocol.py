@@ -12,8 +12,8 @@ from jsonschema import Draft202012Validator
 from chat import events, wsprotocol
 from chat.schemas import MessageOut
 from push import frames
-from tests.protocol import check_frame
 from tests.support import ApiClient
+from tests.support.protocol import check_frame
 
 
 def test_the_document_covers_every_event_and_control_frame() -> None:

@@ -59,7 +59,7 @@ async def test_login_json_and_form(api: ApiClient) -> None:
             "headers": {"Content-Type": "application/x-www-form-urlencoded"},
         },
     ):
-        result = await api.post("/auth/login", **kwargs)  # type: ignore[arg-type]
+        result = await api.post("/auth/login", **kwargs)
         assert result.status_code == 200, result.text
         tokens = result.json
         assert set(tokens) == {"access_token", "token_type", "expires_in", "refresh_token"}

@@ -24,8 +24,8 @@ from api.deps import Deps
 from chat import deadletters
 from chat.cli import set_admin
 from chat.security import Tokens
-from tests.conftest import RunWorker
 from tests.support import PASSWORD, PREFIX, ApiClient, TestUser, assert_problem
+from tests.support.settings import RunWorker
 
 Scope = Literal["public", "self", "user", "conversation", "message", "job", "admin"]
 DEAD_TO_SHOW, DEAD_TO_RETRY = "persist:matrix-dead-1", "persist:matrix-dead-2"
@@ -103,7 +103,7 @@ async def world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> World:
 
 Fill = Callable[[World, str], str]  # (world, route path) -> the value for the rightful caller
 
-_JOB_IDS = {
+_JOB_IDS: dict[str, Callable[[World], str]] = {
     f"{PREFIX}/jobs/{{job_id}}": lambda w: w.job,
     f"{PREFIX}/admin/jobs/{{job_id}}": lambda w: w.job,
     f"{PREFIX}/admin/dead-letters/{{job_id}}": lambda w: DEAD_TO_SHOW,
@@ -361,7 +361,7 @@ async def test_conversations_messages_and_jobs_of_others_are_404_exactly_like_mi
     api: ApiClient, world: World, who: str
 ) -> None:
     caller = world.eve if who == "another user" else world.carol
-    targets = {
+    targets: dict[str, tuple[str, list[str], Callable[[], str]]] = {
         "conversation": ("conversation_id", [world.group, world.direct], lambda: str(uuid.uuid4())),
         "message": ("message_id", [world.group_message, world.direct_message], lambda: str(uuid.uuid4())),
         "job": ("job_id", [world.job], lambda: f"persist:{uuid.uuid4()}"),

@@ -24,8 +24,8 @@ from chat import arqseam, deadletters, events
 from chat.cli import set_admin
 from chat.eventbus import stream_key
 from chat.models import Conversation, Message, Participant, RefreshToken, User
-from tests.conftest import RunWorker
 from tests.support import PASSWORD, ApiClient, TestUser, assert_problem
+from tests.support.settings import RunWorker
 
 N = 30
 

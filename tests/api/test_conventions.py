@@ -9,8 +9,8 @@ from falcon.testing import ASGIConductor
 
 from api.app import build_deps, create_app
 from chat.settings import Settings
-from tests.conftest import make_settings
 from tests.support import ApiClient, assert_problem
+from tests.support.settings import make_settings
 
 
 async def test_json_says_its_charset(api: ApiClient) -> None:

@@ -19,8 +19,8 @@ from api.deps import Deps
 from chat.models import User
 from chat.security import Passwords
 from chat.settings import Settings
-from tests.conftest import RunWorker, make_settings
 from tests.support import ApiClient, assert_problem
+from tests.support.settings import RunWorker, make_settings
 
 
 @pytest.fixture

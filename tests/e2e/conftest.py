@@ -1,27 +1,18 @@
-"""Start the Procfile's real processes on free ports against real Postgres and Redis."""
+"""Fixtures for the e2e tier: a migrated database and the Procfile's processes (tests/support/stack.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import redis as redis_sync
 
-from tests import services
-from tests.conftest import migrated_database
-from tests.e2e.browser import browser  # noqa: F401  (the fixture, for every browser test)
+from tests.support import services
+from tests.support.browser import browser  # noqa: F401  (the fixture, for every browser test)
+from tests.support.settings import migrated_database
+from tests.support.stack import E2E_REDIS_URL, Stack, stack_env
 
-ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
@@ -30,132 +21,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.e2e)
-
-
-# The processes' own Redis database; TEST_E2E_REDIS_URL lets two test runs share one server.
-E2E_REDIS_URL = os.environ.get("TEST_E2E_REDIS_URL", services.REDIS_URL.rsplit("/", 1)[0] + "/13")
-SECRET = "e2e-secret-" + "k" * 40
-
-
-def procfile() -> dict[str, str]:
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return dict(line.split(":", 1) for line in lines if line.strip() and not line.startswith("#"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Process:
-    def __init__(self, name: str, popen: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.name = name
-        self.popen = popen
-        self.port = port
-        self.log = log
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
-
-    def stop(self, timeout: float = 10) -> int | None:
-        if self.popen.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.popen.wait(5)
-        return self.popen.returncode
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-class Stack:
-    """The product's processes, started from the Procfile's own lines."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.processes: list[Process] = []
-        self.lines = procfile()
-
-    def start(self, kind: str, *, wait: bool = True, **extra_env: str) -> Process:
-        port = free_port()
-        env = {**os.environ, **self.env, "PORT": str(port), **extra_env}
-        log = self.logs / f"{kind}-{port}.log"
-        command = self.lines[kind].strip()
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                ["/bin/sh", "-c", f"exec {command}"],
-                cwd=ROOT,
-                env={**env, "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = Process(kind, popen, port, log)
-        self.processes.append(process)
-        if wait:
-            self.wait_ready(process)
-        return process
-
-    def run(self, kind: str, **extra_env: str) -> subprocess.CompletedProcess[bytes]:
-        env = {
-            **os.environ,
-            **self.env,
-            **extra_env,
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        }
-        return subprocess.run(
-            ["/bin/sh", "-c", self.lines[kind].strip()], cwd=ROOT, env=env, capture_output=True, timeout=120
-        )
-
-    def wait_ready(self, process: Process, timeout: float = 30) -> None:
-        # The worker answers /metrics on $PORT; web and push answer /healthz.
-        path = "/metrics" if process.name == "worker" else "/healthz"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.popen.poll() is not None:
-                raise RuntimeError(
-                    f"{process.name} exited with {process.popen.returncode}:\n{process.output()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(process.url + path, timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{process.name} did not become ready:\n{process.output()}")
-
-    def stop_all(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
-        self.processes.clear()
-
-
-def stack_env(database_url: str) -> dict[str, str]:
-    return {
-        "ENVIRONMENT": "production",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": E2E_REDIS_URL,
-        "SECRET_KEY": SECRET,
-        "PASSWORD_HASH_TIME_COST": "1",
-        "PASSWORD_HASH_MEMORY_KIB": "1024",
-        # Tests register many users from one address and send in bursts (see tests/conftest.py).
-        "RATE_LIMIT_REGISTER_PER_ADDRESS": "off",
-        "RATE_LIMIT_LOGIN_PER_ADDRESS": "off",
-        "RATE_LIMIT_SENDS_PER_USER": "off",
-        "LOG_LEVEL": "WARNING",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -173,25 +38,3 @@ def stack(e2e_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     stack = Stack(stack_env(e2e_database), tmp_path_factory.mktemp("logs"))
     yield stack
     stack.stop_all()
-
-
-class Client:
-    """A REST client as an application would write one."""
-
-    def __init__(self, base: str) -> None:
-        self.http = httpx.AsyncClient(base_url=base + "/api/v1", timeout=10)
-
-    async def user(self, username: str | None = None, password: str = "correct horse") -> dict[str, Any]:
-        import uuid
-
-        name = username or f"e{uuid.uuid4().hex[:10]}"
-        registered = await self.http.post("/auth/register", json={"username": name, "password": password})
-        assert registered.status_code == 201, registered.text
-        login = await self.http.post("/auth/login", json={"username": name, "password": password})
-        assert login.status_code == 200, login.text
-        user: dict[str, Any] = registered.json() | login.json()
-        user["headers"] = {"Authorization": f"Bearer {user['access_token']}"}
-        return user
-
-    async def aclose(self) -> None:
-        await self.http.aclose()

@@ -21,8 +21,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from chat import deadletters, heartbeats, jobstats
 from chat.jobs import change_job_id, persist_job_id
-from tests.e2e.browser import WAIT
-from tests.e2e.conftest import E2E_REDIS_URL, ROOT, Process, Stack
+from tests.support.browser import WAIT, console
+from tests.support.stack import E2E_REDIS_URL, ROOT, Process, Stack
 
 QUEUE = "arq:queue"
 PASSWORD = "dashboard-pass"
@@ -180,5 +180,5 @@ def test_dashboard_signs_in_shows_a_dead_letter_and_retries_it(
     wait.until(ec.text_to_be_present_in_element((By.ID, "error-banner"), "unreachable"))
     assert browser.find_element(By.ID, "dashboard").is_displayed()
 
-    refused = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+    refused = [e["message"] for e in console(browser) if "Content Security Policy" in e["message"]]
     assert refused == []

@@ -14,8 +14,8 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.e2e.browser import WAIT
-from tests.e2e.conftest import ROOT, Process, Stack
+from tests.support.browser import WAIT, console
+from tests.support.stack import ROOT, Process, Stack
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def operations(web: Process) -> list[tuple[str, str, str]]:
 
 
 def no_outside_requests(browser: WebDriver) -> None:
-    for entry in browser.get_log("browser"):
+    for entry in console(browser):
         message = entry["message"]
         # The one thing ReDoc reaches for outside is its vendor's logo, which the page's
         # Content-Security-Policy refuses before anything leaves the machine.

@@ -16,8 +16,8 @@ import httpx
 import redis.asyncio
 
 from chat import heartbeats
-from tests import services
-from tests.e2e.conftest import E2E_REDIS_URL, ROOT, Process, Stack, stack_env
+from tests.support import services
+from tests.support.stack import E2E_REDIS_URL, ROOT, Process, Stack, stack_env
 from tests.test_container import compose
 
 

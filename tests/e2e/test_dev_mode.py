@@ -15,8 +15,8 @@ import httpx
 import orjson
 from websockets.asyncio.client import connect
 
-from tests.e2e.conftest import free_port
-from tests.protocol import check_frame
+from tests.support.protocol import check_frame
+from tests.support.stack import free_port
 
 
 async def test_dev_mode_serves_the_whole_contract(tmp_path: Path) -> None:
@@ -82,10 +82,10 @@ async def test_dev_mode_serves_the_whole_contract(tmp_path: Path) -> None:
                 f"/conversations/{cid}/messages", headers={"Authorization": f"Bearer {bob_token}"}
             )
             assert [m["body"] for m in history.json()["items"]] == ["hi from dev"]
-            ready = await http.get("/readyz")
-            assert ready.status_code == 200
+            readiness = await http.get("/readyz")
+            assert readiness.status_code == 200
             # Neither server announces itself.
-            assert "server" not in ready.headers
+            assert "server" not in readiness.headers
             assert "server" not in (await http.get(f"http://127.0.0.1:{push_port}/healthz")).headers
             async with connect(f"ws://127.0.0.1:{push_port}/ws?token={bob_token}") as ws:
                 assert ws.response is not None and "server" not in ws.response.headers

@@ -40,8 +40,8 @@ import redis.asyncio
 from chat import deadletters
 from chat.arqseam import Enqueuer
 from chat.settings import Settings
-from tests import services
-from tests.e2e.conftest import E2E_REDIS_URL, ROOT
+from tests.support import services
+from tests.support.stack import E2E_REDIS_URL, ROOT
 
 DOCS = ["README.md", "docs/operations.md", "CONTRIBUTING.md"]
 SKIP = re.compile(r"<!-- docs-test: skip \((.+)\) -->")

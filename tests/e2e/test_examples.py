@@ -30,8 +30,8 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.e2e.browser import WAIT
-from tests.e2e.conftest import ROOT, free_port
+from tests.support.browser import WAIT, console
+from tests.support.stack import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -281,7 +281,7 @@ def test_browser_page_runs_the_flow(dev: Dev, static_url: str, browser: WebDrive
     # Statuses the page handles (a 429, say) show as failed loads; nothing else may be logged.
     errors = [
         entry["message"]
-        for entry in browser.get_log("browser")
+        for entry in console(browser)
         if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
     ]
     assert not errors, errors

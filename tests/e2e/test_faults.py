@@ -25,9 +25,8 @@ import pytest
 import redis.asyncio
 
 from chat.deadletters import HASH as DEAD_LETTERS
-from tests import services
-from tests.conftest import migrate
-from tests.e2e.chatload import (
+from tests.support import services
+from tests.support.chatload import (
     Accepted,
     Listener,
     Reconciliation,
@@ -39,7 +38,8 @@ from tests.e2e.chatload import (
     stored_count,
     until,
 )
-from tests.e2e.conftest import Process, Stack, stack_env
+from tests.support.settings import migrate
+from tests.support.stack import Process, Stack, stack_env
 
 RATE = 60  # messages/s per sender: three senders, about 180 messages/s in all
 

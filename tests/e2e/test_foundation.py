@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests import services
-from tests.e2e.conftest import Stack, stack_env
+from tests.support import services
+from tests.support.stack import Stack, stack_env
 
 
 def test_release_then_web_serves_register_login_me(stack: Stack) -> None:

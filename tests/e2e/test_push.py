@@ -22,8 +22,8 @@ from chat.eventbus import RedisPublisher, stream_key
 from chat.events import MessageCreated
 from chat.presence import presence_key
 from chat.schemas import MessageOut
-from tests.e2e.conftest import E2E_REDIS_URL, SECRET, Client, Process, Stack
-from tests.protocol import check_frame
+from tests.support.protocol import check_frame
+from tests.support.stack import E2E_REDIS_URL, SECRET, Client, Process, Stack
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.e2e.conftest import Client, Process, Stack
-from tests.protocol import check_frame
+from tests.support.protocol import check_frame
+from tests.support.stack import Client, Process, Stack
 
 RESTARTING = (1012, "server restarting; reconnect")
 ENOUGH = 150  # messages each client must see before the kill, and again after it

@@ -22,8 +22,8 @@ import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from chat.eventbus import stream_key
-from tests import services
-from tests.e2e.conftest import E2E_REDIS_URL, Process, Stack, stack_env
+from tests.support import services
+from tests.support.stack import E2E_REDIS_URL, Process, Stack, stack_env
 
 QUEUE = "arq:queue"
 
@@ -291,7 +291,7 @@ async def test_workers_are_watched_with_rest_cli_and_metrics(tier: Stack) -> Non
         made = headless_chat(tier, "make-admin", admin["username"])
         assert made.returncode == 0, made.stderr
 
-        async def live() -> list[str]:
+        async def live() -> list[int]:
             async with http.get("/api/v1/admin/workers", headers=admin["headers"]) as listed:
                 assert listed.status == 200, await listed.text()
                 return [w["pid"] for w in (await listed.json())["items"]]
@@ -301,8 +301,8 @@ async def test_workers_are_watched_with_rest_cli_and_metrics(tier: Stack) -> Non
         assert none.returncode == 1 and "no live worker" in none.stdout
 
         beat = {"WORKER_HEARTBEAT_SECONDS": "0.5", "WORKER_HEARTBEAT_TTL_SECONDS": "2"}
-        doomed = tier.start("worker", **beat)
-        stopped = tier.start("worker", **beat)
+        doomed = tier.start("worker", wait=True, **beat)
+        stopped = tier.start("worker", wait=True, **beat)
         deadline = time.perf_counter() + 10
         while len(await live()) < 2 and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)

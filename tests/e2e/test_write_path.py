@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Client, Stack
+from tests.support.stack import Client, Stack
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from chat.security import Tokens
 from chat.settings import Settings
 from push import frames, session
 from push.app import create_app
-from tests.conftest import make_settings
-from tests.protocol import check_frame
+from tests.support.protocol import check_frame
+from tests.support.settings import make_settings
 
 # Falcon forwards a close reason only to servers of ASGI spec 2.3 or later; uvicorn speaks 2.4.
 SPEC = "2.4"

@@ -12,7 +12,7 @@ from redis import exceptions as redis_errors
 from chat.eventbus import channel
 from chat.redis import create_redis
 from push.hub import Hub
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 class Recorder:

@@ -21,8 +21,8 @@ from chat.settings import Settings
 from push import frames
 from push.hub import Hub
 from push.session import Session, _trimmed_after
-from tests.conftest import make_settings
-from tests.protocol import check_frame
+from tests.support.protocol import check_frame
+from tests.support.settings import make_settings
 
 
 class FakeWebSocket:
@@ -137,8 +137,11 @@ async def test_unknown_or_trimmed_ids_ask_for_resync(push_settings: Settings) ->
     key = stream_key(user)
     assert await _trimmed_after(redis, key, (1, 0))  # no stream at all
     publisher = RedisPublisher(redis, stream_maxlen=1000)
-    ids = [frames.parse_id((await publisher.publish(message(user, i), [user]))[0]) for i in range(5)]
-    assert ids[0] is not None and ids[-1] is not None
+    ids: list[tuple[int, int]] = []
+    for i in range(5):
+        parsed = frames.parse_id((await publisher.publish(message(user, i), [user]))[0])
+        assert parsed is not None
+        ids.append(parsed)
     assert not await _trimmed_after(redis, key, ids[0])
     assert await _trimmed_after(redis, key, (ids[-1][0] + 10_000, 0))  # never issued
     await redis.xtrim(key, maxlen=2, approximate=False)

@@ -15,9 +15,9 @@ from api.deps import Deps
 from chat import arqseam
 from chat.arqseam import ChatWorker, Enqueuer, deserialize, serialize
 from chat.settings import Settings
-from tests.conftest import RunWorker
 from tests.support import ApiClient
-from tests.workers.test_write_path import send, stored_count
+from tests.support.messages import send, stored_count
+from tests.support.settings import RunWorker
 from workers import main as worker_main
 from workers.main import FUNCTIONS, arq_cli_settings, worker_options
 
@@ -107,7 +107,7 @@ async def test_the_worker_members_chatworker_uses_still_exist(settings: Settings
     assert {"redis_pool", "redis_settings", "burst", "handle_signals", "ctx", "max_burst_jobs"} <= parameters
     for method in ("main", "close", "handle_sig", "record_health", "_jobs_started", "run", "async_run"):
         assert callable(getattr(Worker, method)), method
-    worker = Worker(functions=FUNCTIONS, redis_settings=None, handle_signals=False)
+    worker = Worker(functions=list(FUNCTIONS), redis_settings=None, handle_signals=False)  # type: ignore[arg-type]
     for attribute in (
         "functions",
         "queue_name",

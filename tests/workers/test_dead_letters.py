@@ -14,9 +14,9 @@ from chat import arqseam, deadletters
 from chat.arqseam import Enqueuer
 from chat.cli import set_admin
 from chat.jobs import PERSIST_MESSAGE
-from tests.conftest import RunWorker
 from tests.support import ApiClient, TestUser, assert_problem
-from tests.workers.test_write_path import send, stored_count
+from tests.support.messages import send, stored_count
+from tests.support.settings import RunWorker
 from workers import store
 
 
@@ -152,4 +152,4 @@ async def test_dead_letters_are_capped_by_count_and_age(deps: Deps) -> None:
     for i in range(1, 6):
         await deadletters.record(deps.redis, entry(i, timedelta(seconds=10 - i)), 3, 7 * 86400)
     assert sorted(await _dead(deps)) == ["j3", "j4", "j5"]
-    assert await deps.redis.hlen(deadletters.HASH) == 3
+    assert await deps.redis.hlen(deadletters.HASH) == 3  # type: ignore[misc]

@@ -6,40 +6,18 @@ from typing import Any
 
 import pytest
 import redis.exceptions
-from sqlalchemy import func, select
 
 from api.deps import Deps
 from chat import arqseam, heartbeats
 from chat.arqseam import ChatWorker
 from chat.jobs import PersistMessage
-from chat.models import Message
 from chat.sequence import Sequencer, counter_key
 from chat.settings import Settings
-from tests.api.test_conversations import stream
-from tests.conftest import RunWorker
-from tests.support import ApiClient, TestUser, assert_problem
+from tests.support import ApiClient, assert_problem
+from tests.support.messages import send, stored_count, stream
+from tests.support.settings import RunWorker
 from workers import store
 from workers.main import create_worker
-
-
-async def send(
-    api: ApiClient, user: TestUser, cid: str, body: str, client_id: str | None = None
-) -> dict[str, Any]:
-    payload: dict[str, Any] = {"body": body}
-    if client_id is not None:
-        payload["client_id"] = client_id
-    result = await api.post(f"/conversations/{cid}/messages", user, json=payload)
-    assert result.status_code == 202, result.text
-    accepted: dict[str, Any] = result.json
-    return accepted
-
-
-async def stored_count(deps: Deps, **where: Any) -> int:
-    async with deps.sessions() as session:
-        query = select(func.count()).select_from(Message)
-        for column, value in where.items():
-            query = query.where(getattr(Message, column) == value)
-        return int(await session.scalar(query) or 0)
 
 
 async def test_send_is_queued_then_persisted(api: ApiClient, run_worker: RunWorker) -> None:
@@ -83,7 +61,7 @@ async def test_events_reach_participants_only(api: ApiClient, deps: Deps, run_wo
     await run_worker()
     for user in (alice, bob, carol):
         created = [e for e in await stream(deps.redis, user.id) if e.type == "message.created"]
-        assert [str(e.data.id) for e in created] == [sent["id"]]  # type: ignore[union-attr]
+        assert [str(e.data.id) for e in created] == [sent["id"]]
     assert await stream(deps.redis, eve.id) == []
 
 
@@ -197,7 +175,7 @@ async def test_finishing_transaction_lost_to_a_redis_blip_is_written_again(
     assert await stored_count(deps, id=uuid.UUID(sent["id"])) == 1
     for user in (alice, bob):
         created = [e for e in await stream(deps.redis, user.id) if e.type == "message.created"]
-        assert [str(e.data.id) for e in created] == [sent["id"]]  # type: ignore[union-attr]
+        assert [str(e.data.id) for e in created] == [sent["id"]]
 
 
 async def test_worker_dead_after_commit_its_job_runs_again_and_publishes_once(
@@ -210,7 +188,7 @@ async def test_worker_dead_after_commit_its_job_runs_again_and_publishes_once(
     # heartbeat record is gone, and nothing was published.
     ghost = "ghost-worker"
     await deps.redis.set(arqseam.in_progress_key(sent["job_id"]), ghost, px=60_000)
-    await deps.redis.sadd(heartbeats.held_key(ghost), sent["job_id"])
+    await deps.redis.sadd(heartbeats.held_key(ghost), sent["job_id"])  # type: ignore[misc]
     await deps.redis.zadd(heartbeats.REGISTRY, {ghost: 0})
     body = await deps.redis.get(arqseam.job_key(sent["job_id"]))
     payload = arqseam.deserialize(body)["a"][0]
@@ -225,7 +203,7 @@ async def test_worker_dead_after_commit_its_job_runs_again_and_publishes_once(
     assert await stored_count(deps, id=uuid.UUID(sent["id"])) == 1
     for user in (alice, bob):
         created = [e for e in await stream(deps.redis, user.id) if e.type == "message.created"]
-        assert [str(e.data.id) for e in created] == [sent["id"]]  # type: ignore[union-attr]
+        assert [str(e.data.id) for e in created] == [sent["id"]]
     assert await deps.redis.zscore(heartbeats.REGISTRY, ghost) is None
 
 
@@ -337,6 +315,6 @@ async def test_read_marker_only_moves_forward(api: ApiClient, deps: Deps, run_wo
     assert (await api.post(f"/conversations/{cid}/read", bob, json={"seq": 99})).status_code == 204
     assert (await api.get(f"/conversations/{cid}", bob)).json["unread_count"] == 0
     reads = [e for e in await stream(deps.redis, alice.id) if e.type == "conversation.read"]
-    assert [(str(e.data.user_id), e.data.seq) for e in reads] == [(bob.id, 3), (bob.id, 4)]  # type: ignore[union-attr]
+    assert [(str(e.data.user_id), e.data.seq) for e in reads] == [(bob.id, 3), (bob.id, 4)]
     for bad in ({"seq": -1}, {"seq": "3"}, {}, {"seq": 1.5}):
         assert_problem(await api.post(f"/conversations/{cid}/read", bob, json=bad), 422)

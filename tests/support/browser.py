@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium import webdriver
@@ -16,7 +17,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 
-from tests import services
+from tests.support import services
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
@@ -35,6 +36,12 @@ WAIT = 10
 # Nothing leaves the machine: every host name but localhost fails to resolve, so a page that
 # needs the internet shows it.
 OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"
+
+
+def console(driver: WebDriver) -> list[dict[str, Any]]:
+    """The browser console's entries since the last call (selenium leaves get_log untyped)."""
+    entries: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
+    return entries
 
 
 @pytest.fixture

@@ -38,7 +38,8 @@ class ApiClient:
         merged = dict(headers or {})
         if user is not None:
             merged.setdefault("Authorization", f"Bearer {user.access_token}")
-        return await self.conductor.simulate_request(method, PREFIX + path, headers=merged, **kw)
+        result: Result = await self.conductor.simulate_request(method, PREFIX + path, headers=merged, **kw)
+        return result
 
     async def get(self, path: str, user: TestUser | None = None, **kw: Any) -> Result:
         return await self.request("GET", path, user, **kw)
