@@ -11,15 +11,29 @@ from falcon.asgi import Request, Response
 from api import openapi, problems
 from api.auth import BearerAuth
 from api.deps import Deps
-from api.observe import Lifespan, Metrics, RequestMetrics, SecurityHeaders
-from api.resources import admin, admin_ui, auth, conversations, docs, health, jobs, messages, users
-from chat import wsprotocol
+from api.observe import Lifespan, RequestMetrics, SecurityHeaders
+from api.resources import (
+    admin,
+    admin_ui,
+    auth,
+    conversations,
+    docs,
+    jobs,
+    messages,
+    participants,
+    read_markers,
+    typing_indicators,
+    users,
+)
+from api.throttle import AddressLimit, FailureLimit
+from chat import probes, ratelimit, wsprotocol
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.queue import JobQueue
 from chat.ratelimit import Limiter
 from chat.redis import create_redis
 from chat.security import Passwords, Tokens
+from chat.sequence import Sequencer
 from chat.settings import Settings
 
 PREFIX = "/api/v1"
@@ -47,6 +61,7 @@ def build_deps(settings: Settings) -> Deps:
         passwords=Passwords(settings),
         tokens=Tokens(settings),
         limiter=Limiter(redis, settings.redis_url),
+        sequencer=Sequencer(redis),
     )
 
 
@@ -69,31 +84,88 @@ def create_app(
     app.req_options.strip_url_path_trailing_slash = True
     problems.register(app)
 
-    for base in ("", PREFIX):
-        app.add_route(f"{base}/healthz", health.Health())
-        app.add_route(f"{base}/readyz", health.Ready(deps))
-        app.add_route(f"{base}/metrics", Metrics())
+    table = routes(deps)
+    for path, resource in table:
+        app.add_route(path, resource)
+    add_docs(app, table, deps.settings.push_public_host)
+    return app
 
-    routes: list[tuple[str, object]] = [
-        ("/auth/register", auth.Register(deps)),
-        ("/auth/login", auth.Login(deps)),
-        ("/auth/refresh", auth.Refresh(deps)),
-        ("/auth/logout", auth.Logout(deps)),
-        ("/users/me", users.Me(deps)),
-        ("/users", users.Users(deps)),
-        ("/users/{user_id}", users.UserById(deps)),
-        ("/conversations", conversations.Conversations(deps)),
-        ("/conversations/{conversation_id}", conversations.ConversationById(deps)),
-        ("/conversations/{conversation_id}/participants", conversations.Participants(deps)),
-        ("/conversations/{conversation_id}/participants/{user_id}", conversations.ParticipantById(deps)),
-        ("/conversations/{conversation_id}/read", conversations.ReadMarker(deps)),
-        ("/conversations/{conversation_id}/typing", conversations.TypingIndicator(deps)),
-        ("/conversations/{conversation_id}/messages", messages.ConversationMessages(deps)),
-        ("/messages/{message_id}", messages.MessageById(deps)),
-        ("/jobs/{job_id}", jobs.JobById(deps)),
-    ]
-    monitored = (deps.reader, deps.redis, deps.settings.queue_name)
-    routes += [
+
+def routes(deps: Deps) -> list[tuple[str, object]]:
+    """Every route and its resource, each given the clients and settings it uses and no more."""
+    settings, sessions, redis, publisher = deps.settings, deps.sessions, deps.redis, deps.publisher
+    body = settings.max_body_bytes
+    trusted = settings.trusted_networks
+    ready = probes.Readiness({"database": probes.database(deps.engine), "redis": probes.redis(redis)})
+    table: list[tuple[str, object]] = []
+    for base in ("", PREFIX):
+        table += [
+            (f"{base}/healthz", probes.Liveness()),
+            (f"{base}/readyz", ready),
+            (f"{base}/metrics", probes.Metrics()),
+        ]
+    registrations = AddressLimit(
+        deps.limiter,
+        ratelimit.parse(settings.rate_limit_register_per_address),
+        trusted,
+        name="register",
+        refusal="Too many registrations from this address.",
+    )
+    logins = AddressLimit(
+        deps.limiter,
+        ratelimit.parse(settings.rate_limit_login_per_address),
+        trusted,
+        name="login",
+        refusal="Too many logins from this address.",
+    )
+    failed_logins = FailureLimit(
+        deps.limiter,
+        ratelimit.parse(settings.rate_limit_login_per_username),
+        name="login-failed",
+        refusal="Too many failed logins for this user.",
+    )
+    monitored = (deps.reader, redis, settings.queue_name)
+    api: list[tuple[str, object]] = [
+        ("/auth/register", auth.Register(sessions, deps.passwords, registrations, body)),
+        ("/auth/login", auth.Login(sessions, deps.passwords, deps.tokens, logins, failed_logins, body)),
+        ("/auth/refresh", auth.Refresh(sessions, deps.tokens, body)),
+        ("/auth/logout", auth.Logout(sessions, body)),
+        ("/users/me", users.Me(sessions, body)),
+        ("/users", users.Users(sessions)),
+        ("/users/{user_id}", users.UserById(sessions, redis)),
+        ("/conversations", conversations.Conversations(sessions, redis, deps.sequencer, publisher, body)),
+        ("/conversations/{conversation_id}", conversations.ConversationById(sessions)),
+        (
+            "/conversations/{conversation_id}/participants",
+            participants.Participants(sessions, redis, publisher, body),
+        ),
+        (
+            "/conversations/{conversation_id}/participants/{user_id}",
+            participants.ParticipantById(sessions, redis, publisher),
+        ),
+        (
+            "/conversations/{conversation_id}/read",
+            read_markers.ReadMarker(sessions, deps.sequencer, publisher, body),
+        ),
+        (
+            "/conversations/{conversation_id}/typing",
+            typing_indicators.TypingIndicator(sessions, redis, publisher, settings.typing_interval_seconds),
+        ),
+        (
+            "/conversations/{conversation_id}/messages",
+            messages.ConversationMessages(
+                sessions,
+                deps.reader,
+                redis,
+                deps.queue,
+                deps.sequencer,
+                send_limit=ratelimit.parse(settings.rate_limit_sends_per_user),
+                claim_seconds=settings.client_id_claim_seconds,
+                max_body=body,
+            ),
+        ),
+        ("/messages/{message_id}", messages.MessageById(sessions, deps.queue, body)),
+        ("/jobs/{job_id}", jobs.JobById(sessions, redis, settings.queue_name)),
         ("/admin/queue", admin.Queue(*monitored)),
         ("/admin/queue/history", admin.QueueHistory(*monitored)),
         ("/admin/workers", admin.Workers(*monitored)),
@@ -103,15 +175,14 @@ def create_app(
         ("/admin/jobs/{job_id}", admin.AdminJob(*monitored)),
         ("/admin/ui", admin_ui.AdminUI()),
     ]
-    for path, resource in routes:
-        app.add_route(PREFIX + path, resource)
-    add_docs(app, deps.settings.push_public_host)
-    return app
+    return table + [(PREFIX + path, resource) for path, resource in api]
 
 
-def add_docs(app: falcon.asgi.App[Request, Response], push_host: str) -> None:
-    """The api's own description, from the routes added above, and the pages that show it."""
-    document = openapi.describe(app)
+def add_docs(
+    app: falcon.asgi.App[Request, Response], table: list[tuple[str, object]], push_host: str
+) -> None:
+    """The api's own description, from its route table, and the pages that show it."""
+    document = openapi.describe(table)
     app.add_route("/openapi.json", docs.Document(document))
     protocol = wsprotocol.document(document["info"]["version"], push_host)
     app.add_route("/asyncapi.json", docs.Document(protocol))

@@ -1,4 +1,5 @@
-"""The clients a request may need, built once per process by `create_app` and handed to resources."""
+"""The process's clients, built once by `build_deps`: create_app hands each resource the ones it
+uses, and closes them all at shutdown."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from chat.eventbus import Publisher
 from chat.queue import JobQueue
 from chat.ratelimit import Limiter
 from chat.security import Passwords, Tokens
+from chat.sequence import Sequencer
 from chat.settings import Settings
 
 
@@ -27,3 +29,4 @@ class Deps:
     passwords: Passwords
     tokens: Tokens
     limiter: Limiter
+    sequencer: Sequencer

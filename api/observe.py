@@ -57,11 +57,3 @@ class Lifespan:
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         await self._deps.redis.aclose(close_connection_pool=True)
         await self._deps.engine.dispose()
-
-
-class Metrics:
-    auth_required = False
-
-    async def on_get(self, req: Request, resp: Response) -> None:
-        resp.content_type = metrics.CONTENT_TYPE
-        resp.data = metrics.render()

@@ -9,9 +9,20 @@ from collections.abc import Sequence
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat.errors import NotFound
-from chat.models import Conversation, Message, Participant
+from chat.errors import NotFound, field_error
+from chat.models import Conversation, Message, Participant, User
 from chat.schemas import ConversationOut, MessageOut, ParticipantOut
+
+# A group's size cap: fan-out to this many sockets stays cheap.
+MAX_PARTICIPANTS = 1000
+
+
+async def require_users(session: AsyncSession, user_ids: list[uuid.UUID], field: str) -> None:
+    """422 naming the users that do not exist. On the caller's session: one connection at a time."""
+    found = set(await session.scalars(select(User.id).where(User.id.in_(user_ids))))
+    missing = [str(u) for u in user_ids if u not in found]
+    if missing:
+        raise field_error(field, f"No such user: {', '.join(missing)}.")
 
 
 async def require_participant(

@@ -158,8 +158,8 @@ return arq_enqueue(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 )
 
 
-class Enqueuer:
-    """Puts jobs on the queue in one round trip each, waking idle workers."""
+class QueueWriter:
+    """Puts jobs on the queue in one round trip each, waking idle workers, as enqueue_job would."""
 
     def __init__(self, redis: Redis, queue_name: str) -> None:
         self.queue_name = queue_name

@@ -7,14 +7,14 @@ sorted set by failure time for paging and for the caps on count and age.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+
+from chat import cursors
 
 HASH = "chat:dead-letters"
 INDEX = "chat:dead-letters:by-time"
@@ -108,15 +108,9 @@ async def page(
 
 
 def encode_cursor(score: int, job_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{score}|{job_id}".encode()).decode().rstrip("=")
+    return cursors.encode(str(score), job_id)
 
 
 def decode_cursor(raw: str) -> tuple[int, str]:
-    try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        score, _, job_id = text.partition("|")
-        if not job_id:
-            raise ValueError("no job id")
-        return int(score), job_id
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError("not a dead-letter cursor") from exc
+    score, job_id = cursors.decode(raw, 2)
+    return int(score), job_id

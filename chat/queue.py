@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import uuid
 from enum import Enum
+from typing import Protocol
 
 import limits
 from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 
-from chat.arqseam import EXPIRES_EXTRA_MS, LUA_ENQUEUE, Enqueuer, job_body
+from chat.arqseam import EXPIRES_EXTRA_MS, LUA_ENQUEUE, QueueWriter, job_body
 from chat.jobs import JobPayload, PersistMessage
 from chat.membership import members_key
 from chat.sequence import counter_key
@@ -98,10 +99,30 @@ class RateLimited:
         self.retry_after_ms = retry_after_ms
 
 
+class Enqueuer(Protocol):
+    """What the api asks of the queue; JobQueue is the Redis one, a test may hand in a recorder."""
+
+    async def enqueue(self, function: str, payload: JobPayload, job_id: str) -> bool: ...
+
+    async def restore_claims(self, claims: list[tuple[uuid.UUID, int, str]], ttl_seconds: int) -> None: ...
+
+    async def accept_message(
+        self,
+        function: str,
+        message: PersistMessage,
+        job_id: str,
+        *,
+        claim_id: uuid.UUID | None,
+        digest: str,
+        claim_ttl_seconds: int,
+        send_limit: limits.RateLimitItem | None,
+    ) -> Accepted | NeedsSeed | NotMember | RateLimited: ...
+
+
 class JobQueue:
     def __init__(self, redis: ArqRedis) -> None:
         self._redis = redis
-        self._enqueuer = Enqueuer(redis, redis.default_queue_name)
+        self._enqueuer = QueueWriter(redis, redis.default_queue_name)
         self._accept = redis.register_script(_ACCEPT)
 
     async def enqueue(self, function: str, payload: JobPayload, job_id: str) -> bool:

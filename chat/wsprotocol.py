@@ -11,6 +11,7 @@ import math
 import typing
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -118,6 +119,7 @@ def _type_of(model: type[BaseModel]) -> str:
     return kind
 
 
+@cache
 def document(version: str, push_host: str = "localhost:8001") -> dict[str, Any]:
     """The AsyncAPI 3.0 description of `/ws`, from the event and frame models."""
     event_models = _event_models()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -12,7 +11,7 @@ import falcon.asgi
 from falcon.asgi import Request, Response, WebSocket
 from redis.asyncio import Redis
 
-from chat import metrics
+from chat import metrics, probes
 from chat.errors import Unauthorized
 from chat.redis import create_redis
 from chat.security import Tokens
@@ -61,33 +60,6 @@ def _bearer(req: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-class Health:
-    async def on_get(self, req: Request, resp: Response) -> None:
-        resp.media = {"status": "ok"}
-
-
-class Ready:
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    async def on_get(self, req: Request, resp: Response) -> None:
-        try:
-            async with asyncio.timeout(1):
-                await self._redis.ping()
-            check = "ok"
-        except Exception as exc:
-            check = f"error: {type(exc).__name__}"
-        ready = check == "ok"
-        resp.status = 200 if ready else 503
-        resp.media = {"status": "ok" if ready else "unavailable", "checks": {"redis": check}}
-
-
-class Metrics:
-    async def on_get(self, req: Request, resp: Response) -> None:
-        resp.content_type = metrics.CONTENT_TYPE
-        resp.data = metrics.render()
-
-
 class Lifespan:
     def __init__(self, redis: Redis, hub: Hub, sessions: Sessions) -> None:
         self._redis = redis
@@ -114,7 +86,7 @@ def create_app(
     middleware: list[Any] = [Lifespan(redis, hub, sessions)]
     app = falcon.asgi.App(middleware=middleware)
     app.add_route("/ws", socket)
-    app.add_route("/healthz", Health())
-    app.add_route("/readyz", Ready(redis))
-    app.add_route("/metrics", Metrics())
+    app.add_route("/healthz", probes.Liveness())
+    app.add_route("/readyz", probes.Readiness({"redis": probes.redis(redis)}))
+    app.add_route("/metrics", probes.Metrics())
     return app

@@ -10,18 +10,16 @@ from falcon.asgi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
-from api.clientaddr import client_address
-from api.deps import Deps
 from api.fields import NoNul
 from api.http import parse, send
-from chat import ratelimit
-from chat.errors import Conflict, TooManyRequests, Unauthorized
+from api.throttle import AddressLimit, FailureLimit
+from chat.errors import Conflict, Unauthorized
 from chat.models import RefreshToken, User
 from chat.schemas import UserOut
-from chat.security import hash_refresh_token, new_refresh_token
+from chat.security import Passwords, Tokens, hash_refresh_token, new_refresh_token
 
 Username = Annotated[str, StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
@@ -60,27 +58,28 @@ class RefreshBody(_Body):
 class Register:
     auth_required = False
 
-    def __init__(self, deps: Deps) -> None:
-        self._deps = deps
-        self._per_address = ratelimit.parse(deps.settings.rate_limit_register_per_address)
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        passwords: Passwords,
+        per_address: AddressLimit,
+        max_body: int,
+    ) -> None:
+        self._sessions = sessions
+        self._passwords = passwords
+        self._per_address = per_address
+        self._max_body = max_body
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        body = await parse(req, RegisterBody, self._deps.settings.max_body_bytes)
-        if self._per_address is not None:
-            address = client_address(req, self._deps.settings.trusted_networks)
-            verdict = await self._deps.limiter.hit(self._per_address, "register", address)
-            resp.set_headers(verdict.headers())
-            if not verdict.allowed:
-                raise TooManyRequests(
-                    "Too many registrations from this address.", verdict.retry_after, verdict
-                )
+        body = await parse(req, RegisterBody, self._max_body)
+        await self._per_address.count(req, resp)
         key = body.username.lower()
-        async with self._deps.sessions() as session:
+        async with self._sessions() as session:
             taken = await session.scalar(select(User.id).where(User.username_key == key))
         if taken is not None:
             raise Conflict(f"The username {body.username!r} is taken.")
         # Hashed with no database connection held: a burst of registrations cannot starve the pool.
-        password_hash = await self._deps.passwords.hash_async(body.password)
+        password_hash = await self._passwords.hash_async(body.password)
         user = User(
             id=uuid.uuid4(),
             username=body.username,
@@ -90,7 +89,7 @@ class Register:
             is_admin=False,
             created_at=datetime.now(UTC),
         )
-        async with self._deps.sessions() as session:
+        async with self._sessions() as session:
             session.add(user)
             try:
                 await session.commit()
@@ -103,36 +102,37 @@ class Register:
 class Login:
     auth_required = False
 
-    def __init__(self, deps: Deps) -> None:
-        self._deps = deps
-        self._per_address = ratelimit.parse(deps.settings.rate_limit_login_per_address)
-        self._failures = ratelimit.parse(deps.settings.rate_limit_login_per_username)
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        passwords: Passwords,
+        tokens: Tokens,
+        per_address: AddressLimit,
+        failures: FailureLimit,
+        max_body: int,
+    ) -> None:
+        self._sessions = sessions
+        self._passwords = passwords
+        self._tokens = tokens
+        self._per_address = per_address
+        # Once a username has had too many wrong passwords, even the right one waits: that is what
+        # stops guessing.
+        self._failures = failures
+        self._max_body = max_body
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        body = await parse(req, LoginBody, self._deps.settings.max_body_bytes, allow_form=True)
+        body = await parse(req, LoginBody, self._max_body, allow_form=True)
         key = body.username.lower()
-        limiter = self._deps.limiter
-        if self._per_address is not None:
-            address = client_address(req, self._deps.settings.trusted_networks)
-            verdict = await limiter.hit(self._per_address, "login", address)
-            resp.set_headers(verdict.headers())
-            if not verdict.allowed:
-                raise TooManyRequests("Too many logins from this address.", verdict.retry_after, verdict)
-        if self._failures is not None:
-            # Once a username has had too many wrong passwords, even the right one waits: that is
-            # what stops guessing.
-            verdict = await limiter.peek(self._failures, "login-failed", key)
-            if not verdict.allowed:
-                raise TooManyRequests("Too many failed logins for this user.", verdict.retry_after, verdict)
-        async with self._deps.sessions() as session:
+        await self._per_address.count(req, resp)
+        await self._failures.check(key)
+        async with self._sessions() as session:
             user = await session.scalar(select(User).where(User.username_key == key))
-        ok = await self._deps.passwords.verify_async(user.password_hash if user else None, body.password)
+        ok = await self._passwords.verify_async(user.password_hash if user else None, body.password)
         if user is None or not ok:
-            if self._failures is not None:
-                await limiter.hit(self._failures, "login-failed", key)
+            await self._failures.failed(key)
             raise Unauthorized("Wrong username or password.")
-        async with self._deps.sessions() as session:
-            pair = await issue_pair(session, self._deps, user.id, family_id=uuid.uuid4())
+        async with self._sessions() as session:
+            pair = await issue_pair(session, self._tokens, user.id, family_id=uuid.uuid4())
             await session.commit()
         send(resp, pair)
 
@@ -140,14 +140,16 @@ class Login:
 class Refresh:
     auth_required = False
 
-    def __init__(self, deps: Deps) -> None:
-        self._deps = deps
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], tokens: Tokens, max_body: int) -> None:
+        self._sessions = sessions
+        self._tokens = tokens
+        self._max_body = max_body
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        body = await parse(req, RefreshBody, self._deps.settings.max_body_bytes)
+        body = await parse(req, RefreshBody, self._max_body)
         now = datetime.now(UTC)
         token_hash = hash_refresh_token(body.refresh_token)
-        async with self._deps.sessions() as session:
+        async with self._sessions() as session:
             token = await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
             if token is None or token.revoked_at is not None or token.expires_at <= now:
                 raise Unauthorized("The refresh token is invalid or expired.")
@@ -167,19 +169,20 @@ class Refresh:
                 await revoke_family(session, token.family_id, now)
                 await session.commit()
                 raise Unauthorized("The refresh token was already used; this login has been revoked.")
-            pair = await issue_pair(session, self._deps, token.user_id, family_id=token.family_id)
+            pair = await issue_pair(session, self._tokens, token.user_id, family_id=token.family_id)
             await session.commit()
         send(resp, pair)
 
 
 class Logout:
-    def __init__(self, deps: Deps) -> None:
-        self._deps = deps
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], max_body: int) -> None:
+        self._sessions = sessions
+        self._max_body = max_body
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        body = await parse(req, RefreshBody, self._deps.settings.max_body_bytes)
+        body = await parse(req, RefreshBody, self._max_body)
         user_id = current_user(req)
-        async with self._deps.sessions() as session:
+        async with self._sessions() as session:
             token = await session.scalar(
                 select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(body.refresh_token))
             )
@@ -191,7 +194,7 @@ class Logout:
 
 
 async def issue_pair(
-    session: AsyncSession, deps: Deps, user_id: uuid.UUID, *, family_id: uuid.UUID
+    session: AsyncSession, tokens: Tokens, user_id: uuid.UUID, *, family_id: uuid.UUID
 ) -> dict[str, object]:
     now = datetime.now(UTC)
     refresh = new_refresh_token()
@@ -202,13 +205,13 @@ async def issue_pair(
             family_id=family_id,
             token_hash=hash_refresh_token(refresh),
             created_at=now,
-            expires_at=now + deps.tokens.refresh_ttl,
+            expires_at=now + tokens.refresh_ttl,
         )
     )
     return {
-        "access_token": deps.tokens.issue_access(user_id, now=now),
+        "access_token": tokens.issue_access(user_id, now=now),
         "token_type": "bearer",
-        "expires_in": int(deps.tokens.access_ttl.total_seconds()),
+        "expires_in": int(tokens.access_ttl.total_seconds()),
         "refresh_token": refresh,
     }
 

@@ -6,6 +6,7 @@ under `api/static/redoc` (from the npm registry, MIT): the pages load nothing fr
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.resources import files
 from typing import Any
 
@@ -121,14 +122,17 @@ class _Asset:
         resp.data = self._data
 
 
+@cache
+def _swagger_assets() -> dict[str, _Asset]:
+    folder = files("swagger_ui").joinpath("static")
+    return {name: _Asset(folder.joinpath(name).read_bytes(), kind) for name, kind in SWAGGER_FILES.items()}
+
+
 class SwaggerAssets:
     auth_required = False
 
     def __init__(self) -> None:
-        folder = files("swagger_ui").joinpath("static")
-        self._assets = {
-            name: _Asset(folder.joinpath(name).read_bytes(), kind) for name, kind in SWAGGER_FILES.items()
-        }
+        self._assets = _swagger_assets()
 
     async def on_get(self, req: Request, resp: Response, name: str) -> None:
         asset = self._assets.get(name)
@@ -137,6 +141,7 @@ class SwaggerAssets:
         await asset.on_get(req, resp)
 
 
+@cache
 def redoc_bundle() -> _Asset:
     data = files("api").joinpath("static", "redoc", "redoc.standalone.js").read_bytes()
     return _Asset(data, "text/javascript; charset=utf-8")

@@ -6,9 +6,10 @@ import uuid
 from typing import Any
 
 from falcon.asgi import Request, Response
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
-from api.deps import Deps
 from api.http import send
 from chat.arqseam import JobState, job_state
 from chat.errors import NotFound
@@ -35,15 +36,17 @@ def _message_id(job_id: str) -> uuid.UUID | None:
 
 
 class JobById:
-    def __init__(self, deps: Deps) -> None:
-        self._deps = deps
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis, queue_name: str) -> None:
+        self._sessions = sessions
+        self._redis = redis
+        self._queue_name = queue_name
 
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         me = current_user(req)
-        state = await job_state(self._deps.redis, self._deps.settings.queue_name, job_id)
+        state = await job_state(self._redis, self._queue_name, job_id)
         view = job_view(state)
         owner = _owner(state)
-        async with self._deps.sessions() as session:
+        async with self._sessions() as session:
             user = await session.get(User, me)
             is_admin = bool(user and user.is_admin)
             if state.status == "not_found" and job_id.startswith("persist:"):

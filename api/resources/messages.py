@@ -8,16 +8,18 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
+import limits
 from falcon.asgi import Request, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
+from redis.asyncio import Redis
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.auth import current_user
-from api.deps import Deps
 from api.fields import PG_INT_MAX, NoNul, NotBlankNoNul
 from api.http import parse, path_uuid, query_int, send
 from api.views import require_participant
-from chat import membership, metrics, ratelimit
+from chat import membership, metrics
 from chat.errors import (
     Conflict,
     Forbidden,
@@ -38,7 +40,7 @@ from chat.jobs import (
     persist_job_id,
 )
 from chat.models import Conversation, Message, Participant
-from chat.queue import NeedsSeed, NotMember, RateLimited
+from chat.queue import Enqueuer, NeedsSeed, NotMember, RateLimited
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer, persisted_max_seq
 
@@ -87,15 +89,32 @@ def accepted(
 
 
 class ConversationMessages:
-    def __init__(self, deps: Deps) -> None:
-        self._deps = deps
-        self._sequencer = Sequencer(deps.redis)
-        self._send_limit = ratelimit.parse(deps.settings.rate_limit_sends_per_user)
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        reader: AsyncEngine,
+        redis: Redis,
+        queue: Enqueuer,
+        sequencer: Sequencer,
+        *,
+        send_limit: limits.RateLimitItem | None,
+        claim_seconds: int,
+        max_body: int,
+    ) -> None:
+        self._sessions = sessions
+        # The same pool without transactions, for single-statement reads on hot paths.
+        self._reader = reader
+        self._redis = redis
+        self._queue = queue
+        self._sequencer = sequencer
+        self._send_limit = send_limit
+        self._claim_seconds = claim_seconds
+        self._max_body = max_body
 
     async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
-        body = await parse(req, SendBody, self._deps.settings.max_body_bytes)
+        body = await parse(req, SendBody, self._max_body)
         message_id = (
             uuid.uuid5(CLIENT_ID_NAMESPACE, f"{me}:{cid}:{body.client_id}")
             if body.client_id
@@ -117,13 +136,13 @@ class ConversationMessages:
         # rate, the seq, the enqueue. Postgres is read only to seed what Redis lacks, so sends
         # keep working while Postgres is down (the queue absorbs the outage).
         for _ in range(3):
-            result = await self._deps.queue.accept_message(
+            result = await self._queue.accept_message(
                 PERSIST_MESSAGE,
                 job,
                 job_id,
                 claim_id=message_id if body.client_id else None,
                 digest=body_digest,
-                claim_ttl_seconds=self._deps.settings.client_id_claim_seconds,
+                claim_ttl_seconds=self._claim_seconds,
                 send_limit=self._send_limit,
             )
             if not isinstance(result, NeedsSeed):
@@ -150,17 +169,17 @@ class ConversationMessages:
         conversation's recent client_id claims come back too, so that repeats of sends made
         before the loss still get their first id and seq.
         """
-        async with self._deps.reader.connect() as conn:
+        async with self._reader.connect() as conn:
             if missing is NeedsSeed.MEMBERS:
-                read_at = await membership.generation(self._deps.redis, cid)
+                read_at = await membership.generation(self._redis, cid)
                 query = select(Participant.user_id).where(Participant.conversation_id == cid)
                 members = list(await conn.scalars(query))
                 if not members:
                     raise NotFound("No such conversation.")
-                await membership.seed(self._deps.redis, cid, read_at, members)
+                await membership.seed(self._redis, cid, read_at, members)
                 return
             await self._sequencer.raise_to(cid, await persisted_max_seq(conn, cid))
-            life = self._deps.settings.client_id_claim_seconds
+            life = self._claim_seconds
             recent = await conn.execute(
                 select(Message.id, Message.seq, Message.client_digest, Message.body, Message.edited_at)
                 .where(
@@ -177,7 +196,7 @@ class ConversationMessages:
             original = row.client_digest or (digest(row.body) if row.edited_at is None and row.body else None)
             if original is not None:
                 claims.append((row.id, row.seq, original))
-        await self._deps.queue.restore_claims(claims, life)
+        await self._queue.restore_claims(claims, life)
 
     async def on_get(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
@@ -202,7 +221,7 @@ class ConversationMessages:
             if before is not None:
                 query = query.where(Message.seq < before)
             query = query.order_by(Message.seq.desc())
-        async with self._deps.sessions() as session:
+        async with self._sessions() as session:
             await require_participant(session, cid, me)
             rows = list(await session.scalars(query.limit(limit + 1)))
         has_more = len(rows) > limit
@@ -213,13 +232,15 @@ class ConversationMessages:
 
 
 class MessageById:
-    def __init__(self, deps: Deps) -> None:
-        self._deps = deps
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], queue: Enqueuer, max_body: int) -> None:
+        self._sessions = sessions
+        self._queue = queue
+        self._max_body = max_body
 
     async def _visible(self, req: Request, message_id: str) -> tuple[Message, str]:
         mid = path_uuid(message_id, "message")
         me = current_user(req)
-        async with self._deps.sessions() as session:
+        async with self._sessions() as session:
             found = (
                 await session.execute(
                     select(Message, Participant.role)
@@ -242,7 +263,7 @@ class MessageById:
 
     async def on_patch(self, req: Request, resp: Response, message_id: str) -> None:
         message, _ = await self._visible(req, message_id)
-        body = await parse(req, EditBody, self._deps.settings.max_body_bytes)
+        body = await parse(req, EditBody, self._max_body)
         me = current_user(req)
         if message.sender_id != me:
             raise Forbidden("Only the sender can edit a message.")
@@ -250,14 +271,14 @@ class MessageById:
             raise Conflict("The message was deleted.")
         job_id = change_job_id("edit", message.id)
         payload = EditMessage(message_id=message.id, actor_id=me, body=body.body, edited_at=datetime.now(UTC))
-        await self._deps.queue.enqueue(EDIT_MESSAGE, payload, job_id)
+        await self._queue.enqueue(EDIT_MESSAGE, payload, job_id)
         accepted(resp, message.id, message.conversation_id, message.seq, job_id)
 
     async def on_delete(self, req: Request, resp: Response, message_id: str) -> None:
         message, role = await self._visible(req, message_id)
         me = current_user(req)
         if message.sender_id != me:
-            async with self._deps.sessions() as session:
+            async with self._sessions() as session:
                 kind = await session.scalar(
                     select(Conversation.kind).where(Conversation.id == message.conversation_id)
                 )
@@ -265,5 +286,5 @@ class MessageById:
                 raise Forbidden("Only the sender or the group's owner can delete a message.")
         job_id = change_job_id("delete", message.id)
         payload = DeleteMessage(message_id=message.id, actor_id=me, deleted_at=datetime.now(UTC))
-        await self._deps.queue.enqueue(DELETE_MESSAGE, payload, job_id)
+        await self._queue.enqueue(DELETE_MESSAGE, payload, job_id)
         accepted(resp, message.id, message.conversation_id, message.seq, job_id)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import re
 
 from falcon.asgi import Request, Response
+from redis.asyncio import Redis
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
-from api.deps import Deps
 from api.http import limit_param, parse, path_uuid, send
 from api.resources.auth import DisplayName
-from chat import presence
+from chat import cursors, presence
 from chat.errors import NotFound, Unauthorized, field_error
 from chat.models import User
 from chat.schemas import UserOut, UserProfileOut
@@ -21,19 +21,20 @@ _USERNAME_PART = re.compile(r"[a-z0-9_.-]{0,32}")
 
 
 class Me:
-    def __init__(self, deps: Deps) -> None:
-        self._deps = deps
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], max_body: int) -> None:
+        self._sessions = sessions
+        self._max_body = max_body
 
     async def on_get(self, req: Request, resp: Response) -> None:
-        async with self._deps.sessions() as session:
+        async with self._sessions() as session:
             user = await session.get(User, current_user(req))
         if user is None:
             raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
         send(resp, UserOut.model_validate(user))
 
     async def on_patch(self, req: Request, resp: Response) -> None:
-        body = await parse(req, DisplayName, self._deps.settings.max_body_bytes)
-        async with self._deps.sessions() as session:
+        body = await parse(req, DisplayName, self._max_body)
+        async with self._sessions() as session:
             # RETURNING: the answer is the row as this request left it. Read back after the commit,
             # it could be another PATCH's, committed in between.
             user = await session.scalar(
@@ -51,8 +52,8 @@ class Me:
 class Users:
     """`GET /users?q=prefix`: case-insensitive username prefix search, paged by username."""
 
-    def __init__(self, deps: Deps) -> None:
-        self._deps = deps
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
 
     async def on_get(self, req: Request, resp: Response) -> None:
         limit = limit_param(req)
@@ -61,31 +62,32 @@ class Users:
             # No username holds anything else (spaces, '%', NUL, a 33rd character): nothing matches.
             send(resp, {"items": [], "next_cursor": None})
             return
-        after = _decode_cursor(req.get_param("cursor"))
+        after = _read_cursor(req.get_param("cursor"))
         query = select(User).order_by(User.username_key).limit(limit + 1)
         if prefix:
             query = query.where(User.username_key.startswith(prefix, autoescape=True))
         if after:
             query = query.where(User.username_key > after)
-        async with self._deps.sessions() as session:
+        async with self._sessions() as session:
             users = list(await session.scalars(query))
         more = len(users) > limit
         users = users[:limit]
-        cursor = _encode_cursor(users[-1].username_key) if more else None
+        cursor = cursors.encode(users[-1].username_key) if more else None
         send(resp, {"items": [UserOut.model_validate(u) for u in users], "next_cursor": cursor})
 
 
 class UserById:
-    def __init__(self, deps: Deps) -> None:
-        self._deps = deps
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis) -> None:
+        self._sessions = sessions
+        self._redis = redis
 
     async def on_get(self, req: Request, resp: Response, user_id: str) -> None:
         uid = path_uuid(user_id, "user")
-        async with self._deps.sessions() as session:
+        async with self._sessions() as session:
             user = await session.get(User, uid)
         if user is None:
             raise NotFound("No such user.")
-        online, last_seen = await presence.status(self._deps.redis, uid)
+        online, last_seen = await presence.status(self._redis, uid)
         profile = UserProfileOut(
             id=user.id,
             username=user.username,
@@ -97,17 +99,13 @@ class UserById:
         send(resp, profile)
 
 
-def _encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(raw: str | None) -> str | None:
+def _read_cursor(raw: str | None) -> str | None:
     if not raw:
         return None
     try:
-        value = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
-        if not _USERNAME_PART.fullmatch(value) or not value:
+        [value] = cursors.decode(raw, 1)
+        if not _USERNAME_PART.fullmatch(value):
             raise ValueError("not a username")
         return value
-    except ValueError:  # binascii.Error and UnicodeDecodeError included
+    except ValueError:
         raise field_error("query.cursor", "Not a cursor this endpoint issued.") from None

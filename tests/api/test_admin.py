@@ -8,7 +8,7 @@ from falcon import inspect
 
 from api.deps import Deps
 from chat import deadletters, heartbeats
-from chat.arqseam import Enqueuer
+from chat.arqseam import QueueWriter
 from chat.cli import set_admin
 from tests.support import ApiClient, assert_problem
 
@@ -57,7 +57,7 @@ async def test_queue_workers_and_history(api: ApiClient, deps: Deps) -> None:
     admin = await api.user()
     assert await set_admin(deps.settings, admin.username, True)
     queue = deps.settings.queue_name
-    enqueuer = Enqueuer(deps.redis, queue)
+    enqueuer = QueueWriter(deps.redis, queue)
     for i in range(3):
         await enqueuer.enqueue("persist_message", [{}], f"persist:{i}")
     await enqueuer.enqueue("edit_message", [{}], "edit:0")

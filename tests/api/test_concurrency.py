@@ -27,7 +27,7 @@ from chat.models import Conversation, Message, Participant, RefreshToken, User
 from tests.support import PASSWORD, ApiClient, TestUser, assert_problem
 from tests.support.settings import RunWorker
 
-N = 30
+N = 20
 
 
 async def burst(requests: Iterable[Awaitable[Result]]) -> list[Result]:

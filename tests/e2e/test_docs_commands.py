@@ -38,7 +38,7 @@ import redis
 import redis.asyncio
 
 from chat import deadletters
-from chat.arqseam import Enqueuer
+from chat.arqseam import QueueWriter
 from chat.settings import Settings
 from tests.support import services
 from tests.support.stack import E2E_REDIS_URL, ROOT
@@ -208,7 +208,7 @@ async def dead_letter(redis_url: str) -> str:
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
         job_id = f"docs-test:{uuid.uuid4().hex[:8]}"
-        assert await Enqueuer(client, QUEUE).enqueue("no_such_function", [{}], job_id)
+        assert await QueueWriter(client, QUEUE).enqueue("no_such_function", [{}], job_id)
         for _ in range(100):
             if await deadletters.get(client, job_id):
                 return job_id

@@ -13,7 +13,7 @@ from arq.jobs import Job, JobStatus, deserialize_job_raw, deserialize_result
 
 from api.deps import Deps
 from chat import arqseam
-from chat.arqseam import ChatWorker, Enqueuer, deserialize, serialize
+from chat.arqseam import ChatWorker, QueueWriter, deserialize, serialize
 from chat.settings import Settings
 from tests.support import ApiClient
 from tests.support.messages import send, stored_count
@@ -38,7 +38,7 @@ async def test_a_lua_written_job_reads_like_one_from_enqueue_job(deps: Deps) -> 
     redis: ArqRedis = deps.redis
     payload = {"message_id": str(uuid.uuid4()), "body": 'héllo "quoted"', "n": [1, 2.5, None]}
     await redis.enqueue_job("persist_message", payload, _job_id="from-arq")
-    await Enqueuer(redis, deps.settings.queue_name).enqueue("persist_message", [payload], "from-lua")
+    await QueueWriter(redis, deps.settings.queue_name).enqueue("persist_message", [payload], "from-lua")
     ours = deserialize_job_raw(await redis.get(arqseam.job_key("from-lua")), deserializer=deserialize)
     theirs = deserialize_job_raw(await redis.get(arqseam.job_key("from-arq")), deserializer=deserialize)
     assert ours[:4] == theirs[:4]  # function, args, kwargs, tries; the enqueue times differ
@@ -47,7 +47,7 @@ async def test_a_lua_written_job_reads_like_one_from_enqueue_job(deps: Deps) -> 
         assert await redis.zscore(deps.settings.queue_name, job_id) is not None
         assert (await Job(job_id, redis, _deserializer=deserialize).status()) == JobStatus.queued
     # The same id again enqueues nothing, as enqueue_job refuses a second job with one id.
-    again = Enqueuer(redis, deps.settings.queue_name)
+    again = QueueWriter(redis, deps.settings.queue_name)
     assert not await again.enqueue("persist_message", [payload], "from-arq")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from api.deps import Deps
 from chat import arqseam, deadletters
-from chat.arqseam import Enqueuer
+from chat.arqseam import QueueWriter
 from chat.cli import set_admin
 from chat.jobs import PERSIST_MESSAGE
 from tests.support import ApiClient, TestUser, assert_problem
@@ -43,7 +43,7 @@ async def test_every_way_a_job_fails_for_good_lands_in_the_dead_letters(
     # Expired: still queued, but the job itself is gone.
     await deps.redis.zadd(queue, {"persist:expired": 1})
     # A function no worker knows.
-    await Enqueuer(deps.redis, queue).enqueue("no_such_function", [{}], "mystery:1")
+    await QueueWriter(deps.redis, queue).enqueue("no_such_function", [{}], "mystery:1")
     await run_worker()
 
     dead = await _dead(deps)

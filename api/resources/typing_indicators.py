@@ -1,0 +1,48 @@
+"""Typing indicators: ephemeral, rate limited, never stored."""
+
+from __future__ import annotations
+
+import math
+
+from falcon.asgi import Request, Response
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.auth import current_user
+from api.http import path_uuid
+from api.views import participant_ids, require_participant
+from chat import presence
+from chat.errors import TooManyRequests
+from chat.eventbus import Publisher
+from chat.events import Typing, UserRef
+
+
+class TypingIndicator:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        publisher: Publisher,
+        interval_seconds: float,
+    ) -> None:
+        self._sessions = sessions
+        self._redis = redis
+        self._publisher = publisher
+        self._typing_interval = interval_seconds
+
+    async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
+        cid = path_uuid(conversation_id, "conversation")
+        me = current_user(req)
+        async with self._sessions() as session:
+            await require_participant(session, cid, me)
+            recipients = [u for u in await participant_ids(session, cid) if u != me]
+        wait_ms = await presence.typing_slot(self._redis, cid, me, self._typing_interval)
+        if wait_ms is not None:
+            raise TooManyRequests(
+                "Typing notifications are limited to one per interval per conversation.",
+                retry_after=math.ceil(max(wait_ms, 1) / 1000),
+            )
+        await self._publisher.publish_ephemeral(
+            Typing(conversation_id=cid, data=UserRef(user_id=me)), recipients
+        )
+        resp.status = 204

@@ -1,0 +1,78 @@
+"""`/healthz`, `/readyz` and `/metrics`: one implementation for the api and the push process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import orjson
+from falcon.asgi import Request, Response
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chat import metrics
+
+Check = Callable[[], Awaitable[object]]
+JSON = "application/json; charset=utf-8"
+# A probe that hangs is a probe that fails: orchestrators give up after a few seconds anyway.
+CHECK_TIMEOUT_SECONDS = 1.0
+
+
+class Liveness:
+    """The process runs and serves requests; says nothing about its dependencies."""
+
+    auth_required = False
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        resp.content_type = JSON
+        resp.data = b'{"status":"ok"}'
+
+
+class Readiness:
+    """Ready when every dependency of this process answers within a second; 503 names those that don't."""
+
+    auth_required = False
+
+    def __init__(self, checks: dict[str, Check]) -> None:
+        self._checks = checks
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        results = await asyncio.gather(*(self._run(check) for check in self._checks.values()))
+        checks = dict(zip(self._checks, results, strict=True))
+        ready = all(result == "ok" for result in results)
+        resp.status = 200 if ready else 503
+        resp.content_type = JSON
+        resp.data = orjson.dumps({"status": "ok" if ready else "unavailable", "checks": checks})
+
+    @staticmethod
+    async def _run(check: Check) -> str:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+                await check()
+        except Exception as exc:
+            return f"error: {type(exc).__name__}"
+        return "ok"
+
+
+def database(engine: AsyncEngine) -> Check:
+    async def check() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    return check
+
+
+def redis(client: Redis) -> Check:
+    async def check() -> None:
+        await client.ping()
+
+    return check
+
+
+class Metrics:
+    auth_required = False
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        resp.content_type = metrics.CONTENT_TYPE
+        resp.data = metrics.render()
