@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import parse_qsl
 
 import orjson
@@ -92,6 +92,16 @@ def validation_problem(exc: ValidationError, where: str) -> Unprocessable:
     return Unprocessable("The request has invalid fields.", errors)
 
 
+@overload
+def query_int(req: Request, name: str, *, default: int, lo: int = 0, hi: int | None = None) -> int: ...
+
+
+@overload
+def query_int(
+    req: Request, name: str, *, default: None = None, lo: int = 0, hi: int | None = None
+) -> int | None: ...
+
+
 def query_int(
     req: Request, name: str, *, default: int | None = None, lo: int = 0, hi: int | None = None
 ) -> int | None:
@@ -109,9 +119,7 @@ def query_int(
 
 
 def limit_param(req: Request) -> int:
-    value = query_int(req, "limit", default=50, lo=1, hi=200)
-    assert value is not None
-    return value
+    return query_int(req, "limit", default=50, lo=1, hi=200)
 
 
 def path_uuid(value: str, what: str = "resource") -> uuid.UUID:

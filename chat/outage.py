@@ -6,6 +6,10 @@ import logging
 import random
 import time
 
+import sqlalchemy.exc
+
+from chat.failures import unavailable, unavailable_reason
+
 
 class Backoff:
     """0.1 s doubling up to `cap`, with jitter so that many processes don't reconnect in step."""
@@ -47,3 +51,27 @@ class Outage:
                 "%s is reachable again after %.1f s", self._what, time.monotonic() - self._since
             )
             self._since = None
+
+
+class Outages:
+    """One Outage per dependency, named by chat.failures: which are away, since when."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._by_dependency: dict[str, Outage] = {}
+
+    def down(self, exc: BaseException) -> None:
+        what = unavailable(exc) or "a dependency"
+        outage = self._by_dependency.setdefault(what, Outage(self._log, what[0].upper() + what[1:]))
+        outage.down(exc if not isinstance(exc, sqlalchemy.exc.DBAPIError) else _Summary(exc))
+
+    def up(self) -> None:
+        for outage in self._by_dependency.values():
+            outage.up()
+
+
+class _Summary(Exception):
+    """A database error for a log line: its SQLSTATE and statement, never its parameters."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(unavailable_reason(exc))

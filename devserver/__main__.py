@@ -19,6 +19,7 @@ from alembic.config import Config
 from alembic import command
 from api.app import create_app
 from api.problems import RefuseWebSockets
+from chat.process import configure_logging
 from chat.settings import Settings
 from push.server import build_server
 from workers.main import create_worker
@@ -84,11 +85,7 @@ async def serve(settings: Settings, host: str, api_port: int, push_port: int) ->
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # arq logs every job with its arguments at INFO, and here those are message bodies.
-    logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging()
     os.environ.setdefault("ENVIRONMENT", "dev")
     settings = Settings()
     host = os.environ.get("HOST", "127.0.0.1")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 
+from chat.process import configure_logging, use_uvloop
 from chat.settings import Settings
 from push.server import build_server
 
@@ -13,9 +14,7 @@ log = logging.getLogger("push")
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging()
     settings = Settings()
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a server process listens on all interfaces
     port = int(os.environ.get("PORT", "8001"))
@@ -23,12 +22,7 @@ def main() -> None:
     # uvicorn runs quiet here (its access log would print tokens), so say where clients connect.
     shown = f"[{host}]" if ":" in host else host
     log.info("push serving ws://%s:%d/ws (and /healthz, /readyz, /metrics)", shown, port)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    use_uvloop()
     asyncio.run(server.serve(sockets=[sock]))
 
 

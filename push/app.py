@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from chat import metrics, probes
 from chat.errors import Unauthorized
+from chat.outage import Outage
 from chat.redis import create_redis
 from chat.security import Tokens
 from chat.settings import Settings
@@ -34,6 +35,7 @@ class Socket:
         self._hub = hub
         self._tokens = tokens
         self._sessions = sessions
+        self._presence_outage = Outage(log, "Redis (presence)")
 
     async def on_websocket(self, req: Request, ws: WebSocket) -> None:
         # Browsers cannot set headers on a WebSocket, so the token is in the query: never log it.
@@ -44,7 +46,7 @@ class Socket:
             await ws.close(frames.TOKEN_INVALID.code, frames.TOKEN_INVALID.reason)
             metrics.WS_CLOSED.labels(str(frames.TOKEN_INVALID.code)).inc()
             return
-        session = Session(ws, claims.user_id, claims.expires_at, self._settings)
+        session = Session(ws, claims.user_id, claims.expires_at, self._settings, self._presence_outage)
         self._sessions.add(session)
         metrics.WS_CONNECTIONS.inc()
         try:

@@ -90,7 +90,8 @@ class Hub:
 
     async def _read(self) -> None:
         pubsub = self._pubsub
-        assert pubsub is not None
+        if pubsub is None:  # closed before the reader got going: nothing to read
+            return
         try:
             while True:
                 message = await pubsub.get_message(timeout=1.0)

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from chat import metrics, presence, ratelimit
 from chat.eventbus import EVENT_FIELD, stream_key
 from chat.events import frame as event_frame
+from chat.outage import Outage
 from chat.settings import Settings
 from push import frames
 from push.hub import Hub
@@ -49,12 +50,21 @@ CLOSE_TIMEOUT = 2.0
 
 
 class Session:
-    def __init__(self, ws: WebSocket, user_id: uuid.UUID, expires_at: datetime, settings: Settings) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        user_id: uuid.UUID,
+        expires_at: datetime,
+        settings: Settings,
+        presence_outage: Outage | None = None,
+    ) -> None:
         self.ws = ws
         self.user_id = str(user_id)
         self.connection_id = uuid.uuid4().hex
         self.expires_at = expires_at
         self._settings = settings
+        # One per process, shared by its sessions: an outage is one log line, not one per socket.
+        self._presence_outage = presence_outage or Outage(log, "Redis (presence)")
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.push_send_queue_size)
         self._buffer: list[str] | None = []  # live frames held back while replaying
         self._closing: asyncio.Future[frames.Close] = asyncio.get_running_loop().create_future()
@@ -225,8 +235,12 @@ class Session:
         ttl = self._settings.presence_ttl_seconds
         while True:
             await asyncio.sleep(ttl / 3)
-            with contextlib.suppress(Exception):
+            try:
                 await _bounded(presence.touch(redis, self.user_id, self.connection_id, ttl))
+            except Exception as exc:  # presence goes stale meanwhile; the socket itself is fine
+                self._presence_outage.down(exc)
+            else:
+                self._presence_outage.up()
 
     async def _expire(self) -> None:
         await asyncio.sleep(max(0.0, self.expires_at.timestamp() - time.time()))

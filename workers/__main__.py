@@ -9,6 +9,7 @@ import os
 
 from prometheus_client import start_http_server
 
+from chat.process import configure_logging, use_uvloop
 from chat.settings import Settings
 from workers.main import create_worker
 
@@ -42,21 +43,12 @@ def serve_metrics(first: int) -> int | None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # arq logs every job with its arguments at INFO, and here those are message bodies.
-    logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging()
     settings = Settings()
     port = settings.worker_metrics_port or (int(os.environ["PORT"]) if os.environ.get("PORT") else None)
     if port:
         serve_metrics(port)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    use_uvloop()
     asyncio.set_event_loop(asyncio.new_event_loop())
     create_worker(settings).run()
 

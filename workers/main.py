@@ -6,26 +6,29 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.typing import StartupShutdown
 
 from chat.arqseam import ChatWorker, deserialize, serialize
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.failures import is_transient
+from chat.outage import Outages
 from chat.redis import create_redis
 from chat.sequence import Sequencer
 from chat.settings import Settings
 from workers.batch import PersistBatcher
-from workers.tasks import Outages, delete_message, edit_message, persist_message
+from workers.context import JobContext
+from workers.tasks import delete_message, edit_message, persist_message
 
 FUNCTIONS = [persist_message, edit_message, delete_message]
 
 
-def make_startup(settings: Settings) -> StartupShutdown:
-    async def on_startup(ctx: dict[str, Any]) -> None:
+def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
+    async def on_startup(ctx: JobContext) -> None:
         # ctx["redis"] is the worker's own arq pool; publishing shares it.
         engine = create_engine(settings)
         ctx["settings"] = settings
@@ -33,7 +36,7 @@ def make_startup(settings: Settings) -> StartupShutdown:
         ctx["sessions"] = create_sessionmaker(engine)
         ctx["publisher"] = RedisPublisher(ctx["redis"], stream_maxlen=settings.event_stream_maxlen)
         ctx["max_tries"] = settings.job_max_tries
-        ctx["outages"] = Outages()
+        ctx["outages"] = Outages(logging.getLogger("workers.tasks"))
         ctx["dead_letter_limits"] = dead_letter_limits(settings)
         ctx["batcher"] = PersistBatcher(
             ctx["sessions"],
@@ -45,7 +48,7 @@ def make_startup(settings: Settings) -> StartupShutdown:
     return on_startup
 
 
-async def on_shutdown(ctx: dict[str, Any]) -> None:
+async def on_shutdown(ctx: JobContext) -> None:
     batcher = ctx.get("batcher")
     if batcher is not None:
         await batcher.close()

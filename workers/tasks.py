@@ -13,26 +13,24 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy.exc
 from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat import deadletters, metrics
-from chat.arqseam import WORKER_RECORDS_FAILURES
 from chat.eventbus import Publisher, RedisPublisher
 from chat.events import MessageCreated, MessageDeleted, MessageUpdated
-from chat.failures import is_transient, unavailable, unavailable_reason
+from chat.failures import is_transient
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage
 from chat.models import Message
-from chat.outage import Outage
 from chat.schemas import MessageOut
 from workers import store
 from workers.batch import PersistBatcher
+from workers.context import JobContext
 
 log = logging.getLogger("workers.tasks")
 
-Ctx = dict[str, Any]
-Task = Callable[[Ctx, dict[str, Any]], Awaitable[str]]
+Ctx = JobContext
+Task = Callable[[JobContext, dict[str, Any]], Awaitable[str]]
 
 
 def backoff(job_try: int) -> float:
@@ -45,7 +43,7 @@ def job(fn: Task) -> Task:
 
     @functools.wraps(fn)
     async def run(ctx: Ctx, payload: dict[str, Any]) -> str:
-        outages: Outages = ctx["outages"]
+        outages = ctx["outages"]
         try:
             result = await fn(ctx, payload)
         except Exception as exc:
@@ -54,7 +52,7 @@ def job(fn: Task) -> Task:
                 # One line when a dependency goes away and one when it is back, not one per job.
                 outages.down(exc)
                 raise Retry(defer=backoff(tries)) from exc
-            if not ctx.get(WORKER_RECORDS_FAILURES):
+            if not ctx.get("worker_records_failures"):
                 # The stock arq worker keeps no dead letters; ChatWorker records its own.
                 metrics.JOBS.labels(fn.__name__, "failed").inc()
                 await deadletters.record(
@@ -78,29 +76,6 @@ def job(fn: Task) -> Task:
         return result
 
     return run
-
-
-class Outages:
-    """The worker's view of its dependencies, for logging: which are away, since when."""
-
-    def __init__(self) -> None:
-        self._by_dependency: dict[str, Outage] = {}
-
-    def down(self, exc: BaseException) -> None:
-        what = unavailable(exc) or "a dependency"
-        outage = self._by_dependency.setdefault(what, Outage(log, what[0].upper() + what[1:]))
-        outage.down(exc if not isinstance(exc, sqlalchemy.exc.DBAPIError) else _Summary(exc))
-
-    def up(self) -> None:
-        for outage in self._by_dependency.values():
-            outage.up()
-
-
-class _Summary(Exception):
-    """A database error for a log line: its SQLSTATE and statement, never its parameters."""
-
-    def __init__(self, exc: BaseException) -> None:
-        super().__init__(unavailable_reason(exc))
 
 
 def publisher(ctx: Ctx) -> Publisher:

@@ -44,7 +44,7 @@ class QueueHistory(AdminOnly):
 
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
-        minutes = query_int(req, "minutes", default=60, lo=1, hi=120) or 60
+        minutes = query_int(req, "minutes", default=60, lo=1, hi=120)
         send(resp, {"items": await jobstats.history(self._redis, self._queue, minutes)})
 
 

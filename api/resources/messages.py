@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.auth import current_user
 from api.fields import PG_INT_MAX, NoNul, NotBlankNoNul
-from api.http import parse, path_uuid, query_int, send
+from api.http import limit_param, parse, path_uuid, query_int, send
 from api.views import require_participant
 from chat import membership, metrics
 from chat.errors import (
@@ -207,8 +207,7 @@ class ConversationMessages:
             raise field_error("query.cursor", "History pages by seq: use before=SEQ or after=SEQ.")
         before = query_int(req, "before", lo=0, hi=PG_INT_MAX)
         after = query_int(req, "after", lo=0, hi=PG_INT_MAX)
-        limit = query_int(req, "limit", default=50, lo=1, hi=200)
-        assert limit is not None
+        limit = limit_param(req)
         if before is not None and after is not None:
             raise Unprocessable(
                 "Use either before or after, not both.",

@@ -63,7 +63,7 @@ async def test_the_stock_arq_worker_runs_a_job_the_api_wrote(
         await stock.main()
     finally:
         # arq's own close() calls redis-py's deprecated close(); the same steps with aclose().
-        await worker_main.on_shutdown(stock.ctx)
+        await worker_main.on_shutdown(stock.ctx)  # type: ignore[arg-type]  # arq's ctx is a plain dict
         await stock.pool.aclose(close_connection_pool=True)
     assert stock.jobs_complete == 1 and stock.jobs_failed == 0
     assert await stored_count(deps, id=uuid.UUID(sent["id"])) == 1

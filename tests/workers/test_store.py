@@ -119,9 +119,9 @@ async def test_deadlocks_and_serialization_failures_are_transient(deps: Deps) ->
 def test_an_outage_is_logged_once_however_many_jobs_hit_it(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from workers.tasks import Outages
+    from chat.outage import Outages
 
-    outages = Outages()
+    outages = Outages(logging.getLogger("workers.tasks"))
     with caplog.at_level(logging.WARNING, logger="workers.tasks"):
         for _ in range(500):
             outages.down(ConnectionRefusedError("connect call failed ('127.0.0.1', 5432)"))

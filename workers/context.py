@@ -1,0 +1,38 @@
+"""What a job function finds in its context: arq's per-job keys, ChatWorker's, and on_startup's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypedDict
+
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from chat.arqseam import Outbox
+from chat.eventbus import RedisPublisher
+from chat.outage import Outages
+from chat.settings import Settings
+from workers.batch import PersistBatcher
+
+
+class JobContext(TypedDict, total=False):
+    # arq, per worker and per job.
+    redis: ArqRedis
+    job_id: str
+    job_try: int
+    enqueue_time: datetime
+    score: int
+    # ChatWorker only: the commands a job stages for its finishing transaction, who runs it, and
+    # that failures are recorded by the worker (the stock arq worker leaves that to the job).
+    outbox: Outbox
+    worker_id: str
+    worker_records_failures: bool
+    # on_startup (workers.main).
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    publisher: RedisPublisher
+    max_tries: int
+    dead_letter_limits: tuple[int, float]
+    batcher: PersistBatcher
+    outages: Outages
