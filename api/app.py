@@ -104,20 +104,13 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
             (f"{base}/readyz", ready),
             (f"{base}/metrics", probes.Metrics()),
         ]
-    registrations = AddressLimit(
-        deps.limiter,
-        ratelimit.parse(settings.rate_limit_register_per_address),
-        trusted,
-        name="register",
-        refusal="Too many registrations from this address.",
-    )
-    logins = AddressLimit(
-        deps.limiter,
-        ratelimit.parse(settings.rate_limit_login_per_address),
-        trusted,
-        name="login",
-        refusal="Too many logins from this address.",
-    )
+
+    def per_address(setting: str, name: str, what: str) -> AddressLimit:
+        refusal = f"Too many {what} from this address."
+        return AddressLimit(deps.limiter, ratelimit.parse(setting), trusted, name=name, refusal=refusal)
+
+    registrations = per_address(settings.rate_limit_register_per_address, "register", "registrations")
+    logins = per_address(settings.rate_limit_login_per_address, "login", "logins")
     failed_logins = FailureLimit(
         deps.limiter,
         ratelimit.parse(settings.rate_limit_login_per_username),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import limits
 from falcon.asgi import Request, Response
 
@@ -10,51 +12,41 @@ from chat.errors import TooManyRequests
 from chat.ratelimit import Limiter
 
 
+@dataclass(frozen=True, slots=True)
 class AddressLimit:
     """A limit per client address; every answer tells the client where it stands."""
 
-    def __init__(
-        self,
-        limiter: Limiter,
-        item: limits.RateLimitItem | None,
-        trusted: list[Network],
-        *,
-        name: str,
-        refusal: str,
-    ) -> None:
-        self._limiter = limiter
-        self._item = item
-        self._trusted = trusted
-        self._name = name
-        self._refusal = refusal
+    limiter: Limiter
+    item: limits.RateLimitItem | None
+    trusted: list[Network]
+    name: str
+    refusal: str
 
     async def count(self, req: Request, resp: Response) -> None:
-        if self._item is None:
+        if self.item is None:
             return
-        verdict = await self._limiter.hit(self._item, self._name, client_address(req, self._trusted))
+        verdict = await self.limiter.hit(self.item, self.name, client_address(req, self.trusted))
         resp.set_headers(verdict.headers())
         if not verdict.allowed:
-            raise TooManyRequests(self._refusal, verdict.retry_after, verdict)
+            raise TooManyRequests(self.refusal, verdict.retry_after, verdict)
 
 
+@dataclass(frozen=True, slots=True)
 class FailureLimit:
     """A limit on failures for one key (a username): over it, even a success must wait."""
 
-    def __init__(
-        self, limiter: Limiter, item: limits.RateLimitItem | None, *, name: str, refusal: str
-    ) -> None:
-        self._limiter = limiter
-        self._item = item
-        self._name = name
-        self._refusal = refusal
+    limiter: Limiter
+    item: limits.RateLimitItem | None
+    name: str
+    refusal: str
 
     async def check(self, key: str) -> None:
-        if self._item is None:
+        if self.item is None:
             return
-        verdict = await self._limiter.peek(self._item, self._name, key)
+        verdict = await self.limiter.peek(self.item, self.name, key)
         if not verdict.allowed:
-            raise TooManyRequests(self._refusal, verdict.retry_after, verdict)
+            raise TooManyRequests(self.refusal, verdict.retry_after, verdict)
 
     async def failed(self, key: str) -> None:
-        if self._item is not None:
-            await self._limiter.hit(self._item, self._name, key)
+        if self.item is not None:
+            await self.limiter.hit(self.item, self.name, key)

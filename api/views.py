@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat.errors import NotFound, field_error
+from chat.errors import NotFound, Unprocessable, field_error
 from chat.models import Conversation, Message, Participant, User
 from chat.schemas import ConversationOut, MessageOut, ParticipantOut
 
@@ -23,6 +23,23 @@ async def require_users(session: AsyncSession, user_ids: list[uuid.UUID], field:
     missing = [str(u) for u in user_ids if u not in found]
     if missing:
         raise field_error(field, f"No such user: {', '.join(missing)}.")
+
+
+async def conversation_of(
+    session: AsyncSession, conversation_id: uuid.UUID, user_id: uuid.UUID, *, lock: bool = False
+) -> Conversation:
+    """A conversation the caller is in (404 otherwise); `lock` takes its row lock to the commit."""
+    await require_participant(session, conversation_id, user_id)
+    conversation = await session.get(Conversation, conversation_id, with_for_update=lock)
+    if conversation is None:
+        raise NotFound("No such conversation.")
+    return conversation
+
+
+def require_group(conversation: Conversation, field: str, detail: str) -> None:
+    """A direct conversation's participants are fixed: adding or removing is a 422."""
+    if conversation.kind != "group":
+        raise Unprocessable(detail, [{"field": field, "message": "This is a direct conversation."}])
 
 
 async def require_participant(

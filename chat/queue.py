@@ -9,6 +9,7 @@ arq worker runs the jobs unchanged.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
@@ -17,7 +18,7 @@ from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 
 from chat.arqseam import EXPIRES_EXTRA_MS, LUA_ENQUEUE, QueueWriter, job_body
-from chat.jobs import JobPayload, PersistMessage
+from chat.jobs import PERSIST_MESSAGE, JobPayload, PersistMessage
 from chat.membership import members_key
 from chat.sequence import counter_key
 
@@ -106,17 +107,20 @@ class Enqueuer(Protocol):
 
     async def restore_claims(self, claims: list[tuple[uuid.UUID, int, str]], ttl_seconds: int) -> None: ...
 
-    async def accept_message(
-        self,
-        function: str,
-        message: PersistMessage,
-        job_id: str,
-        *,
-        claim_id: uuid.UUID | None,
-        digest: str,
-        claim_ttl_seconds: int,
-        send_limit: limits.RateLimitItem | None,
-    ) -> Accepted | NeedsSeed | NotMember | RateLimited: ...
+    async def accept_message(self, send: Send) -> Accepted | NeedsSeed | NotMember | RateLimited: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A message write for the send script: the job, and what decides whether it goes in."""
+
+    message: PersistMessage
+    job_id: str
+    digest: str  # of the body, for a repeated client_id
+    claim_ttl_seconds: int
+    send_limit: limits.RateLimitItem | None
+    # A client_id send claims the message id, so that a repeat gets the first seq back.
+    claims: bool = False
 
 
 class JobQueue:
@@ -138,44 +142,35 @@ class JobQueue:
                 pipe.set(claim_key(message_id), f"{seq}:{digest}", ex=ttl_seconds, nx=True)
             await pipe.execute()
 
-    async def accept_message(
-        self,
-        function: str,
-        message: PersistMessage,
-        job_id: str,
-        *,
-        claim_id: uuid.UUID | None,
-        digest: str,
-        claim_ttl_seconds: int,
-        send_limit: limits.RateLimitItem | None,
-    ) -> Accepted | NeedsSeed | NotMember | RateLimited:
+    async def accept_message(self, send: Send) -> Accepted | NeedsSeed | NotMember | RateLimited:
         """Check the sender's membership and send rate, give the message the conversation's next
         seq and enqueue it, atomically, in one round trip.
 
-        With `claim_id` (a client_id send) a repeat gets the seq of the first send back.
+        A client_id send (`send.claims`) that repeats gets the seq of the first send back.
         """
+        message, send_limit = send.message, send.send_limit
         now = timestamp_ms()
         payload = message.dump()
         del payload["seq"]  # spliced in by the script once the seq is known
-        body = job_body(function, [payload], now)
+        body = job_body(PERSIST_MESSAGE, [payload], now)
         head, tail = body[:-3] + b',"seq":', b"}]}"
         keys = [
             counter_key(message.conversation_id),
             self._enqueuer.queue_name,
             members_key(message.conversation_id),
         ]
-        if claim_id is not None:
-            keys.append(claim_key(claim_id))
+        if send.claims:
+            keys.append(claim_key(message.message_id))
         amount, window_ms = (
             (0, 1000) if send_limit is None else (send_limit.amount, send_limit.get_expiry() * 1000)
         )
 
         args: list[bytes | str | int] = [
-            digest,
-            claim_ttl_seconds,
+            send.digest,
+            send.claim_ttl_seconds,
             head,
             tail,
-            job_id,
+            send.job_id,
             now,
             EXPIRES_EXTRA_MS,
             self._enqueuer.wake,

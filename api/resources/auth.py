@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -55,31 +56,25 @@ class RefreshBody(_Body):
         return value.strip()
 
 
+@dataclass(frozen=True, slots=True)
 class Register:
     auth_required = False
 
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        passwords: Passwords,
-        per_address: AddressLimit,
-        max_body: int,
-    ) -> None:
-        self._sessions = sessions
-        self._passwords = passwords
-        self._per_address = per_address
-        self._max_body = max_body
+    sessions: async_sessionmaker[AsyncSession]
+    passwords: Passwords
+    per_address: AddressLimit
+    max_body: int
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        body = await parse(req, RegisterBody, self._max_body)
-        await self._per_address.count(req, resp)
+        body = await parse(req, RegisterBody, self.max_body)
+        await self.per_address.count(req, resp)
         key = body.username.lower()
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             taken = await session.scalar(select(User.id).where(User.username_key == key))
         if taken is not None:
             raise Conflict(f"The username {body.username!r} is taken.")
         # Hashed with no database connection held: a burst of registrations cannot starve the pool.
-        password_hash = await self._passwords.hash_async(body.password)
+        password_hash = await self.passwords.hash_async(body.password)
         user = User(
             id=uuid.uuid4(),
             username=body.username,
@@ -89,7 +84,7 @@ class Register:
             is_admin=False,
             created_at=datetime.now(UTC),
         )
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             session.add(user)
             try:
                 await session.commit()
@@ -99,57 +94,49 @@ class Register:
         send(resp, UserOut.model_validate(user), 201)
 
 
+@dataclass(frozen=True, slots=True)
 class Login:
     auth_required = False
 
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        passwords: Passwords,
-        tokens: Tokens,
-        per_address: AddressLimit,
-        failures: FailureLimit,
-        max_body: int,
-    ) -> None:
-        self._sessions = sessions
-        self._passwords = passwords
-        self._tokens = tokens
-        self._per_address = per_address
-        # Once a username has had too many wrong passwords, even the right one waits: that is what
-        # stops guessing.
-        self._failures = failures
-        self._max_body = max_body
+    sessions: async_sessionmaker[AsyncSession]
+    passwords: Passwords
+    tokens: Tokens
+    per_address: AddressLimit
+    # Once a username has had too many wrong passwords, even the right one waits: that is what
+    # stops guessing.
+    failures: FailureLimit
+    max_body: int
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        body = await parse(req, LoginBody, self._max_body, allow_form=True)
+        body = await parse(req, LoginBody, self.max_body, allow_form=True)
         key = body.username.lower()
-        await self._per_address.count(req, resp)
-        await self._failures.check(key)
-        async with self._sessions() as session:
+        await self.per_address.count(req, resp)
+        await self.failures.check(key)
+        async with self.sessions() as session:
             user = await session.scalar(select(User).where(User.username_key == key))
-        ok = await self._passwords.verify_async(user.password_hash if user else None, body.password)
+        ok = await self.passwords.verify_async(user.password_hash if user else None, body.password)
         if user is None or not ok:
-            await self._failures.failed(key)
+            await self.failures.failed(key)
             raise Unauthorized("Wrong username or password.")
-        async with self._sessions() as session:
-            pair = await issue_pair(session, self._tokens, user.id, family_id=uuid.uuid4())
+        async with self.sessions() as session:
+            pair = await issue_pair(session, self.tokens, user.id, family_id=uuid.uuid4())
             await session.commit()
         send(resp, pair)
 
 
+@dataclass(frozen=True, slots=True)
 class Refresh:
     auth_required = False
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], tokens: Tokens, max_body: int) -> None:
-        self._sessions = sessions
-        self._tokens = tokens
-        self._max_body = max_body
+    sessions: async_sessionmaker[AsyncSession]
+    tokens: Tokens
+    max_body: int
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        body = await parse(req, RefreshBody, self._max_body)
+        body = await parse(req, RefreshBody, self.max_body)
         now = datetime.now(UTC)
         token_hash = hash_refresh_token(body.refresh_token)
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             token = await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
             if token is None or token.revoked_at is not None or token.expires_at <= now:
                 raise Unauthorized("The refresh token is invalid or expired.")
@@ -169,20 +156,20 @@ class Refresh:
                 await revoke_family(session, token.family_id, now)
                 await session.commit()
                 raise Unauthorized("The refresh token was already used; this login has been revoked.")
-            pair = await issue_pair(session, self._tokens, token.user_id, family_id=token.family_id)
+            pair = await issue_pair(session, self.tokens, token.user_id, family_id=token.family_id)
             await session.commit()
         send(resp, pair)
 
 
+@dataclass(frozen=True, slots=True)
 class Logout:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], max_body: int) -> None:
-        self._sessions = sessions
-        self._max_body = max_body
+    sessions: async_sessionmaker[AsyncSession]
+    max_body: int
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        body = await parse(req, RefreshBody, self._max_body)
+        body = await parse(req, RefreshBody, self.max_body)
         user_id = current_user(req)
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             token = await session.scalar(
                 select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(body.refresh_token))
             )

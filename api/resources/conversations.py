@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -49,23 +50,16 @@ class CreateBody(BaseModel):
         return self
 
 
+@dataclass(frozen=True, slots=True)
 class Conversations:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        redis: Redis,
-        sequencer: Sequencer,
-        publisher: Publisher,
-        max_body: int,
-    ) -> None:
-        self._sessions = sessions
-        self._redis = redis
-        self._sequencer = sequencer
-        self._publisher = publisher
-        self._max_body = max_body
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    sequencer: Sequencer
+    publisher: Publisher
+    max_body: int
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        body = await parse(req, CreateBody, self._max_body)
+        body = await parse(req, CreateBody, self.max_body)
         me = current_user(req)
         others = [u for u in dict.fromkeys(body.participant_ids) if u != me]
         if body.kind == "direct" and not others:
@@ -99,7 +93,7 @@ class Conversations:
             )
             for u in others
         ]
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             if await session.get(User, me) is None:
                 raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
             await require_users(session, others, "body.participant_ids")
@@ -128,9 +122,9 @@ class Conversations:
             view = await conversation_view(session, conversation.id, me)
         # New: no generation yet, so the seed always lands; with the counter there too (no message
         # yet, so 0), the first send needs no Postgres (it would otherwise seed the counter from it).
-        await membership.seed(self._redis, conversation.id, b"0", [me, *others])
-        await self._sequencer.raise_to(conversation.id, 0)
-        await self._publisher.publish(
+        await membership.seed(self.redis, conversation.id, b"0", [me, *others])
+        await self.sequencer.raise_to(conversation.id, 0)
+        await self.publisher.publish(
             ConversationCreated(conversation_id=conversation.id, data=view), [me, *others]
         )
         resp.set_header("Location", f"/api/v1/conversations/{conversation.id}")
@@ -156,7 +150,7 @@ class Conversations:
                     and_(Conversation.last_activity_at == at, Conversation.id < cid),
                 )
             )
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             page = list(await session.scalars(query))
             more = len(page) > limit
             page = page[:limit]
@@ -165,17 +159,14 @@ class Conversations:
         send(resp, {"items": items, "next_cursor": cursor})
 
 
+@dataclass(frozen=True, slots=True)
 class ConversationById:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-    ) -> None:
-        self._sessions = sessions
+    sessions: async_sessionmaker[AsyncSession]
 
     async def on_get(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             await require_participant(session, cid, me)
             send(resp, await conversation_view(session, cid, me))
 

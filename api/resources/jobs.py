@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from falcon.asgi import Request, Response
@@ -35,18 +36,18 @@ def _message_id(job_id: str) -> uuid.UUID | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
 class JobById:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis, queue_name: str) -> None:
-        self._sessions = sessions
-        self._redis = redis
-        self._queue_name = queue_name
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    queue_name: str
 
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         me = current_user(req)
-        state = await job_state(self._redis, self._queue_name, job_id)
+        state = await job_state(self.redis, self.queue_name, job_id)
         view = job_view(state)
         owner = _owner(state)
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             user = await session.get(User, me)
             is_admin = bool(user and user.is_admin)
             if state.status == "not_found" and job_id.startswith("persist:"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -32,7 +33,6 @@ from chat.errors import (
 from chat.jobs import (
     DELETE_MESSAGE,
     EDIT_MESSAGE,
-    PERSIST_MESSAGE,
     DeleteMessage,
     EditMessage,
     PersistMessage,
@@ -40,7 +40,7 @@ from chat.jobs import (
     persist_job_id,
 )
 from chat.models import Conversation, Message, Participant
-from chat.queue import Enqueuer, NeedsSeed, NotMember, RateLimited
+from chat.queue import Enqueuer, NeedsSeed, NotMember, RateLimited, Send
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer, persisted_max_seq
 
@@ -88,33 +88,22 @@ def accepted(
     )
 
 
+@dataclass(frozen=True, slots=True)
 class ConversationMessages:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        reader: AsyncEngine,
-        redis: Redis,
-        queue: Enqueuer,
-        sequencer: Sequencer,
-        *,
-        send_limit: limits.RateLimitItem | None,
-        claim_seconds: int,
-        max_body: int,
-    ) -> None:
-        self._sessions = sessions
-        # The same pool without transactions, for single-statement reads on hot paths.
-        self._reader = reader
-        self._redis = redis
-        self._queue = queue
-        self._sequencer = sequencer
-        self._send_limit = send_limit
-        self._claim_seconds = claim_seconds
-        self._max_body = max_body
+    sessions: async_sessionmaker[AsyncSession]
+    # The same pool without transactions, for single-statement reads on hot paths.
+    reader: AsyncEngine
+    redis: Redis
+    queue: Enqueuer
+    sequencer: Sequencer
+    send_limit: limits.RateLimitItem | None
+    claim_seconds: int
+    max_body: int
 
     async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
-        body = await parse(req, SendBody, self._max_body)
+        body = await parse(req, SendBody, self.max_body)
         message_id = (
             uuid.uuid5(CLIENT_ID_NAMESPACE, f"{me}:{cid}:{body.client_id}")
             if body.client_id
@@ -135,16 +124,16 @@ class ConversationMessages:
         # One Redis round trip decides everything: membership, a repeated client_id, the send
         # rate, the seq, the enqueue. Postgres is read only to seed what Redis lacks, so sends
         # keep working while Postgres is down (the queue absorbs the outage).
+        send = Send(
+            job,
+            job_id,
+            body_digest,
+            self.claim_seconds,
+            self.send_limit,
+            claims=body.client_id is not None,
+        )
         for _ in range(3):
-            result = await self._queue.accept_message(
-                PERSIST_MESSAGE,
-                job,
-                job_id,
-                claim_id=message_id if body.client_id else None,
-                digest=body_digest,
-                claim_ttl_seconds=self._claim_seconds,
-                send_limit=self._send_limit,
-            )
+            result = await self.queue.accept_message(send)
             if not isinstance(result, NeedsSeed):
                 break
             await self._seed(result, cid)
@@ -169,17 +158,17 @@ class ConversationMessages:
         conversation's recent client_id claims come back too, so that repeats of sends made
         before the loss still get their first id and seq.
         """
-        async with self._reader.connect() as conn:
+        async with self.reader.connect() as conn:
             if missing is NeedsSeed.MEMBERS:
-                read_at = await membership.generation(self._redis, cid)
+                read_at = await membership.generation(self.redis, cid)
                 query = select(Participant.user_id).where(Participant.conversation_id == cid)
                 members = list(await conn.scalars(query))
                 if not members:
                     raise NotFound("No such conversation.")
-                await membership.seed(self._redis, cid, read_at, members)
+                await membership.seed(self.redis, cid, read_at, members)
                 return
-            await self._sequencer.raise_to(cid, await persisted_max_seq(conn, cid))
-            life = self._claim_seconds
+            await self.sequencer.raise_to(cid, await persisted_max_seq(conn, cid))
+            life = self.claim_seconds
             recent = await conn.execute(
                 select(Message.id, Message.seq, Message.client_digest, Message.body, Message.edited_at)
                 .where(
@@ -196,7 +185,7 @@ class ConversationMessages:
             original = row.client_digest or (digest(row.body) if row.edited_at is None and row.body else None)
             if original is not None:
                 claims.append((row.id, row.seq, original))
-        await self._queue.restore_claims(claims, life)
+        await self.queue.restore_claims(claims, life)
 
     async def on_get(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
@@ -220,7 +209,7 @@ class ConversationMessages:
             if before is not None:
                 query = query.where(Message.seq < before)
             query = query.order_by(Message.seq.desc())
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             await require_participant(session, cid, me)
             rows = list(await session.scalars(query.limit(limit + 1)))
         has_more = len(rows) > limit
@@ -230,16 +219,16 @@ class ConversationMessages:
         send(resp, {"items": [MessageOut.model_validate(m) for m in rows], "has_more": has_more})
 
 
+@dataclass(frozen=True, slots=True)
 class MessageById:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], queue: Enqueuer, max_body: int) -> None:
-        self._sessions = sessions
-        self._queue = queue
-        self._max_body = max_body
+    sessions: async_sessionmaker[AsyncSession]
+    queue: Enqueuer
+    max_body: int
 
     async def _visible(self, req: Request, message_id: str) -> tuple[Message, str]:
         mid = path_uuid(message_id, "message")
         me = current_user(req)
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             found = (
                 await session.execute(
                     select(Message, Participant.role)
@@ -262,7 +251,7 @@ class MessageById:
 
     async def on_patch(self, req: Request, resp: Response, message_id: str) -> None:
         message, _ = await self._visible(req, message_id)
-        body = await parse(req, EditBody, self._max_body)
+        body = await parse(req, EditBody, self.max_body)
         me = current_user(req)
         if message.sender_id != me:
             raise Forbidden("Only the sender can edit a message.")
@@ -270,14 +259,14 @@ class MessageById:
             raise Conflict("The message was deleted.")
         job_id = change_job_id("edit", message.id)
         payload = EditMessage(message_id=message.id, actor_id=me, body=body.body, edited_at=datetime.now(UTC))
-        await self._queue.enqueue(EDIT_MESSAGE, payload, job_id)
+        await self.queue.enqueue(EDIT_MESSAGE, payload, job_id)
         accepted(resp, message.id, message.conversation_id, message.seq, job_id)
 
     async def on_delete(self, req: Request, resp: Response, message_id: str) -> None:
         message, role = await self._visible(req, message_id)
         me = current_user(req)
         if message.sender_id != me:
-            async with self._sessions() as session:
+            async with self.sessions() as session:
                 kind = await session.scalar(
                     select(Conversation.kind).where(Conversation.id == message.conversation_id)
                 )
@@ -285,5 +274,5 @@ class MessageById:
                 raise Forbidden("Only the sender or the group's owner can delete a message.")
         job_id = change_job_id("delete", message.id)
         payload = DeleteMessage(message_id=message.id, actor_id=me, deleted_at=datetime.now(UTC))
-        await self._queue.enqueue(DELETE_MESSAGE, payload, job_id)
+        await self.queue.enqueue(DELETE_MESSAGE, payload, job_id)
         accepted(resp, message.id, message.conversation_id, message.seq, job_id)

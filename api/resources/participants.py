@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -15,12 +16,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
 from api.http import parse, path_uuid, send
-from api.views import MAX_PARTICIPANTS, conversation_view, participant_ids, require_participant, require_users
+from api.views import (
+    MAX_PARTICIPANTS,
+    conversation_of,
+    conversation_view,
+    participant_ids,
+    require_group,
+    require_users,
+)
 from chat import membership
-from chat.errors import Forbidden, NotFound, ServiceUnavailable, Unprocessable, field_error
+from chat.errors import Forbidden, NotFound, ServiceUnavailable, field_error
 from chat.eventbus import Publisher
 from chat.events import ParticipantAdded, ParticipantRemoved, UserRef
-from chat.models import Conversation, Participant
+from chat.models import Participant
 
 
 class AddBody(BaseModel):
@@ -29,33 +37,22 @@ class AddBody(BaseModel):
     user_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=MAX_PARTICIPANTS)]
 
 
+@dataclass(frozen=True, slots=True)
 class Participants:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        redis: Redis,
-        publisher: Publisher,
-        max_body: int,
-    ) -> None:
-        self._sessions = sessions
-        self._redis = redis
-        self._publisher = publisher
-        self._max_body = max_body
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    publisher: Publisher
+    max_body: int
 
     async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
-        body = await parse(req, AddBody, self._max_body)
-        async with self._sessions() as session:
-            await require_participant(session, cid, me)
-            conversation = await session.get(Conversation, cid)
-            if conversation is None:
-                raise NotFound("No such conversation.")
-            if conversation.kind != "group":
-                raise Unprocessable(
-                    "Participants can only be added to group conversations.",
-                    [{"field": "body.user_ids", "message": "This is a direct conversation."}],
-                )
+        body = await parse(req, AddBody, self.max_body)
+        async with self.sessions() as session:
+            conversation = await conversation_of(session, cid, me)
+            require_group(
+                conversation, "body.user_ids", "Participants can only be added to group conversations."
+            )
             wanted = list(dict.fromkeys(body.user_ids))
             await require_users(session, wanted, "body.user_ids")
             new: list[uuid.UUID] = []
@@ -82,43 +79,31 @@ class Participants:
             view = await conversation_view(session, cid, me)
             recipients = await participant_ids(session, cid)
         if new:
-            await membership.changed(self._redis, cid)
+            await membership.changed(self.redis, cid)
         for user in new:
-            await self._publisher.publish(
+            await self.publisher.publish(
                 ParticipantAdded(conversation_id=cid, data=UserRef(user_id=user)), recipients
             )
         send(resp, view)
 
 
+@dataclass(frozen=True, slots=True)
 class ParticipantById:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        redis: Redis,
-        publisher: Publisher,
-    ) -> None:
-        self._sessions = sessions
-        self._redis = redis
-        self._publisher = publisher
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    publisher: Publisher
 
     async def on_delete(self, req: Request, resp: Response, conversation_id: str, user_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         target = path_uuid(user_id, "participant")
         me = current_user(req)
-        async with self._sessions() as session:
-            await require_participant(session, cid, me)
+        async with self.sessions() as session:
             # Removals from one conversation take its row lock and run one at a time, each seeing
             # the last one's result: two removals of the same participant would otherwise both
             # delete the row (and announce it), and the owner and the heir leaving together would
             # leave the group without an owner.
-            conversation = await session.get(Conversation, cid, with_for_update=True)
-            if conversation is None:
-                raise NotFound("No such conversation.")
-            if conversation.kind != "group":
-                raise Unprocessable(
-                    "Participants of a direct conversation are fixed.",
-                    [{"field": "path.user_id", "message": "This is a direct conversation."}],
-                )
+            conversation = await conversation_of(session, cid, me, lock=True)
+            require_group(conversation, "path.user_id", "Participants of a direct conversation are fixed.")
             # Read again under the lock: the caller may have left, or become the owner, meanwhile.
             mine = await session.get(Participant, (cid, me), populate_existing=True)
             if mine is None:
@@ -141,8 +126,8 @@ class ParticipantById:
                 if heir is not None:
                     heir.role = "owner"
             await session.commit()
-        await membership.changed(self._redis, cid)
-        await self._publisher.publish(
+        await membership.changed(self.redis, cid)
+        await self.publisher.publish(
             ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=target)), recipients
         )
         resp.status = 204

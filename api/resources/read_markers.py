@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from falcon.asgi import Request, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import update
@@ -10,12 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.auth import current_user
 from api.fields import Seq
 from api.http import parse, path_uuid
-from api.views import participant_ids, require_participant
-from chat.errors import NotFound
+from api.views import conversation_of, participant_ids
 from chat.eventbus import Publisher
 from chat.events import ConversationRead
 from chat.events import ReadMarker as ReadMarkerData
-from chat.models import Conversation, Participant
+from chat.models import Participant
 from chat.sequence import Sequencer
 
 
@@ -25,30 +26,21 @@ class ReadBody(BaseModel):
     seq: Seq
 
 
+@dataclass(frozen=True, slots=True)
 class ReadMarker:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        sequencer: Sequencer,
-        publisher: Publisher,
-        max_body: int,
-    ) -> None:
-        self._sessions = sessions
-        self._sequencer = sequencer
-        self._publisher = publisher
-        self._max_body = max_body
+    sessions: async_sessionmaker[AsyncSession]
+    sequencer: Sequencer
+    publisher: Publisher
+    max_body: int
 
     async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
-        body = await parse(req, ReadBody, self._max_body)
-        async with self._sessions() as session:
-            await require_participant(session, cid, me)
-            conversation = await session.get(Conversation, cid)
-            if conversation is None:
-                raise NotFound("No such conversation.")
+        body = await parse(req, ReadBody, self.max_body)
+        async with self.sessions() as session:
+            conversation = await conversation_of(session, cid, me)
             # Never past the newest message accepted: a marker beyond it would hide future messages.
-            newest = max(conversation.last_seq, await self._sequencer.current(cid) or 0)
+            newest = max(conversation.last_seq, await self.sequencer.current(cid) or 0)
             seq = min(body.seq, newest)
             moved = await session.execute(
                 update(Participant)
@@ -62,7 +54,7 @@ class ReadMarker:
             await session.commit()
             recipients = await participant_ids(session, cid) if moved.rowcount else []  # type: ignore[attr-defined]
         if recipients:
-            await self._publisher.publish(
+            await self.publisher.publish(
                 ConversationRead(conversation_id=cid, data=ReadMarkerData(user_id=me, seq=seq)), recipients
             )
         resp.status = 204

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from falcon.asgi import Request, Response
 from redis.asyncio import Redis
@@ -17,32 +18,26 @@ from chat.eventbus import Publisher
 from chat.events import Typing, UserRef
 
 
+@dataclass(frozen=True, slots=True)
 class TypingIndicator:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        redis: Redis,
-        publisher: Publisher,
-        interval_seconds: float,
-    ) -> None:
-        self._sessions = sessions
-        self._redis = redis
-        self._publisher = publisher
-        self._typing_interval = interval_seconds
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    publisher: Publisher
+    typing_interval: float
 
     async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             await require_participant(session, cid, me)
             recipients = [u for u in await participant_ids(session, cid) if u != me]
-        wait_ms = await presence.typing_slot(self._redis, cid, me, self._typing_interval)
+        wait_ms = await presence.typing_slot(self.redis, cid, me, self.typing_interval)
         if wait_ms is not None:
             raise TooManyRequests(
                 "Typing notifications are limited to one per interval per conversation.",
                 retry_after=math.ceil(max(wait_ms, 1) / 1000),
             )
-        await self._publisher.publish_ephemeral(
+        await self.publisher.publish_ephemeral(
             Typing(conversation_id=cid, data=UserRef(user_id=me)), recipients
         )
         resp.status = 204

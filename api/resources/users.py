@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from falcon.asgi import Request, Response
 from redis.asyncio import Redis
@@ -20,21 +21,21 @@ from chat.schemas import UserOut, UserProfileOut
 _USERNAME_PART = re.compile(r"[a-z0-9_.-]{0,32}")
 
 
+@dataclass(frozen=True, slots=True)
 class Me:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], max_body: int) -> None:
-        self._sessions = sessions
-        self._max_body = max_body
+    sessions: async_sessionmaker[AsyncSession]
+    max_body: int
 
     async def on_get(self, req: Request, resp: Response) -> None:
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             user = await session.get(User, current_user(req))
         if user is None:
             raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
         send(resp, UserOut.model_validate(user))
 
     async def on_patch(self, req: Request, resp: Response) -> None:
-        body = await parse(req, DisplayName, self._max_body)
-        async with self._sessions() as session:
+        body = await parse(req, DisplayName, self.max_body)
+        async with self.sessions() as session:
             # RETURNING: the answer is the row as this request left it. Read back after the commit,
             # it could be another PATCH's, committed in between.
             user = await session.scalar(
@@ -49,11 +50,11 @@ class Me:
         send(resp, UserOut.model_validate(user))
 
 
+@dataclass(frozen=True, slots=True)
 class Users:
     """`GET /users?q=prefix`: case-insensitive username prefix search, paged by username."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    sessions: async_sessionmaker[AsyncSession]
 
     async def on_get(self, req: Request, resp: Response) -> None:
         limit = limit_param(req)
@@ -68,7 +69,7 @@ class Users:
             query = query.where(User.username_key.startswith(prefix, autoescape=True))
         if after:
             query = query.where(User.username_key > after)
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             users = list(await session.scalars(query))
         more = len(users) > limit
         users = users[:limit]
@@ -76,18 +77,18 @@ class Users:
         send(resp, {"items": [UserOut.model_validate(u) for u in users], "next_cursor": cursor})
 
 
+@dataclass(frozen=True, slots=True)
 class UserById:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis) -> None:
-        self._sessions = sessions
-        self._redis = redis
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
 
     async def on_get(self, req: Request, resp: Response, user_id: str) -> None:
         uid = path_uuid(user_id, "user")
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             user = await session.get(User, uid)
         if user is None:
             raise NotFound("No such user.")
-        online, last_seen = await presence.status(self._redis, uid)
+        online, last_seen = await presence.status(self.redis, uid)
         profile = UserProfileOut(
             id=user.id,
             username=user.username,
