@@ -120,7 +120,7 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
     monitored = (deps.reader, redis, settings.queue_name)
     api: list[tuple[str, object]] = [
         ("/auth/register", auth.Register(sessions, deps.passwords, registrations, body)),
-        ("/auth/login", auth.Login(sessions, deps.passwords, deps.tokens, logins, failed_logins, body)),
+        ("/auth/login", auth.Login(sessions, deps.passwords, logins, body, deps.tokens, failed_logins)),
         ("/auth/refresh", auth.Refresh(sessions, deps.tokens, body)),
         ("/auth/logout", auth.Logout(sessions, body)),
         ("/users/me", users.Me(sessions, body)),

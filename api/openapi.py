@@ -58,29 +58,20 @@ SEQ = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
 MINUTES = {"type": "integer", "minimum": 1, "maximum": 120, "default": 60}
 EXAMPLE_USER = "6f1c1d52-8d0e-4c1e-9a55-2f9b1f4b7e10"
 NO_CONTENT: tuple[str, None] = ("Done.", None)
-HEALTH = Op(
-    "operations",
-    "Liveness",
-    {200: ("The process runs.", r.Health)},
-    auth=False,
-    dependencies=False,
-)
-READY = Op(
-    "operations",
+
+
+def _probe(summary: str, ok: tuple[str, type[BaseModel] | None], **more: Any) -> Op:
+    """An operator's endpoint: no token, and it must answer even when a dependency does not."""
+    return Op("operations", summary, {200: ok}, auth=False, dependencies=False, **more)
+
+
+HEALTH = _probe("Liveness", ("The process runs.", r.Health))
+READY = _probe(
     "Readiness: Postgres and Redis answer",
-    {200: ("Ready.", r.Readiness)},
-    auth=False,
-    dependencies=False,
+    ("Ready.", r.Readiness),
     errors={503: "A dependency does not answer; `checks` says which."},
 )
-METRICS = Op(
-    "operations",
-    "Prometheus metrics",
-    {200: ("Prometheus text exposition format.", None)},
-    auth=False,
-    dependencies=False,
-    media="text/plain",
-)
+METRICS = _probe("Prometheus metrics", ("Prometheus text exposition format.", None), media="text/plain")
 CONVERSATION = "conversations"
 MESSAGES = "messages"
 ADMIN = "admin"

@@ -30,22 +30,6 @@ def channel(user_id: uuid.UUID | str) -> str:
     return f"{CHANNEL_PREFIX}{user_id}"
 
 
-# Append to each recipient's stream and publish the framed event on their channel, in one round
-# trip; the frame is chat.events' own (LUA_FRAME).
-_APPEND_AND_PUBLISH = (
-    LUA_FRAME
-    + """
-local ids = {}
-for i, key in ipairs(KEYS) do
-  local id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
-  redis.call('PUBLISH', ARGV[2 + i], frame(id, ARGV[2]))
-  ids[i] = id
-end
-return ids
-"""
-)
-
-
 class Publisher(Protocol):
     async def publish(self, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> Sequence[str]: ...
 
@@ -55,10 +39,25 @@ class Publisher(Protocol):
 
 
 class RedisPublisher:
+    # Append to each recipient's stream and publish the framed event on their channel, in one round
+    # trip; the frame is chat.events' own (LUA_FRAME).
+    _SCRIPT = (
+        LUA_FRAME
+        + """
+local ids = {}
+for i, key in ipairs(KEYS) do
+  local id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
+  redis.call('PUBLISH', ARGV[2 + i], frame(id, ARGV[2]))
+  ids[i] = id
+end
+return ids
+"""
+    )
+
     def __init__(self, redis: Redis, *, stream_maxlen: int) -> None:
         self._redis = redis
         self._maxlen = stream_maxlen
-        self._script = redis.register_script(_APPEND_AND_PUBLISH)
+        self._script = redis.register_script(self._SCRIPT)
 
     def _call(self, event: StoredEvent, users: list[uuid.UUID]) -> tuple[list[str], list[str | int | bytes]]:
         keys = [stream_key(u) for u in users]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
@@ -24,35 +25,33 @@ from push.session import Session, Sessions
 log = logging.getLogger("push")
 
 
+@dataclass(frozen=True, slots=True)
 class Socket:
     """`GET /ws?token=...[&last_event_id=...]`."""
 
-    def __init__(
-        self, settings: Settings, redis: Redis, hub: Hub, tokens: Tokens, sessions: Sessions
-    ) -> None:
-        self._settings = settings
-        self._redis = redis
-        self._hub = hub
-        self._tokens = tokens
-        self._sessions = sessions
-        self._presence_outage = Outage(log, "Redis (presence)")
+    settings: Settings
+    redis: Redis
+    hub: Hub
+    tokens: Tokens
+    sessions: Sessions
+    presence_outage: Outage = field(default_factory=lambda: Outage(log, "Redis (presence)"), init=False)
 
     async def on_websocket(self, req: Request, ws: WebSocket) -> None:
         # Browsers cannot set headers on a WebSocket, so the token is in the query: never log it.
         try:
-            claims = self._tokens.verify_access(req.get_param("token") or _bearer(req))
+            claims = self.tokens.verify_access(req.get_param("token") or _bearer(req))
         except Unauthorized:
             await ws.accept()
             await ws.close(frames.TOKEN_INVALID.code, frames.TOKEN_INVALID.reason)
             metrics.WS_CLOSED.labels(str(frames.TOKEN_INVALID.code)).inc()
             return
-        session = Session(ws, claims.user_id, claims.expires_at, self._settings, self._presence_outage)
-        self._sessions.add(session)
+        session = Session(ws, claims.user_id, claims.expires_at, self.settings, self.presence_outage)
+        self.sessions.add(session)
         metrics.WS_CONNECTIONS.inc()
         try:
-            await session.run(self._redis, self._hub, req.get_param("last_event_id"))
+            await session.run(self.redis, self.hub, req.get_param("last_event_id"))
         finally:
-            self._sessions.discard(session)
+            self.sessions.discard(session)
             metrics.WS_CONNECTIONS.dec()
 
 
@@ -64,16 +63,16 @@ def _bearer(req: Request) -> str | None:
 
 class Lifespan:
     def __init__(self, redis: Redis, hub: Hub, sessions: Sessions) -> None:
-        self._redis = redis
-        self._hub = hub
-        self._sessions = sessions
+        self.redis = redis
+        self.hub = hub
+        self.sessions = sessions
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         # push.server has already closed the sockets with 1012; this covers servers that don't.
-        await self._sessions.restart_all(grace=1)
-        await self._hub.close()
+        await self.sessions.restart_all(grace=1)
+        await self.hub.close()
         with contextlib.suppress(Exception):
-            await self._redis.aclose(close_connection_pool=True)
+            await self.redis.aclose(close_connection_pool=True)
 
 
 def create_app(

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,23 +30,16 @@ Stored = tuple[MessageOut, list[uuid.UUID]]  # the message as stored, and who re
 Pending = tuple[PersistMessage, bool, "asyncio.Future[Stored]"]
 
 
+@dataclass(slots=True)
 class PersistBatcher:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        sequencer: Sequencer,
-        *,
-        is_transient: Callable[[BaseException], bool],
-        timeout_seconds: float,
-        max_batch: int = 200,
-    ) -> None:
-        self._sessions = sessions
-        self._sequencer = sequencer
-        self._is_transient = is_transient
-        self._timeout = timeout_seconds
-        self._max_batch = max_batch
-        self._pending: list[Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+    sessions: async_sessionmaker[AsyncSession]
+    sequencer: Sequencer
+    _: KW_ONLY
+    is_transient: Callable[[BaseException], bool]
+    timeout_seconds: float
+    max_batch: int = 200
+    _pending: list[Pending] = field(default_factory=list, init=False, repr=False)
+    _flusher: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def persist(self, command: PersistMessage, *, first_try: bool) -> Stored:
         """Store one message; returns once it is committed, with the participants to publish to."""
@@ -59,7 +53,7 @@ class PersistBatcher:
         # Yield once so that jobs started in the same loop iteration join the first batch.
         await asyncio.sleep(0)
         while self._pending:
-            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             await self._flush(batch)
 
     async def close(self) -> None:
@@ -72,10 +66,10 @@ class PersistBatcher:
         try:
             # A write that hangs (a database that stopped answering) fails the batch as transient,
             # instead of holding up every later message on this worker behind it.
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self.timeout_seconds):
                 results = await self._write([(command, first_try) for command, first_try, _ in batch])
         except Exception as exc:
-            if len(batch) > 1 and not self._is_transient(exc):
+            if len(batch) > 1 and not self.is_transient(exc):
                 # One bad message must not fail its neighbours: write each on its own.
                 log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
                 for item in batch:
@@ -90,10 +84,10 @@ class PersistBatcher:
                 future.set_result(message)
 
     async def _write(self, commands: list[tuple[PersistMessage, bool]]) -> list[Stored]:
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             # Participants first: the write ends with the row locks on conversations, held to the commit.
             members = await store.recipients(session, [c.conversation_id for c, _ in commands])
-            stored = await store.persist_messages(session, [c for c, _ in commands], self._sequencer)
+            stored = await store.persist_messages(session, [c for c, _ in commands], self.sequencer)
             await session.commit()
         results: list[Stored] = []
         for (command, first_try), (message, existed) in zip(commands, stored, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from falcon.asgi import Request, Response
@@ -16,16 +17,16 @@ from chat.errors import Conflict, Forbidden, NotFound, Unauthorized, field_error
 from chat.models import User
 
 
+@dataclass(frozen=True, slots=True)
 class AdminOnly:
     """Every admin route checks the caller's admin flag in Postgres, so revoking takes effect at once."""
 
-    def __init__(self, reader: AsyncEngine, redis: Redis, queue_name: str) -> None:
-        self._reader = reader
-        self._redis = redis
-        self._queue = queue_name
+    reader: AsyncEngine
+    redis: Redis
+    queue_name: str
 
     async def _require_admin(self, req: Request) -> None:
-        async with self._reader.connect() as conn:
+        async with self.reader.connect() as conn:
             is_admin = await conn.scalar(select(User.is_admin).where(User.id == current_user(req)))
         if is_admin is None:
             raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
@@ -33,58 +34,64 @@ class AdminOnly:
             raise Forbidden("Admins only.")
 
 
+@dataclass(frozen=True, slots=True)
 class Queue(AdminOnly):
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
-        send(resp, await monitor.queue_counts(self._redis, self._queue, by_function=True))
+        send(resp, await monitor.queue_counts(self.redis, self.queue_name, by_function=True))
 
 
+@dataclass(frozen=True, slots=True)
 class QueueHistory(AdminOnly):
     """Jobs finished, failed and retried per minute, oldest first: the dashboard's chart."""
 
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
         minutes = query_int(req, "minutes", default=60, lo=1, hi=120)
-        send(resp, {"items": await jobstats.history(self._redis, self._queue, minutes)})
+        send(resp, {"items": await jobstats.history(self.redis, self.queue_name, minutes)})
 
 
+@dataclass(frozen=True, slots=True)
 class Workers(AdminOnly):
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
-        workers = await heartbeats.live(self._redis)
+        workers = await heartbeats.live(self.redis)
         send(resp, {"items": sorted(workers, key=lambda w: w["started_at"])})
 
 
+@dataclass(frozen=True, slots=True)
 class DeadLetters(AdminOnly):
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
         limit = limit_param(req)
         try:
             items, cursor = await deadletters.page(
-                self._redis, limit=limit, cursor=req.get_param("cursor"), function=req.get_param("function")
+                self.redis, limit=limit, cursor=req.get_param("cursor"), function=req.get_param("function")
             )
         except ValueError:
             raise field_error("query.cursor", "Not a cursor this endpoint issued.") from None
         send(resp, {"items": items, "next_cursor": cursor})
 
 
+@dataclass(frozen=True, slots=True)
 class DeadLetter(AdminOnly):
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        send(resp, await _dead_letter(self._redis, job_id))
+        send(resp, await _dead_letter(self.redis, job_id))
 
     async def on_delete(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        if not await deadletters.discard(self._redis, job_id):
+        if not await deadletters.discard(self.redis, job_id):
             raise NotFound("No such dead letter.")
         resp.status = 204
 
 
+@dataclass(frozen=True, slots=True)
 class DeadLetterRetry(AdminOnly):
     async def on_post(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        entry = await _dead_letter(self._redis, job_id)
-        done = await arqseam.requeue_dead_letter(self._redis, self._queue, entry)
+        entry = await _dead_letter(self.redis, job_id)
+        done = await arqseam.requeue_dead_letter(self.redis, self.queue_name, entry)
         if done == -1:
             raise NotFound("No such dead letter.")
         if done == 0:
@@ -100,12 +107,13 @@ async def _dead_letter(redis: Redis, job_id: str) -> dict[str, Any]:
     return entry
 
 
+@dataclass(frozen=True, slots=True)
 class AdminJob(AdminOnly):
     """Any job: the `/jobs` fields plus its args, the worker that ran it and its traceback."""
 
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        view = await monitor.job_detail(self._redis, self._queue, job_id)
+        view = await monitor.job_detail(self.redis, self.queue_name, job_id)
         if view is None:
             raise NotFound("No such job.")
         send(resp, view)

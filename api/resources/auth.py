@@ -57,7 +57,9 @@ class RefreshBody(_Body):
 
 
 @dataclass(frozen=True, slots=True)
-class Register:
+class _PasswordForm:
+    """What both password forms use: accounts, hashing, and a limit on attempts per address."""
+
     auth_required = False
 
     sessions: async_sessionmaker[AsyncSession]
@@ -65,6 +67,9 @@ class Register:
     per_address: AddressLimit
     max_body: int
 
+
+@dataclass(frozen=True, slots=True)
+class Register(_PasswordForm):
     async def on_post(self, req: Request, resp: Response) -> None:
         body = await parse(req, RegisterBody, self.max_body)
         await self.per_address.count(req, resp)
@@ -95,17 +100,11 @@ class Register:
 
 
 @dataclass(frozen=True, slots=True)
-class Login:
-    auth_required = False
-
-    sessions: async_sessionmaker[AsyncSession]
-    passwords: Passwords
+class Login(_PasswordForm):
     tokens: Tokens
-    per_address: AddressLimit
     # Once a username has had too many wrong passwords, even the right one waits: that is what
     # stops guessing.
     failures: FailureLimit
-    max_body: int
 
     async def on_post(self, req: Request, resp: Response) -> None:
         body = await parse(req, LoginBody, self.max_body, allow_form=True)

@@ -27,21 +27,27 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-SWAGGER_PAGE = """<!doctype html>
+
+def _page(head: str, body: str) -> str:
+    return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>headless-chat api</title>
 <link rel="icon" href="/docs/assets/favicon-32x32.png">
-<link rel="stylesheet" href="/docs/assets/swagger-ui.css">
-</head>
+{head}</head>
 <body>
-<div id="swagger-ui"></div>
-<script src="/docs/assets/swagger-ui-bundle.js"></script>
-<script src="/docs/init.js"></script>
-</body>
+{body}</body>
 </html>
 """
+
+
+SWAGGER_PAGE = _page(
+    '<link rel="stylesheet" href="/docs/assets/swagger-ui.css">\n',
+    '<div id="swagger-ui"></div>\n'
+    '<script src="/docs/assets/swagger-ui-bundle.js"></script>\n'
+    '<script src="/docs/init.js"></script>\n',
+)
 
 # No validator badge: it would send the document to validator.swagger.io.
 SWAGGER_INIT = """window.addEventListener("load", function () {
@@ -57,19 +63,9 @@ SWAGGER_INIT = """window.addEventListener("load", function () {
 });
 """
 
-REDOC_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>headless-chat api</title>
-<link rel="icon" href="/docs/assets/favicon-32x32.png">
-</head>
-<body>
-<redoc spec-url="/openapi.json"></redoc>
-<script src="/redoc/redoc.standalone.js"></script>
-</body>
-</html>
-"""
+REDOC_PAGE = _page(
+    "", '<redoc spec-url="/openapi.json"></redoc>\n<script src="/redoc/redoc.standalone.js"></script>\n'
+)
 
 # Both UIs set inline styles at run time; ReDoc also searches in a worker made from a blob.
 _CSP = (
