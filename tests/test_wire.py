@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 
 import orjson
 from falcon.testing import ASGIConductor
@@ -13,29 +12,18 @@ from api.deps import Deps
 from chat import arqseam, deadletters, eventbus, heartbeats, jobstats, membership, presence, queue, sequence
 from chat.cli import set_admin
 from chat.eventbus import RedisPublisher
-from chat.events import MessageCreated, encode, frame
-from chat.schemas import MessageOut
+from chat.events import encode, frame
 from chat.security import Tokens
 from chat.settings import Settings
 from push.app import create_app as create_push
 from tests.support import ApiClient
+from tests.support.messages import message_created
 from tests.support.settings import RunWorker
 
 
 async def test_the_frame_built_in_lua_is_the_frame_built_in_python(deps: Deps) -> None:
     user = uuid.uuid4()
-    message = MessageOut(
-        id=uuid.uuid4(),
-        conversation_id=uuid.uuid4(),
-        seq=7,
-        sender_id=user,
-        body='quotes " backslashes \\ and ünïcödé',
-        client_id="c-1",
-        created_at=datetime.now(UTC),
-        edited_at=None,
-        deleted=False,
-    )
-    event = MessageCreated(conversation_id=message.conversation_id, data=message)
+    event = message_created(user, 7, 'quotes " backslashes \\ and ünïcödé', client_id="c-1")
     async with deps.redis.pubsub() as pubsub:
         await pubsub.subscribe(eventbus.channel(user))
         await pubsub.get_message(timeout=1)  # the subscribe confirmation

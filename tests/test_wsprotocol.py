@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import typing
 import uuid
-from datetime import UTC, datetime
 
 import orjson
 from jsonschema import Draft202012Validator
 
 from chat import events, wsprotocol
-from chat.schemas import MessageOut
 from push import frames
 from tests.support import ApiClient
+from tests.support.messages import message_created
 from tests.support.protocol import check_frame
 
 
@@ -41,18 +40,7 @@ def test_frames_as_built_are_what_the_document_says() -> None:
     check_frame(orjson.loads(frames.PONG))
     check_frame(orjson.loads(frames.RESYNC_REQUIRED))
     check_frame(orjson.loads(frames.error("bad frame")))
-    message = MessageOut(
-        id=uuid.uuid4(),
-        conversation_id=uuid.uuid4(),
-        seq=1,
-        sender_id=user,
-        body="hi",
-        client_id=None,
-        created_at=datetime.now(UTC),
-        edited_at=None,
-        deleted=False,
-    )
-    created = events.MessageCreated(conversation_id=message.conversation_id, data=message)
+    created = message_created(user, 1, "hi")
     check_frame(orjson.loads(events.frame(b"1732700000000-0", events.encode(created))))
     typing_frame = events.Typing(conversation_id=uuid.uuid4(), data=events.UserRef(user_id=user))
     check_frame(orjson.loads(events.encode(typing_frame)))

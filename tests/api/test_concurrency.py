@@ -273,8 +273,7 @@ async def _roles(deps: Deps, gid: str) -> dict[uuid.UUID, str]:
 
 
 async def test_read_markers_at_once_end_at_the_highest(api: ApiClient, deps: Deps) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await api.pair()
     for i in range(N):
         assert (
             await api.post(f"/conversations/{cid}/messages", alice, json={"body": f"m{i}"})
@@ -295,8 +294,7 @@ async def test_read_markers_at_once_end_at_the_highest(api: ApiClient, deps: Dep
 
 
 async def test_typing_at_once_is_one_notification(api: ApiClient, deps: Deps) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, _, cid = await api.pair()
     results = await burst(api.post(f"/conversations/{cid}/typing", alice) for _ in range(N))
     assert tally(results) == {204: 1, 429: N - 1}
     for limited in (r for r in results if r.status_code == 429):
@@ -333,8 +331,7 @@ async def test_one_client_id_sent_at_once_is_one_message(
 async def test_one_client_id_with_different_bodies_at_once_keeps_one(
     api: ApiClient, deps: Deps, run_worker: RunWorker
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await api.pair()
     path = f"/conversations/{cid}/messages"
     results = await burst(
         api.post(path, alice, json={"body": f"version {i}", "client_id": "k"}) for i in range(N)
@@ -351,8 +348,7 @@ async def test_one_client_id_with_different_bodies_at_once_keeps_one(
 async def test_edits_at_once_apply_in_the_order_they_were_accepted(
     api: ApiClient, deps: Deps, run_worker: RunWorker
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await api.pair()
     sent = (await api.post(f"/conversations/{cid}/messages", alice, json={"body": "first"})).json
     await run_worker()
     results = await burst(

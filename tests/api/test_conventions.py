@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from falcon.testing import ASGIConductor
 
-from api.app import build_deps, create_app
 from chat.settings import Settings
 from tests.support import ApiClient, assert_problem
-from tests.support.settings import make_settings
+from tests.support.apps import api_with
 
 
 async def test_json_says_its_charset(api: ApiClient) -> None:
@@ -33,8 +31,7 @@ async def test_problem_titles_are_the_reason_phrase_wherever_they_come_from(api:
 
 
 async def test_history_refuses_a_cursor_instead_of_ignoring_it(api: ApiClient) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, _, cid = await api.pair()
     problem = assert_problem(
         await api.get(f"/conversations/{cid}/messages", alice, query_string="cursor=abc"), 422
     )
@@ -43,16 +40,8 @@ async def test_history_refuses_a_cursor_instead_of_ignoring_it(api: ApiClient) -
 
 @pytest.fixture
 async def cors(settings: Settings) -> AsyncIterator[ApiClient]:
-    allowed = make_settings(
-        database_url=settings.database_url,
-        redis_url=settings.redis_url,
-        cors_allowed_origins="https://app.example.com",
-    )
-    deps = build_deps(allowed)
-    async with ASGIConductor(create_app(allowed, deps)) as conductor:
-        yield ApiClient(conductor)
-    await deps.redis.aclose(close_connection_pool=True)
-    await deps.engine.dispose()
+    async with api_with(settings, cors_allowed_origins="https://app.example.com") as allowed:
+        yield allowed
 
 
 async def test_cors_for_the_configured_origins_only(cors: ApiClient, api: ApiClient) -> None:

@@ -8,8 +8,7 @@ from tests.support import ApiClient, assert_problem
 
 
 async def test_send_validation(api: ApiClient) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, _, cid = await api.pair()
     path = f"/conversations/{cid}/messages"
     for body in (
         {"body": ""},
@@ -32,8 +31,7 @@ async def test_send_validation(api: ApiClient) -> None:
 
 
 async def test_inputs_postgres_cannot_store_are_422_not_500(api: ApiClient) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await api.pair()
     assert_problem(await api.post(f"/conversations/{cid}/messages", alice, json={"body": "a\u0000b"}), 422)
     assert_problem(
         await api.post(f"/conversations/{cid}/messages", alice, json={"body": "ok", "client_id": "\u0000"}),

@@ -11,32 +11,22 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from falcon.testing import ASGIConductor
 from sqlalchemy import delete, text
 
-from api.app import build_deps, create_app
 from api.deps import Deps
 from chat.models import User
 from chat.security import Passwords
 from chat.settings import Settings
 from tests.support import ApiClient, assert_problem
-from tests.support.settings import RunWorker, make_settings
+from tests.support.apps import api_with
+from tests.support.settings import RunWorker
 
 
 @pytest.fixture
 async def small_pool(settings: Settings) -> AsyncIterator[ApiClient]:
     """The api with a pool of two connections (plus two overflow), to make pool misuse visible."""
-    tight = make_settings(
-        database_url=settings.database_url,
-        redis_url=settings.redis_url,
-        database_pool_size=2,
-        database_pool_timeout_seconds=3,
-    )
-    deps = build_deps(tight)
-    async with ASGIConductor(create_app(tight, deps)) as conductor:
-        yield ApiClient(conductor)
-    await deps.redis.aclose(close_connection_pool=True)
-    await deps.engine.dispose()
+    async with api_with(settings, database_pool_size=2, database_pool_timeout_seconds=3) as tight:
+        yield tight
 
 
 async def test_concurrent_adds_to_a_group_neither_freeze_nor_fail(small_pool: ApiClient) -> None:
@@ -112,8 +102,7 @@ async def test_a_message_is_404_alike_whether_missing_or_not_yours(
 async def test_a_client_id_with_another_body_is_409_after_an_edit(
     api: ApiClient, deps: Deps, run_worker: RunWorker
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, _, cid = await api.pair()
     path = f"/conversations/{cid}/messages"
     first = await api.post(path, alice, json={"body": "original", "client_id": "k"})
     await run_worker()
@@ -189,19 +178,14 @@ async def test_every_response_carries_the_security_headers(api: ApiClient) -> No
 
 @pytest.fixture
 async def limited(settings: Settings) -> AsyncIterator[ApiClient]:
-    strict = make_settings(
-        database_url=settings.database_url,
-        redis_url=settings.redis_url,
+    async with api_with(
+        settings,
         rate_limit_login_per_username="3/minute",
         rate_limit_login_per_address="8/minute",
         rate_limit_register_per_address="6/hour",
         rate_limit_sends_per_user="5/second",
-    )
-    deps = build_deps(strict)
-    async with ASGIConductor(create_app(strict, deps)) as conductor:
-        yield ApiClient(conductor)
-    await deps.redis.aclose(close_connection_pool=True)
-    await deps.engine.dispose()
+    ) as strict:
+        yield strict
 
 
 def assert_limited(result: Any) -> None:
@@ -245,8 +229,7 @@ async def test_logins_and_registrations_per_address(limited: ApiClient) -> None:
 
 
 async def test_sends_per_user(limited: ApiClient) -> None:
-    alice, bob = await limited.user(), await limited.user()
-    cid = (await limited.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await limited.pair()
     path = f"/conversations/{cid}/messages"
     results = [await limited.post(path, alice, json={"body": f"m{i}"}) for i in range(7)]
     statuses = [r.status_code for r in results]
@@ -298,38 +281,27 @@ def _closed_port() -> int:
 async def test_sends_keep_working_while_postgres_is_down(
     api: ApiClient, settings: Settings, run_worker: RunWorker
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await api.pair()
     assert (
         await api.post(f"/conversations/{cid}/messages", alice, json={"body": "before"})
     ).status_code == 202
-    down = make_settings(
-        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/gone",
-        redis_url=settings.redis_url,
-    )
-    deps = build_deps(down)
     # Tokens are checked without the database, so the same access tokens work here.
-    deps.tokens = build_deps(settings).tokens
-    try:
-        async with ASGIConductor(create_app(down, deps)) as conductor:
-            outage = ApiClient(conductor)
-            for i in range(3):
-                sent = await outage.post(
-                    f"/conversations/{cid}/messages",
-                    alice,
-                    json={"body": f"during {i}", "client_id": f"d{i}"},
-                )
-                assert sent.status_code == 202, sent.text
-            repeat = await outage.post(
-                f"/conversations/{cid}/messages", alice, json={"body": "during 0", "client_id": "d0"}
+    gone = f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/gone"
+    async with api_with(settings, database_url=gone) as outage:
+        for i in range(3):
+            sent = await outage.post(
+                f"/conversations/{cid}/messages",
+                alice,
+                json={"body": f"during {i}", "client_id": f"d{i}"},
             )
-            assert (repeat.status_code, repeat.json["seq"]) == (202, 2)
-            history = await outage.get(f"/conversations/{cid}/messages", alice)
-            problem = assert_problem(history, 503)
-            assert "database" in problem["detail"] and int(history.headers["retry-after"]) >= 1
-    finally:
-        await deps.redis.aclose(close_connection_pool=True)
-        await deps.engine.dispose()
+            assert sent.status_code == 202, sent.text
+        repeat = await outage.post(
+            f"/conversations/{cid}/messages", alice, json={"body": "during 0", "client_id": "d0"}
+        )
+        assert (repeat.status_code, repeat.json["seq"]) == (202, 2)
+        history = await outage.get(f"/conversations/{cid}/messages", alice)
+        problem = assert_problem(history, 503)
+        assert "database" in problem["detail"] and int(history.headers["retry-after"]) >= 1
     await run_worker()
     history = (await api.get(f"/conversations/{cid}/messages", bob)).json["items"]
     assert [m["body"] for m in history] == ["before", "during 0", "during 1", "during 2"]
@@ -339,45 +311,22 @@ async def test_the_first_send_into_a_new_conversation_needs_no_postgres(
     api: ApiClient, settings: Settings, run_worker: RunWorker
 ) -> None:
     # Created just before Postgres went away, nothing sent yet: the send path still needs only Redis.
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
-    down = make_settings(
-        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/gone",
-        redis_url=settings.redis_url,
-    )
-    deps = build_deps(down)
-    deps.tokens = build_deps(settings).tokens
-    try:
-        async with ASGIConductor(create_app(down, deps)) as conductor:
-            sent = await ApiClient(conductor).post(
-                f"/conversations/{cid}/messages", bob, json={"body": "first"}
-            )
-            assert (sent.status_code, sent.json.get("seq")) == (202, 1), sent.text
-    finally:
-        await deps.redis.aclose(close_connection_pool=True)
-        await deps.engine.dispose()
+    alice, bob, cid = await api.pair()
+    gone = f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/gone"
+    async with api_with(settings, database_url=gone) as outage:
+        sent = await outage.post(f"/conversations/{cid}/messages", bob, json={"body": "first"})
+        assert (sent.status_code, sent.json.get("seq")) == (202, 1), sent.text
     await run_worker()
     history = (await api.get(f"/conversations/{cid}/messages", alice)).json["items"]
     assert [(m["seq"], m["body"]) for m in history] == [(1, "first")]
 
 
 async def test_a_redis_outage_is_503_not_500(api: ApiClient, settings: Settings) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
-    down = make_settings(
-        database_url=settings.database_url, redis_url=f"redis://127.0.0.1:{_closed_port()}/0"
-    )
-    deps = build_deps(down)
-    deps.tokens = build_deps(settings).tokens
-    try:
-        async with ASGIConductor(create_app(down, deps)) as conductor:
-            outage = ApiClient(conductor)
-            for result in (
-                await outage.post(f"/conversations/{cid}/messages", alice, json={"body": "lost?"}),
-                await outage.get(f"/users/{bob.id}", alice),
-            ):
-                problem = assert_problem(result, 503)
-                assert "Redis" in problem["detail"] and int(result.headers["retry-after"]) >= 1
-    finally:
-        await deps.redis.aclose(close_connection_pool=True)
-        await deps.engine.dispose()
+    alice, bob, cid = await api.pair()
+    async with api_with(settings, redis_url=f"redis://127.0.0.1:{_closed_port()}/0") as outage:
+        for result in (
+            await outage.post(f"/conversations/{cid}/messages", alice, json={"body": "lost?"}),
+            await outage.get(f"/users/{bob.id}", alice),
+        ):
+            problem = assert_problem(result, 503)
+            assert "Redis" in problem["detail"] and int(result.headers["retry-after"]) >= 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ import redis as redis_sync
 from tests.support import services
 from tests.support.browser import browser  # noqa: F401  (the fixture, for every browser test)
 from tests.support.settings import migrated_database
-from tests.support.stack import E2E_REDIS_URL, Stack, stack_env
+from tests.support.stack import E2E_REDIS_URL, Client, Process, Stack, stack_env
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,3 +38,11 @@ def stack(e2e_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     stack = Stack(stack_env(e2e_database), tmp_path_factory.mktemp("logs"))
     yield stack
     stack.stop_all()
+
+
+@pytest.fixture
+async def client(web: Process) -> AsyncIterator[Client]:
+    """A REST client of the web process that the module's `web` fixture gives."""
+    client = Client(web.url)
+    yield client
+    await client.aclose()

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.browser import WAIT, console
@@ -44,15 +45,23 @@ def no_outside_requests(browser: WebDriver) -> None:
         assert entry["level"] != "SEVERE", message
 
 
-def test_swagger_ui_lists_every_operation_offline(web: Process, browser: WebDriver) -> None:
+def listing(
+    web: Process, browser: WebDriver, page: str, selector: str
+) -> tuple[list[tuple[str, str, str]], list[WebElement]]:
+    """Every operation, and the page's elements that match `selector` once there is one per operation."""
     expected = operations(web)
-    browser.get(web.url + "/docs")
+    browser.get(web.url + page)
     WebDriverWait(browser, WAIT).until(
-        lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock")) == len(expected)
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, selector)) == len(expected)
     )
+    return expected, browser.find_elements(By.CSS_SELECTOR, selector)
+
+
+def test_swagger_ui_lists_every_operation_offline(web: Process, browser: WebDriver) -> None:
+    expected, blocks = listing(web, browser, "/docs", ".opblock")
     shown = {
         (block.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text, block.get_attribute("id"))
-        for block in browser.find_elements(By.CSS_SELECTOR, ".opblock")
+        for block in blocks
     }
     for method, _, operation_id in expected:
         assert any(m == method and operation_id in (i or "") for m, i in shown), (method, operation_id)
@@ -61,15 +70,8 @@ def test_swagger_ui_lists_every_operation_offline(web: Process, browser: WebDriv
 
 
 def test_redoc_lists_every_operation_offline(web: Process, browser: WebDriver) -> None:
-    expected = operations(web)
-    browser.get(web.url + "/redoc")
-    WebDriverWait(browser, WAIT).until(
-        lambda b: len(b.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']")) == len(expected)
-    )
-    sections = {
-        element.get_attribute("data-section-id")
-        for element in browser.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']")
-    }
+    expected, elements = listing(web, browser, "/redoc", "[data-section-id^='operation/']")
+    sections = {element.get_attribute("data-section-id") for element in elements}
     assert sections == {f"operation/{operation_id}" for _, _, operation_id in expected}
     no_outside_requests(browser)
 

@@ -13,15 +13,12 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +28,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.browser import WAIT, console
-from tests.support.stack import ROOT, free_port
+from tests.support.stack import ROOT, DevServer, dev_server
 
 pytestmark = pytest.mark.e2e
 
@@ -56,22 +53,10 @@ def static_url() -> Iterator[str]:
     server.server_close()
 
 
-@dataclass
-class Dev:
-    api: str
-    push: str
-    log: Path
-
-
 @pytest.fixture(scope="module")
-def dev(static_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
-    api_port, push_port = free_port(), free_port()
-    home = tmp_path_factory.mktemp("dev")
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}}
-    env |= {
+def dev(static_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    env = {
         "ENVIRONMENT": "dev",
-        "API_PORT": str(api_port),
-        "PUSH_PORT": str(push_port),
         # This worktree's code, whatever the virtualenv's editable install points at.
         "PYTHONPATH": str(ROOT),
         "CORS_ALLOWED_ORIGINS": static_url,
@@ -81,29 +66,11 @@ def dev(static_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
         "PASSWORD_HASH_MEMORY_KIB": "1024",
         "LOG_LEVEL": "WARNING",
     }
-    log = home / "dev.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "devserver"],
-            cwd=home,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while f"ws://127.0.0.1:{push_port}/ws" not in log.read_text():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield Dev(f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{push_port}", log)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        assert process.wait(15) == 0, log.read_text()
+    with dev_server(tmp_path_factory.mktemp("dev"), env) as dev:
+        yield dev
 
 
-def test_python_client_runs_the_demo(dev: Dev) -> None:
+def test_python_client_runs_the_demo(dev: DevServer) -> None:
     example = [sys.executable, str(EXAMPLES / "python_client.py"), "--api", dev.api, "--push", dev.push]
     done = subprocess.run(
         [*example, "--user-a", "py_alice", "--user-b", "py_bob", "--password", PASSWORD, "--timeout", "25"],
@@ -128,7 +95,7 @@ def test_python_client_runs_the_demo(dev: Dev) -> None:
     )
 
 
-def test_readme_try_it_runs(dev: Dev) -> None:
+def test_readme_try_it_runs(dev: DevServer) -> None:
     """README's "Try it with curl": the curl block as pasted into a shell, then Bob's WebSocket
     with the interactive client it shows, as in another terminal. Only the ports differ."""
     section = (ROOT / "README.md").read_text().split("## Try it with curl", 1)[1].split("\n## ", 1)[0]
@@ -202,7 +169,7 @@ def test_readme_try_it_runs(dev: Dev) -> None:
     assert "Connection closed: 1000" in "".join(printed)
 
 
-def test_browser_page_runs_the_flow(dev: Dev, static_url: str, browser: WebDriver) -> None:
+def test_browser_page_runs_the_flow(dev: DevServer, static_url: str, browser: WebDriver) -> None:
     alice, bob = f"web_a{uuid.uuid4().hex[:8]}", f"web_b{uuid.uuid4().hex[:8]}"
     wait = WebDriverWait(browser, WAIT)
     browser.get(f"{static_url}/browser.html")

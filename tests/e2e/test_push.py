@@ -6,7 +6,6 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +18,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from chat.eventbus import RedisPublisher, stream_key
-from chat.events import MessageCreated
 from chat.presence import presence_key
-from chat.schemas import MessageOut
+from tests.support.messages import message_created
 from tests.support.protocol import check_frame
 from tests.support.stack import E2E_REDIS_URL, SECRET, Client, Process, Stack
 
@@ -40,10 +38,8 @@ def procs(stack: Stack, kind: str) -> list[Process]:
 
 
 @pytest.fixture
-async def client(push_stack: Stack) -> AsyncIterator[Client]:
-    client = Client(procs(push_stack, "web")[0].url)
-    yield client
-    await client.aclose()
+def web(push_stack: Stack) -> Process:
+    return procs(push_stack, "web")[0]
 
 
 async def open_ws(
@@ -300,20 +296,14 @@ async def flood_a_reader_that_never_reads(
     publisher = RedisPublisher(r, stream_maxlen=1000)
     now = datetime.now(UTC)
     for i in range(10_000):
-        message = MessageOut(
-            id=uuid.uuid4(),
+        message = message_created(
+            uuid.UUID(alice["id"]),
+            i + 1,
+            f"flood {i} " + "x" * 3000,
             conversation_id=uuid.UUID(cid),
-            seq=i + 1,
-            sender_id=uuid.UUID(alice["id"]),
-            body=f"flood {i} " + "x" * 3000,
-            client_id=None,
             created_at=now,
-            edited_at=None,
-            deleted=False,
         )
-        await publisher.publish(
-            MessageCreated(conversation_id=message.conversation_id, data=message), [uuid.UUID(bob["id"])]
-        )
+        await publisher.publish(message, [uuid.UUID(bob["id"])])
     await r.aclose()
     grown_mib = (await settled_rss_kib(push) - before) / 1024
     if not closes:

@@ -14,7 +14,6 @@ import contextlib
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +40,8 @@ def fault_stack(stack: Stack) -> Stack:
 
 
 @pytest.fixture
-async def client(fault_stack: Stack) -> AsyncIterator[Client]:
-    client = Client(next(p for p in fault_stack.processes if p.name == "web").url)
-    yield client
-    await client.aclose()
+def web(fault_stack: Stack) -> Process:
+    return next(p for p in fault_stack.processes if p.name == "web")
 
 
 @dataclass

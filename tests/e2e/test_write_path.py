@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.support.stack import Client, Stack
+from tests.support.stack import Client, Process, Stack
 
 
 @pytest.fixture(scope="module")
-def running(stack: Stack) -> Stack:
-    stack.start("web")
+def web(stack: Stack) -> Process:
+    """The web process, beside two workers."""
+    process = stack.start("web")
     stack.start("worker")
     stack.start("worker")
-    return stack
-
-
-@pytest.fixture
-async def client(running: Stack) -> AsyncIterator[Client]:
-    web = next(p for p in running.processes if p.name == "web")
-    client = Client(web.url)
-    yield client
-    await client.aclose()
+    return process
 
 
 async def persisted(client: Client, user: dict[str, Any], message_id: str) -> dict[str, Any]:

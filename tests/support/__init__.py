@@ -63,6 +63,12 @@ class ApiClient:
         tokens = login.json
         return TestUser(reg.json["id"], username, tokens["access_token"], tokens["refresh_token"])
 
+    async def pair(self) -> tuple[TestUser, TestUser, str]:
+        """Two new users and the id of the direct conversation between them."""
+        first, second = await self.user(), await self.user()
+        cid: str = (await self.conversation(first, second, kind="direct"))["id"]
+        return first, second, cid
+
     async def conversation(self, owner: TestUser, *others: TestUser, kind: str = "group") -> dict[str, Any]:
         body: dict[str, Any] = {"kind": kind, "participant_ids": [o.id for o in others]}
         if kind == "group":

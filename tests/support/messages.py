@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -11,7 +13,33 @@ from api.deps import Deps
 from chat import events
 from chat.eventbus import stream_key
 from chat.models import Message
+from chat.schemas import MessageOut
 from tests.support import ApiClient, TestUser
+
+
+def message_created(
+    sender: uuid.UUID,
+    seq: int,
+    body: str,
+    *,
+    client_id: str | None = None,
+    conversation_id: uuid.UUID | None = None,
+    created_at: datetime | None = None,
+) -> events.MessageCreated:
+    """The `message.created` event of a new message, neither edited nor deleted (in a new
+    conversation unless one is given, created now unless a time is given)."""
+    message = MessageOut(
+        id=uuid.uuid4(),
+        conversation_id=conversation_id or uuid.uuid4(),
+        seq=seq,
+        sender_id=sender,
+        body=body,
+        client_id=client_id,
+        created_at=created_at or datetime.now(UTC),
+        edited_at=None,
+        deleted=False,
+    )
+    return events.MessageCreated(conversation_id=message.conversation_id, data=message)
 
 
 async def stream(redis: Redis, user_id: str) -> list[events.StoredEvent | events.Typing]:

@@ -39,14 +39,18 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-def create_database() -> str:
-    """Create an empty database of its own for this test run; returns its name."""
+def create_database(*, durable: bool = False) -> str:
+    """Create an empty database of its own for this test run; returns its name.
+
+    `durable`: commits wait for the disk as in production (the benchmark measures that).
+    """
     name = f"chat_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-        # A test database need not survive a crash of the machine: commits skip waiting for the
-        # disk, which is most of the time a test spends in Postgres. (Its own database only.)
-        asyncio.run(_admin(f'ALTER DATABASE "{name}" SET synchronous_commit TO off'))
+        if not durable:
+            # A test database need not survive a crash of the machine: commits skip waiting for
+            # the disk, which is most of the time a test spends in Postgres. (Its own only.)
+            asyncio.run(_admin(f'ALTER DATABASE "{name}" SET synchronous_commit TO off'))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL}", exc)
     return name

@@ -40,9 +40,9 @@ def migrate(database_url: str) -> None:
 
 
 @contextlib.contextmanager
-def migrated_database() -> Iterator[str]:
+def migrated_database(*, durable: bool = False) -> Iterator[str]:
     """A new database at the migrations' head, dropped afterwards; its asyncpg URL."""
-    name = services.create_database()
+    name = services.create_database(durable=durable)
     try:
         url = services.database_url(name)
         migrate(url)

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +143,48 @@ def stack_env(database_url: str) -> dict[str, str]:
         "RATE_LIMIT_SENDS_PER_USER": "off",
         "LOG_LEVEL": "WARNING",
     }
+
+
+@dataclass(frozen=True)
+class DevServer:
+    """`python -m devserver` running: its api and push base URLs, and its output."""
+
+    api: str  # http://127.0.0.1:PORT
+    push: str  # ws://127.0.0.1:PORT
+    log: Path
+
+
+@contextlib.contextmanager
+def dev_server(home: Path, env: Mapping[str, str] | None = None) -> Iterator[DevServer]:
+    """Dev mode (`python -m devserver`) in `home` on free ports, once it prints its push URL.
+
+    The caller's DATABASE_URL, REDIS_URL, SECRET_KEY and ENVIRONMENT are left out, as on a machine
+    with nothing configured; `env` is added. Afterwards it gets SIGTERM and must exit with 0.
+    """
+    api_port, push_port = free_port(), free_port()
+    unset = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ENVIRONMENT"}
+    environ = {k: v for k, v in os.environ.items() if k not in unset}
+    environ |= {"API_PORT": str(api_port), "PUSH_PORT": str(push_port), **(env or {})}
+    log = home / "dev.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devserver"],
+            cwd=home,
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while f"ws://127.0.0.1:{push_port}/ws" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield DevServer(f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{push_port}", log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(15) == 0, log.read_text()
 
 
 class Client:

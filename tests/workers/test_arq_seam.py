@@ -54,8 +54,7 @@ async def test_a_lua_written_job_reads_like_one_from_enqueue_job(deps: Deps) -> 
 async def test_the_stock_arq_worker_runs_a_job_the_api_wrote(
     api: ApiClient, deps: Deps, settings: Settings
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, _, cid = await api.pair()
     sent = await send(api, alice, cid, "run by arq itself")
     options = {**arq_cli_settings(settings), "burst": True, "handle_signals": False, "poll_delay": 0.01}
     stock = Worker(**options)
@@ -74,8 +73,7 @@ async def test_the_stock_arq_worker_runs_a_job_the_api_wrote(
 async def test_results_chatworker_writes_are_read_by_arq(
     api: ApiClient, deps: Deps, run_worker: RunWorker
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, _, cid = await api.pair()
     sent = await send(api, alice, cid, "finished in a batch")
     await run_worker()
     job = Job(sent["job_id"], deps.redis, _deserializer=deserialize)

@@ -34,8 +34,7 @@ async def _dead(deps: Deps) -> dict[str, dict[str, Any]]:
 async def test_every_way_a_job_fails_for_good_lands_in_the_dead_letters(
     api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, _, cid = await api.pair()
     queue = deps.settings.queue_name
     # Its workers died on every try: the try counter already stands at the limit.
     died = await send(api, alice, cid, "its workers kept dying")
@@ -70,8 +69,7 @@ async def test_a_failing_job_leaves_the_dead_letters_after_a_retry_once_fixed(
     api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = await _admin(api, deps)
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, _, cid = await api.pair()
     sent = await send(api, alice, cid, "fails until the bug is fixed")
 
     async def broken(*args: Any) -> None:

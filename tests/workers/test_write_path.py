@@ -68,8 +68,7 @@ async def test_events_reach_participants_only(api: ApiClient, deps: Deps, run_wo
 async def test_client_id_is_idempotent_before_and_after_persist(
     api: ApiClient, deps: Deps, run_worker: RunWorker
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await api.pair()
     first = await send(api, alice, cid, "once", client_id="c-1")
     queued_repeat = await send(api, alice, cid, "once", client_id="c-1")
     assert (queued_repeat["id"], queued_repeat["seq"]) == (first["id"], first["seq"])
@@ -102,8 +101,7 @@ async def test_client_id_is_idempotent_before_and_after_persist(
 async def test_rapid_sends_with_two_workers_keep_send_order(
     api: ApiClient, deps: Deps, settings: Settings
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await api.pair()
     # The backlog is there before the workers start, so each one's first claim takes its five: both
     # work on the conversation at once, which is what the order must survive.
     sent = [await send(api, alice, cid, f"message {i}") for i in range(60)]
@@ -129,50 +127,59 @@ async def test_rapid_sends_with_two_workers_keep_send_order(
     assert history.json["has_more"] is False
 
 
-async def test_transient_failure_is_retried_and_stores_one_row(
-    api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("target", "name", "error", "body", "tries"),
+    [
+        # After the insert, before the commit: the transaction is lost, and the job is tried again.
+        pytest.param(
+            store,
+            "recipients",
+            ConnectionResetError("connection to Postgres lost"),
+            "survives a blip",
+            2,
+            id="postgres-lost-before-commit",
+        ),
+        # Committed, then the transaction that finishes the job is lost with Redis: the worker
+        # keeps the outcome and writes it again, within the same try.
+        pytest.param(
+            ChatWorker,
+            "_write",
+            redis.exceptions.ConnectionError("worker lost Redis right after commit"),
+            "committed, then Redis went away",
+            1,
+            id="redis-lost-after-commit",
+        ),
+    ],
+)
+async def test_a_blip_before_or_after_the_commit_stores_and_publishes_once(
+    api: ApiClient,
+    deps: Deps,
+    run_worker: RunWorker,
+    monkeypatch: pytest.MonkeyPatch,
+    target: object,
+    name: str,
+    error: Exception,
+    body: str,
+    tries: int,
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
-    sent = await send(api, alice, cid, "survives a blip")
-    real = store.recipients
+    alice, bob, cid = await api.pair()
+    sent = await send(api, alice, cid, body)
+    real = getattr(target, name)
     calls = 0
 
-    async def flaky(session: Any, conversation_ids: Any) -> dict[uuid.UUID, list[uuid.UUID]]:
+    async def fails_once(*args: Any) -> Any:
         nonlocal calls
         calls += 1
-        if calls == 1:  # after the insert, before the commit: the transaction is lost
-            raise ConnectionResetError("connection to Postgres lost")
-        return await real(session, conversation_ids)
+        if calls == 1:
+            raise error
+        return await real(*args)
 
-    monkeypatch.setattr(store, "recipients", flaky)
+    monkeypatch.setattr(target, name, fails_once)
     await run_worker()
     assert calls == 2
     assert await stored_count(deps, id=uuid.UUID(sent["id"])) == 1
     job = await api.get(f"/jobs/{sent['job_id']}", alice)
-    assert job.json["status"] == "complete" and job.json["tries"] == 2
-
-
-async def test_finishing_transaction_lost_to_a_redis_blip_is_written_again(
-    api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
-    sent = await send(api, alice, cid, "committed, then Redis went away")
-    real = ChatWorker._write
-    calls = 0
-
-    async def fails_once(self: ChatWorker, batch: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise redis.exceptions.ConnectionError("worker lost Redis right after commit")
-        await real(self, batch)
-
-    monkeypatch.setattr(ChatWorker, "_write", fails_once)
-    await run_worker()
-    assert calls == 2
-    assert await stored_count(deps, id=uuid.UUID(sent["id"])) == 1
+    assert job.json["status"] == "complete" and job.json["tries"] == tries
     for user in (alice, bob):
         created = [e for e in await stream(deps.redis, user.id) if e.type == "message.created"]
         assert [str(e.data.id) for e in created] == [sent["id"]]
@@ -181,8 +188,7 @@ async def test_finishing_transaction_lost_to_a_redis_blip_is_written_again(
 async def test_worker_dead_after_commit_its_job_runs_again_and_publishes_once(
     api: ApiClient, deps: Deps, run_worker: RunWorker
 ) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await api.pair()
     sent = await send(api, alice, cid, "stored by a worker that died before finishing")
     # A worker that claimed the job, committed the message and died: it holds the job, its
     # heartbeat record is gone, and nothing was published.
@@ -212,8 +218,7 @@ async def test_permanent_failure_goes_to_dead_letters(
 ) -> None:
     from chat import deadletters
 
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, _, cid = await api.pair()
     sent = await send(api, alice, cid, "doomed")
 
     async def broken(*args: Any) -> None:
@@ -230,8 +235,7 @@ async def test_permanent_failure_goes_to_dead_letters(
 
 
 async def test_lost_counter_is_reseeded(api: ApiClient, deps: Deps, run_worker: RunWorker) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, _, cid = await api.pair()
     for i in range(3):
         await send(api, alice, cid, f"m{i}")
     await run_worker()
@@ -278,8 +282,7 @@ async def test_edit_and_delete(api: ApiClient, deps: Deps, run_worker: RunWorker
 
 
 async def test_history_paging(api: ApiClient, run_worker: RunWorker) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await api.pair()
     for i in range(7):
         await send(api, alice, cid, f"m{i + 1}")
     await run_worker()
@@ -300,8 +303,7 @@ async def test_history_paging(api: ApiClient, run_worker: RunWorker) -> None:
 
 
 async def test_read_marker_only_moves_forward(api: ApiClient, deps: Deps, run_worker: RunWorker) -> None:
-    alice, bob = await api.user(), await api.user()
-    cid = (await api.conversation(alice, bob, kind="direct"))["id"]
+    alice, bob, cid = await api.pair()
     for i in range(4):
         await send(api, alice, cid, f"m{i}")
     await run_worker()
