@@ -34,7 +34,7 @@ format: $(READY)
 	$(BIN)/ruff format .
 
 bench: $(READY)
-	$(BIN)/python -m bench.write_path
+	$(BIN)/python -m bench.suite
 
 ## Ten minutes of steady load on the real processes: RSS per process over time, and zero loss.
 soak: $(READY)

@@ -57,9 +57,10 @@ return ids
     def __init__(self, redis: Redis, *, stream_maxlen: int) -> None:
         self._redis = redis
         self._maxlen = stream_maxlen
-        self._script = redis.register_script(self._SCRIPT)
+        self.script = redis.register_script(self._SCRIPT)
 
-    def _call(self, event: StoredEvent, users: list[uuid.UUID]) -> tuple[list[str], list[str | int | bytes]]:
+    def call(self, event: StoredEvent, users: list[uuid.UUID]) -> tuple[list[str], list[str | int | bytes]]:
+        """The script's keys and arguments for `event` to `users` (the benchmark pipelines them)."""
         keys = [stream_key(u) for u in users]
         args: list[str | int | bytes] = [self._maxlen, encode(event), *(channel(u) for u in users)]
         return keys, args
@@ -69,8 +70,8 @@ return ids
         users = list(dict.fromkeys(recipients))
         if not users:
             return []
-        keys, args = self._call(event, users)
-        ids = await self._script(keys=keys, args=args)
+        keys, args = self.call(event, users)
+        ids = await self.script(keys=keys, args=args)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def publish_many(self, batch: Sequence[tuple[StoredEvent, Sequence[uuid.UUID]]]) -> None:
@@ -83,8 +84,8 @@ return ids
     async def stage(self, pipe: Pipeline, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> None:
         users = list(dict.fromkeys(recipients))
         if users:
-            keys, args = self._call(event, users)
-            await self._script(keys=keys, args=args, client=pipe)
+            keys, args = self.call(event, users)
+            await self.script(keys=keys, args=args, client=pipe)
 
     async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None:
         data = encode(event)

@@ -127,7 +127,7 @@ class JobQueue:
     def __init__(self, redis: ArqRedis) -> None:
         self._redis = redis
         self._enqueuer = QueueWriter(redis, redis.default_queue_name)
-        self._accept = redis.register_script(_ACCEPT)
+        self.accept_script = redis.register_script(_ACCEPT)
 
     async def enqueue(self, function: str, payload: JobPayload, job_id: str) -> bool:
         """Enqueue unless a job with this id is queued, running or finished; wakes a worker."""
@@ -142,12 +142,8 @@ class JobQueue:
                 pipe.set(claim_key(message_id), f"{seq}:{digest}", ex=ttl_seconds, nx=True)
             await pipe.execute()
 
-    async def accept_message(self, send: Send) -> Accepted | NeedsSeed | NotMember | RateLimited:
-        """Check the sender's membership and send rate, give the message the conversation's next
-        seq and enqueue it, atomically, in one round trip.
-
-        A client_id send (`send.claims`) that repeats gets the seq of the first send back.
-        """
+    def accept_call(self, send: Send) -> tuple[list[str], list[bytes | str | int]]:
+        """The send script's keys and arguments for `send` (the benchmark pipelines them)."""
         message, send_limit = send.message, send.send_limit
         now = timestamp_ms()
         payload = message.dump()
@@ -179,7 +175,16 @@ class JobQueue:
             window_ms,
             send_rate_prefix(message.sender_id),
         ]
-        result = await self._accept(keys=keys, args=args)
+        return keys, args
+
+    async def accept_message(self, send: Send) -> Accepted | NeedsSeed | NotMember | RateLimited:
+        """Check the sender's membership and send rate, give the message the conversation's next
+        seq and enqueue it, atomically, in one round trip.
+
+        A client_id send (`send.claims`) that repeats gets the seq of the first send back.
+        """
+        keys, args = self.accept_call(send)
+        result = await self.accept_script(keys=keys, args=args)
         state = int(result[0])
         if state in (-1, -3):
             return NeedsSeed(state)

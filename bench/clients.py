@@ -1,0 +1,142 @@
+"""The load client: senders that POST, devices that hold a WebSocket, and one tracker of both.
+
+Latency is from just before a POST to the frame's arrival at a device. Each message body is
+unique, so a frame names the send it answers; a fan-out frame counts once per device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tests.support.chatload import conversation, register
+
+User = dict[str, Any]
+
+
+@dataclass
+class Tracker:
+    sent_at: dict[str, float] = field(default_factory=dict)
+    post_s: list[float] = field(default_factory=list)
+    delivery_s: list[float] = field(default_factory=list)
+    accepted: int = 0
+    refused: Counter[int] = field(default_factory=Counter)
+    last_delivery: float = 0.0
+    _goal: tuple[int, asyncio.Event] | None = None
+
+    def delivered(self, body: str, now: float) -> None:
+        sent = self.sent_at.get(body)
+        if sent is None:  # a frame from an earlier scenario's stragglers
+            return
+        self.delivery_s.append(now - sent)
+        self.last_delivery = now
+        if self._goal is not None and len(self.delivery_s) >= self._goal[0]:
+            self._goal[1].set()
+
+    async def wait_delivered(self, count: int, within: float) -> bool:
+        """Until `count` frames have arrived; False if `within` seconds passed first."""
+        done = asyncio.Event()
+        self._goal = (count, done)
+        if len(self.delivery_s) >= count:
+            return True
+        try:
+            await asyncio.wait_for(done.wait(), within)
+        except TimeoutError:
+            return False
+        finally:
+            self._goal = None
+        return True
+
+
+class Client:
+    """One aiohttp session for all HTTP and WebSocket traffic (aiohttp's parsers are in C: on a
+    two-core box a heavier client would be measured instead of the server)."""
+
+    def __init__(self, web_url: str, ws_url: str) -> None:
+        self.web_url = web_url
+        self.ws_url = ws_url
+        self.http = aiohttp.ClientSession(
+            base_url=web_url, connector=aiohttp.TCPConnector(limit=0, force_close=False)
+        )
+        self.tracker = Tracker()
+        self._sockets: list[aiohttp.ClientWebSocketResponse] = []
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def users(self, count: int, concurrency: int = 16) -> list[User]:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> User:
+            async with gate:
+                return await register(self.http, "b")
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    async def conversation(self, creator: User, others: list[User], title: str | None = None) -> str:
+        return await conversation(self.http, creator, others, title)
+
+    async def connect(self, user: User) -> None:
+        """Open one device's socket and read it until the scenario closes it."""
+        ws = await self.http.ws_connect(
+            f"{self.ws_url}?token={user['token']}", autoping=True, heartbeat=None, max_msg_size=2**20
+        )
+        self._sockets.append(ws)
+        self._readers.append(asyncio.create_task(self._read(ws)))
+
+    async def connect_all(self, users: list[User], concurrency: int = 100) -> float:
+        """Open a socket per entry (a user twice is two devices); returns handshakes per second."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(user: User) -> None:
+            async with gate:
+                await self.connect(user)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(u) for u in users))
+        return len(users) / (time.perf_counter() - started)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for frame in ws:
+            if frame.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            now = time.perf_counter()
+            if '"message.created"' not in frame.data:
+                continue
+            # The tracker of the moment: a socket outlives the scenario that opened it.
+            self.tracker.delivered(orjson.loads(frame.data)["data"]["body"], now)
+
+    async def disconnect_all(self) -> None:
+        for reader in self._readers:
+            reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        await asyncio.gather(*(ws.close() for ws in self._sockets), return_exceptions=True)
+        self._sockets.clear()
+        self._readers.clear()
+
+    async def send(self, user: User, conversation_id: str, body: str) -> None:
+        tracker = self.tracker
+        started = time.perf_counter()
+        tracker.sent_at[body] = started
+        url = f"/api/v1/conversations/{conversation_id}/messages"
+        async with self.http.post(url, json={"body": body}, headers=user["headers"]) as answer:
+            await answer.read()
+            if answer.status == 202:
+                tracker.accepted += 1
+                tracker.post_s.append(time.perf_counter() - started)
+            else:
+                tracker.refused[answer.status] += 1
+                del tracker.sent_at[body]
+
+    def reset(self) -> Tracker:
+        """A fresh tracker for the next scenario; returns the last one."""
+        last, self.tracker = self.tracker, Tracker()
+        return last
+
+    async def close(self) -> None:
+        await self.disconnect_all()
+        await self.http.close()
