@@ -271,7 +271,8 @@ def main() -> None:
     print(f"{about['cpu']}, {about['cores']} cores; Postgres {about['postgres']}, Redis {about['redis']}\n")
     print(table(results))
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    # A smoke run's figures are not the suite's: named apart, and ignored by git.
+    path = args.out / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}{'-quick' if args.quick else ''}.json"
     document = {
         "machine": about,
         "quick": args.quick,
