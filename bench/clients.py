@@ -61,9 +61,10 @@ class Client:
     def __init__(self, web_url: str, ws_url: str) -> None:
         self.web_url = web_url
         self.ws_url = ws_url
-        self.http = aiohttp.ClientSession(
-            base_url=web_url, connector=aiohttp.TCPConnector(limit=0, force_close=False)
-        )
+        # Idle connections are let go before uvicorn's 5 s keep-alive ends them: a request must
+        # never go out on a connection the server is closing.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=3)
+        self.http = aiohttp.ClientSession(base_url=web_url, connector=connector)
         self.tracker = Tracker()
         self._sockets: list[aiohttp.ClientWebSocketResponse] = []
         self._readers: list[asyncio.Task[None]] = []
