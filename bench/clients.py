@@ -61,6 +61,7 @@ class Client:
     def __init__(self, web_url: str, ws_url: str) -> None:
         self.web_url = web_url
         self.ws_url = ws_url
+        self.push_metrics_url = "http" + ws_url.removeprefix("ws").removesuffix("/ws") + "/metrics"
         # Idle connections are let go before uvicorn's 5 s keep-alive ends them: a request must
         # never go out on a connection the server is closing.
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=3)
@@ -68,6 +69,8 @@ class Client:
         self.tracker = Tracker()
         self._sockets: list[aiohttp.ClientWebSocketResponse] = []
         self._readers: list[asyncio.Task[None]] = []
+        # Sockets the server closed, by close code: a frame never sent is lost, not slow.
+        self.closed: Counter[int | None] = Counter()
 
     async def users(self, count: int, concurrency: int = 16) -> list[User]:
         gate = asyncio.Semaphore(concurrency)
@@ -110,6 +113,15 @@ class Client:
                 continue
             # The tracker of the moment: a socket outlives the scenario that opened it.
             self.tracker.delivered(orjson.loads(frame.data)["data"]["body"], now)
+        self.closed[ws.close_code] += 1
+
+    async def push_connections(self) -> int:
+        """The sockets the push process holds open, from its own metrics."""
+        async with self.http.get(self.push_metrics_url) as answer:
+            for line in (await answer.text()).splitlines():
+                if line.startswith("chat_ws_connections "):
+                    return int(float(line.split()[1]))
+        return 0
 
     async def disconnect_all(self) -> None:
         for reader in self._readers:
@@ -118,6 +130,10 @@ class Client:
         await asyncio.gather(*(ws.close() for ws in self._sockets), return_exceptions=True)
         self._sockets.clear()
         self._readers.clear()
+        # The next scenario starts on an empty push process, not one still closing these.
+        deadline = time.perf_counter() + 60
+        while await self.push_connections() and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # the count is in another process: asking again is the only way
 
     async def send(self, user: User, conversation_id: str, body: str) -> None:
         tracker = self.tracker

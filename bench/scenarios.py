@@ -165,10 +165,16 @@ async def _fan_out(
     return window, len(client.tracker.delivery_s) / max(elapsed, 1e-9), client.tracker
 
 
+def _closed(client: Client) -> Figures:
+    """Sockets the server closed while the scenario ran, by close code (none is expected)."""
+    return {f"sockets closed ({code})": count for code, count in sorted(client.closed.items(), key=str)}
+
+
 async def connections(bench: Bench, users: int, devices: int) -> Figures:
     """`users` x `devices` sockets on one push process, then one message to each user."""
     client = bench.client
     client.reset()
+    client.closed.clear()
     sender, *people = await client.users(users + 1)
     ids = await asyncio.gather(*(client.conversation(sender, [u]) for u in people))
     gc.collect()
@@ -190,9 +196,11 @@ async def connections(bench: Bench, users: int, devices: int) -> Figures:
         "push RSS MB after": rss_after,
         "push KB/socket": (rss_after - rss_before) * 1024 / sockets,
         "frames": len(tracker.delivery_s),
+        "lost": sockets - len(tracker.delivery_s),
         "frames/s": frames_s,
     }
     figures |= {k: v for k, v in _summary(tracker, window, sockets, unit="frame").items() if "POST" not in k}
+    figures |= _closed(client)
     await client.disconnect_all()
     return figures
 
@@ -202,6 +210,7 @@ async def fan_out(bench: Bench, members: int, burst: int, messages: int, in_flig
     the api takes them; frames per second out of the one push process."""
     client = bench.client
     client.reset()
+    client.closed.clear()
     group = await client.users(members)
     owner = group[0]
     cid = await client.conversation(owner, group[1:], title="bench fan-out")
@@ -214,6 +223,7 @@ async def fan_out(bench: Bench, members: int, burst: int, messages: int, in_flig
     figures: Figures = {
         "members": members,
         "burst frames": len(tracker.delivery_s),
+        "burst lost": burst * members - len(tracker.delivery_s),
         "burst delivery p50 ms": latency_ms(tracker.delivery_s)["p50"],
         "burst delivery p99 ms": latency_ms(tracker.delivery_s)["p99"],
     }
@@ -228,7 +238,12 @@ async def fan_out(bench: Bench, members: int, burst: int, messages: int, in_flig
         await asyncio.gather(*(lane() for _ in range(in_flight)))
 
     window, frames_s, tracker = await _fan_out(bench, stream, messages * members)
-    figures |= {"frames": len(tracker.delivery_s), "frames/s": frames_s}
+    figures |= {
+        "frames": len(tracker.delivery_s),
+        "lost": messages * members - len(tracker.delivery_s),
+        "frames/s": frames_s,
+    }
     figures |= {k: v for k, v in _summary(tracker, window, len(tracker.delivery_s), unit="frame").items()}
+    figures |= _closed(client)
     await client.disconnect_all()
     return figures

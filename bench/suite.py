@@ -76,6 +76,9 @@ TARGETS = [
     Target("idle", "cpu % server", 0.5, at_least=False),
     Target("connections", "push RSS MB after", 300, at_least=False),
     Target("connections", "push KB/socket", 30, at_least=False),
+    Target("connections", "lost", 0, at_least=False),
+    Target("fan-out", "burst lost", 0, at_least=False),
+    Target("fan-out", "lost", 0, at_least=False),
     Target("fan-out", "frames/s", 100_000, at_least=True),
     Target("fan-out", "burst delivery p99 ms", 500, at_least=False),
 ]
@@ -107,10 +110,11 @@ SHOWN = {
     "idle": ["cpu % web", "cpu % worker", "cpu % push", "cpu % server", "cpu % postgres", "cpu % redis"],
     "connections": [
         "sockets", "handshakes/s", "push RSS MB before", "push RSS MB after", "push KB/socket", "frames",
-        "delivery p50 ms", "delivery p99 ms", "delivery max ms",
+        "lost", "delivery p50 ms", "delivery p99 ms", "delivery max ms",
     ],
     "fan-out": [
-        "members", "burst frames", "burst delivery p50 ms", "burst delivery p99 ms", "frames", "frames/s",
+        "members", "burst frames", "burst lost", "burst delivery p50 ms", "burst delivery p99 ms", "frames",
+        "lost", "frames/s",
         "delivery p50 ms", "delivery p99 ms", "cpu ms/frame push", "cpu ms/frame redis", "peak RSS MB push",
     ],
 }  # fmt: skip
@@ -213,6 +217,7 @@ def table(results: dict[str, Figures]) -> str:
     lines = ["| scenario | figure | value | target | met |", "|---|---|---|---|---|"]
     for scenario, figures in results.items():
         shown = SHOWN["open loop" if scenario.startswith("open loop") else scenario]
+        shown = shown + [name for name in figures if name.startswith("sockets closed")]
         for figure in shown:
             if figure not in figures:
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
@@ -24,13 +25,21 @@ def last_seen_key(user_id: uuid.UUID | str) -> str:
 
 async def touch(redis: Redis, user_id: uuid.UUID | str, connection_id: str, ttl_seconds: int) -> None:
     """Mark one connection alive for `ttl_seconds` more and record the user as seen now."""
+    await touch_many(redis, [(user_id, connection_id)], ttl_seconds)
+
+
+async def touch_many(
+    redis: Redis, connections: Sequence[tuple[uuid.UUID | str, str]], ttl_seconds: int
+) -> None:
+    """`touch` for many (user id, connection id) pairs in one round trip."""
     now = time.time()
-    key = presence_key(user_id)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zadd(key, {connection_id: now + ttl_seconds})
-        pipe.zremrangebyscore(key, "-inf", now)
-        pipe.expire(key, ttl_seconds * 2)
-        pipe.set(last_seen_key(user_id), repr(now))
+        for user_id, connection_id in connections:
+            pipe.zadd(presence_key(user_id), {connection_id: now + ttl_seconds})
+        for user_id in dict.fromkeys(user for user, _ in connections):
+            pipe.zremrangebyscore(presence_key(user_id), "-inf", now)
+            pipe.expire(presence_key(user_id), ttl_seconds * 2)
+            pipe.set(last_seen_key(user_id), repr(now))
         await pipe.execute()
 
 

@@ -34,6 +34,7 @@ class Socket:
     hub: Hub
     tokens: Tokens
     sessions: Sessions
+    # One per process: an outage is one log line, not one per socket.
     presence_outage: Outage = field(default_factory=lambda: Outage(log, "Redis (presence)"), init=False)
 
     async def on_websocket(self, req: Request, ws: WebSocket) -> None:
@@ -45,8 +46,8 @@ class Socket:
             await ws.close(frames.TOKEN_INVALID.code, frames.TOKEN_INVALID.reason)
             metrics.WS_CLOSED.labels(str(frames.TOKEN_INVALID.code)).inc()
             return
-        session = Session(ws, claims.user_id, claims.expires_at, self.settings, self.presence_outage)
-        self.sessions.add(session)
+        session = Session(ws, claims.user_id, claims.expires_at, self.settings)
+        self.sessions.add(session, self.redis, self.settings.presence_ttl_seconds, self.presence_outage)
         metrics.WS_CONNECTIONS.inc()
         try:
             await session.run(self.redis, self.hub, req.get_param("last_event_id"))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from chat.settings import Settings
 from push.app import create_app
@@ -29,6 +31,22 @@ def listen(host: str, port: int, sndbuf: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+class PushProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol (timers instead of three tasks a socket, about half
+    the memory and CPU of the legacy one), except that a close frame never waits for the send
+    buffer to drain.
+
+    A client that stopped reading is closed with 4408 precisely because its buffer is full; the
+    close frame goes after what is buffered, so a client that reads again learns why, and nothing
+    is sent after it.
+    """
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.close" and self.handshake_complete:
+            self.writable.set()
+        await super().send(message)
 
 
 class PushServer(uvicorn.Server):
@@ -56,7 +74,7 @@ def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Serv
     sessions = Sessions()
     config = uvicorn.Config(
         create_app(settings, sessions),
-        ws="websockets",
+        ws=PushProtocol,
         ws_max_size=MAX_CLIENT_FRAME,
         ws_ping_interval=settings.push_ping_interval_seconds,
         ws_ping_timeout=settings.push_ping_interval_seconds,

@@ -40,6 +40,7 @@ log = logging.getLogger("push.session")
 T = TypeVar("T")
 
 REPLAY_CHUNK = 500
+PRESENCE_CHUNK = 1000  # sockets renewed per round trip
 # A Redis that stops answering must not hold a handshake (or a replay) open: past this the client
 # gets 1011 and backs off. A healthy round trip takes well under a millisecond.
 REDIS_TIMEOUT = 5.0
@@ -56,19 +57,18 @@ class Session:
         user_id: uuid.UUID,
         expires_at: datetime,
         settings: Settings,
-        presence_outage: Outage | None = None,
     ) -> None:
         self.ws = ws
         self.user_id = str(user_id)
         self.connection_id = uuid.uuid4().hex
         self.expires_at = expires_at
         self._settings = settings
-        # One per process, shared by its sessions: an outage is one log line, not one per socket.
-        self._presence_outage = presence_outage or Outage(log, "Redis (presence)")
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.push_send_queue_size)
         self._buffer: list[str] | None = []  # live frames held back while replaying
         self._closing: asyncio.Future[frames.Close] = asyncio.get_running_loop().create_future()
         self._accepted = False
+        # Live and announced in presence: what Sessions.keep_present renews.
+        self.present = False
         limit = ratelimit.parse(settings.rate_limit_client_frames)
         self._budget = FrameBudget(limit) if limit is not None else None
 
@@ -98,6 +98,7 @@ class Session:
     async def run(self, redis: Redis, hub: Hub, last_event_id: str | None) -> None:
         """Admit, accept, replay, relay; returns once the socket is closed."""
         tasks: list[asyncio.Task[None]] = []
+        expiry: asyncio.TimerHandle | None = None
         close = frames.SERVER_ERROR  # whatever goes wrong before a better answer is known
         # Until the claim answers, the connection may be recorded: a timed-out script can still run.
         present = True
@@ -118,14 +119,20 @@ class Session:
                 return
             await _bounded(hub.join(self))
             await self._start(redis, last_event_id)
+            # Two tasks a socket and a timer: at 10,000 sockets a process, every object counts.
+            # Presence is renewed for all of the process's sockets at once (Sessions.keep_present).
             tasks = [
                 asyncio.create_task(self._send_loop()),
                 asyncio.create_task(self._receive_loop()),
-                asyncio.create_task(self._heartbeat(redis)),
-                asyncio.create_task(self._expire()),
             ]
             for task in tasks:
                 task.add_done_callback(self._task_done)
+            expiry = asyncio.get_running_loop().call_at(
+                asyncio.get_running_loop().time() + max(0.0, self.expires_at.timestamp() - time.time()),
+                self.close_with,
+                frames.TOKEN_INVALID,
+            )
+            self.present = True
             close = await self._closing
         except WebSocketDisconnected:  # before OSError below: it is a ConnectionError
             close = frames.GONE
@@ -134,6 +141,9 @@ class Session:
         except Exception:
             log.exception("closing a socket with 1011")
         finally:
+            self.present = False  # before the leave below: no renewal may bring this one back
+            if expiry is not None:
+                expiry.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -231,21 +241,6 @@ class Session:
             else:
                 self.offer(frames.error('Unknown frame; the only client frame is {"type": "ping"}.'))
 
-    async def _heartbeat(self, redis: Redis) -> None:
-        ttl = self._settings.presence_ttl_seconds
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                await _bounded(presence.touch(redis, self.user_id, self.connection_id, ttl))
-            except Exception as exc:  # presence goes stale meanwhile; the socket itself is fine
-                self._presence_outage.down(exc)
-            else:
-                self._presence_outage.up()
-
-    async def _expire(self) -> None:
-        await asyncio.sleep(max(0.0, self.expires_at.timestamp() - time.time()))
-        self.close_with(frames.TOKEN_INVALID)
-
 
 async def _bounded(call: Awaitable[T]) -> T:
     async with asyncio.timeout(REDIS_TIMEOUT):
@@ -273,19 +268,38 @@ async def _trimmed_after(redis: Redis, key: str, start: tuple[int, int]) -> bool
 
 
 class Sessions:
-    """The sessions open on this process, so a shutdown can close each with 1012 and say why."""
+    """The sessions open on this process: a shutdown closes each with 1012 and says why, and one
+    task renews the presence of them all."""
 
     def __init__(self) -> None:
         self._open: set[Session] = set()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._keeper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def add(self, session: Session) -> None:
+    def add(self, session: Session, redis: Redis, ttl_seconds: int, outage: Outage) -> None:
         self._open.add(session)
         self._empty.clear()
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self.keep_present(redis, ttl_seconds, outage))
+
+    async def keep_present(self, redis: Redis, ttl_seconds: int, outage: Outage) -> None:
+        """Every third of the TTL, renew every live socket's presence, a chunk per round trip;
+        ends when the process has no socket left (the next one starts it again)."""
+        while self._open:
+            await asyncio.sleep(ttl_seconds / 3)
+            live = [(s.user_id, s.connection_id) for s in self._open if s.present]
+            try:
+                for start in range(0, len(live), PRESENCE_CHUNK):
+                    chunk = live[start : start + PRESENCE_CHUNK]
+                    await _bounded(presence.touch_many(redis, chunk, ttl_seconds))
+            except Exception as exc:  # presence goes stale meanwhile; the sockets themselves are fine
+                outage.down(exc)
+            else:
+                outage.up()
 
     def discard(self, session: Session) -> None:
         self._open.discard(session)
