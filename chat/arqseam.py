@@ -87,6 +87,12 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
     OSError,
 )
 
+# How often a worker that hears wake-ups looks at the queue anyway (WORKER_POLL_SECONDS applies
+# while it cannot hear them, and to arq's own worker).
+IDLE_POLL_SECONDS = 5.0
+# The queue gauges take four round trips; Prometheus scrapes every 15 s or so, not every beat.
+GAUGE_EVERY_BEATS = 5
+
 # Set in the job context by ChatWorker: it records failures itself (dead letters, metrics), so a
 # job function's own fallback for the stock arq worker must not record them a second time.
 WORKER_RECORDS_FAILURES = "worker_records_failures"
@@ -347,8 +353,14 @@ class _Outcome:
 @dataclasses.dataclass(slots=True)
 class _Running:
     task: asyncio.Task[None]
-    deadline: float
+    timer: asyncio.TimerHandle | None = None  # cancels the job at its timeout
     timed_out: bool = False
+
+    def time_out(self, job_id: str) -> None:
+        if not self.task.done():
+            log.warning("job %s ran over its timeout; cancelling it", job_id)
+            self.timed_out = True
+            self.task.cancel()
 
 
 def new_worker_id() -> str:
@@ -360,7 +372,8 @@ class ChatWorker(Worker):
 
     - Claims due jobs that no one holds, up to its free slots, in one round trip, and polls again
       at once while work is due: when a slot frees after a full claim, on every enqueue (the api
-      publishes a wake-up), when a retry falls due, and every `poll_delay` as a fallback.
+      publishes a wake-up), when a retry falls due, and as a fallback every `poll_delay`
+      (every IDLE_POLL_SECONDS while wake-ups are heard).
     - Finishes every job that completed meanwhile in one MULTI/EXEC: results, the events the jobs
       staged in their `outbox`, re-queued retries and dead letters, written together or not at all.
     - Beats a heartbeat record, and releases the jobs of workers whose record expired.
@@ -389,6 +402,7 @@ class ChatWorker(Worker):
         self._finished: list[_Outcome] = []
         self._finisher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._listening = False  # subscribed to the wake-up channel
         self._starved = False
         self._stopping = False
         self._connected_since: float | None = None
@@ -416,7 +430,6 @@ class ChatWorker(Worker):
         background = [
             asyncio.create_task(self._listen(), name="worker-wake"),
             asyncio.create_task(self._beat(), name="worker-heartbeat"),
-            asyncio.create_task(self._watchdog(), name="worker-watchdog"),
         ]
         cancelled = False
         try:
@@ -458,7 +471,9 @@ class ChatWorker(Worker):
         backoff = Backoff()
         while not self._stopping:
             self._wake.clear()
-            timeout = self.poll_delay_s
+            # While wake-ups arrive, polling only catches what bypassed them (arq's own
+            # enqueue_job, a job whose holder's in-progress key expired); an idle worker sleeps.
+            timeout = self.poll_delay_s if self.burst or not self._listening else IDLE_POLL_SECONDS
             free = self.max_jobs - len(self._running)
             if self.burst and self.max_burst_jobs >= 0:
                 free = min(free, self.max_burst_jobs - self._jobs_started())
@@ -510,7 +525,7 @@ class ChatWorker(Worker):
 
     def _start(self, job: _Claimed) -> None:
         task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}")
-        self._running[job.id] = _Running(task, time.monotonic() + self.job_timeout_s)
+        self._running[job.id] = _Running(task)
 
     def _jobs_started(self) -> int:
         return self.jobs_complete + self.jobs_retried + self.jobs_failed + len(self._running)
@@ -556,7 +571,10 @@ class ChatWorker(Worker):
         outcome.keep_result_ms = None if forever else int(keep_s * 1000)
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
         running = self._running[job.id]
-        running.deadline = time.monotonic() + (timeout_s or float("inf"))
+        if timeout_s:
+            # A timer per job, not a task polling them all: an idle worker wakes for nothing.
+            loop = asyncio.get_running_loop()
+            running.timer = loop.call_at(loop.time() + timeout_s, running.time_out, job.id)
         metrics.JOB_QUEUED_SECONDS.labels(function_name).observe(
             max(0, outcome.started_ms - job.score) / 1000
         )
@@ -600,17 +618,6 @@ class ChatWorker(Worker):
         outcome.finished_ms = outcome.finished_ms or timestamp_ms()
         return outcome
 
-    async def _watchdog(self) -> None:
-        # One timer for every running job, instead of a wait_for task per job.
-        while True:
-            await asyncio.sleep(min(1.0, max(self.job_timeout_s / 4, 0.05)))
-            now = time.monotonic()
-            for job_id, running in list(self._running.items()):
-                if not running.timed_out and running.deadline < now and not running.task.done():
-                    log.warning("job %s ran over its timeout; cancelling it", job_id)
-                    running.timed_out = True
-                    running.task.cancel()
-
     # -- finishing ---------------------------------------------------------------------------------
 
     async def _finish(self) -> None:
@@ -633,7 +640,9 @@ class ChatWorker(Worker):
             backoff.reset()
             for outcome in batch:
                 self._count(outcome)
-                self._running.pop(outcome.job.id, None)
+                running = self._running.pop(outcome.job.id, None)
+                if running is not None and running.timer is not None:
+                    running.timer.cancel()
             if self._starved or self._stopping:
                 self._wake.set()
 
@@ -738,6 +747,7 @@ class ChatWorker(Worker):
     # -- heartbeat, reaping and wake-ups -----------------------------------------------------------
 
     async def _beat(self) -> None:
+        beats = 0
         while True:
             try:
                 await heartbeats.beat(self.pool, self._record(), self._heartbeat_ttl_s)
@@ -757,7 +767,9 @@ class ChatWorker(Worker):
                         )
                     if released:
                         self._wake.set()
-                await self._gauges()
+                beats += 1
+                if beats % GAUGE_EVERY_BEATS == 1:
+                    await self._gauges()
                 await self.record_health()
                 self._outage.up()
             except REDIS_DOWN as exc:
@@ -800,13 +812,19 @@ class ChatWorker(Worker):
                 async with self.pool.pubsub() as pubsub:
                     await pubsub.subscribe(wake_channel(self.queue_name))
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
+                        if message["type"] == "subscribe":
+                            # Anything enqueued while no wake-up could reach us is claimed now.
+                            self._listening = True
+                            self._wake.set()
+                        elif message["type"] == "message":
                             self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away; the poll delay covers us until it is back
                 self._outage.down(exc)
                 await asyncio.sleep(1)
+            finally:
+                self._listening = False
 
 
 def _text(value: bytes | str) -> str:

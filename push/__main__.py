@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 
-from chat.process import configure_logging, use_uvloop
+from chat.process import configure_logging, settle_gc, use_uvloop
 from chat.settings import Settings
 from push.server import build_server
 
@@ -23,6 +23,7 @@ def main() -> None:
     shown = f"[{host}]" if ":" in host else host
     log.info("push serving ws://%s:%d/ws (and /healthz, /readyz, /metrics)", shown, port)
     use_uvloop()
+    settle_gc()
     asyncio.run(server.serve(sockets=[sock]))
 
 

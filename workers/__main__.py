@@ -9,7 +9,7 @@ import os
 
 from prometheus_client import start_http_server
 
-from chat.process import configure_logging, use_uvloop
+from chat.process import configure_logging, settle_gc, use_uvloop
 from chat.settings import Settings
 from workers.main import create_worker
 
@@ -50,7 +50,9 @@ def main() -> None:
         serve_metrics(port)
     use_uvloop()
     asyncio.set_event_loop(asyncio.new_event_loop())
-    create_worker(settings).run()
+    worker = create_worker(settings)
+    settle_gc()
+    worker.run()
 
 
 if __name__ == "__main__":

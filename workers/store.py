@@ -159,15 +159,19 @@ async def delete_message(session: AsyncSession, job: DeleteMessage) -> Message |
     return await session.get(Message, job.message_id, populate_existing=True)
 
 
+_participants = cast(Table, Participant.__table__)
+_RECIPIENTS = select(_participants.c.conversation_id, _participants.c.user_id).where(
+    _participants.c.conversation_id.in_(bindparam("ids", expanding=True))
+)
+
+
 async def recipients(
     session: AsyncSession, conversation_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[uuid.UUID]]:
     """Participants of each conversation, read in the same transaction as the write."""
-    rows = await session.execute(
-        select(Participant.conversation_id, Participant.user_id).where(
-            Participant.conversation_id.in_(set(conversation_ids))
-        )
-    )
+    # On the Core connection: the ORM's per-statement bookkeeping cost more than the query.
+    connection = await session.connection()
+    rows = await connection.execute(_RECIPIENTS, {"ids": list(set(conversation_ids))})
     members: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
     for conversation_id, user_id in rows:
         members[conversation_id].append(user_id)
