@@ -1,4 +1,4 @@
-"""The `web` process: `uvicorn api.asgi:app`."""
+"""The `web` process's ASGI app (`python -m api` serves it; any ASGI server can)."""
 
 from api.app import create_app
 from api.problems import RefuseWebSockets

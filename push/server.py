@@ -8,6 +8,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from chat.serving import QuietServer
 from chat.settings import Settings
 from push.app import create_app
 from push.session import Sessions
@@ -49,7 +50,7 @@ class PushProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
 
 
-class PushServer(uvicorn.Server):
+class PushServer(QuietServer):
     """uvicorn, except that a shutdown closes every socket with 1012 *and a reason*.
 
     uvicorn's own shutdown fails each WebSocket with a bare 1012 before the app hears of it. So:
