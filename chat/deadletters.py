@@ -42,9 +42,13 @@ async def record(
     """Add (or replace) an entry, then drop what is over the caps, oldest first."""
     failed_ms = int(datetime.fromisoformat(entry["failed_at"]).timestamp() * 1000)
     oldest = failed_ms - int(max_age_seconds * 1000)
-    script = client.register_script(_RECORD)
     args: list[str | int | bytes] = [entry["job_id"], orjson.dumps(entry), failed_ms, max_count, oldest]
-    await script(keys=[HASH, INDEX], args=args, client=client)
+    # EVAL, not EVALSHA: in a pipeline a registered script costs a SCRIPT EXISTS round trip first.
+    command = ("EVAL", _RECORD, 2, HASH, INDEX, *args)
+    if isinstance(client, Pipeline):
+        client.execute_command(*command)
+    else:
+        await client.execute_command(*command)  # type: ignore[no-untyped-call]
 
 
 async def get(redis: Redis, job_id: str) -> dict[str, Any] | None:

@@ -85,7 +85,10 @@ return ids
         users = list(dict.fromkeys(recipients))
         if users:
             keys, args = self.call(event, users)
-            await self.script(keys=keys, args=args, client=pipe)
+            # EVAL with the script's text, not redis-py's EVALSHA: a pipeline holding a registered
+            # script asks SCRIPT EXISTS first, a round trip of its own every time. Redis caches the
+            # compiled script by its hash either way.
+            pipe.execute_command("EVAL", self._SCRIPT, len(keys), *keys, *args)
 
     async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None:
         data = encode(event)

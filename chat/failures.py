@@ -55,6 +55,11 @@ def unavailable(exc: BaseException) -> str | None:
                 return "the database"
         if isinstance(error, _DATABASE):
             return "the database"
+        # The worker's batch write speaks to asyncpg directly: its errors arrive unwrapped.
+        if isinstance(error, asyncpg.PostgresError) and str(getattr(error, "sqlstate", "")).startswith(
+            TRANSIENT_SQLSTATES
+        ):
+            return "the database"
         if isinstance(error, OSError | TimeoutError):
             # redis-py wraps its socket errors; a bare one comes from the database driver.
             return "the database"

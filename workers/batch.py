@@ -85,9 +85,7 @@ class PersistBatcher:
 
     async def _write(self, commands: list[tuple[PersistMessage, bool]]) -> list[Stored]:
         async with self.sessions() as session:
-            # Participants first: the write ends with the row locks on conversations, held to the commit.
-            members = await store.recipients(session, [c.conversation_id for c, _ in commands])
-            stored = await store.persist_messages(session, [c for c, _ in commands], self.sequencer)
+            stored, members = await store.persist_batch(session, [c for c, _ in commands], self.sequencer)
             await session.commit()
         results: list[Stored] = []
         for (command, first_try), (message, existed) in zip(commands, stored, strict=True):

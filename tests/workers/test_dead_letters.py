@@ -59,7 +59,7 @@ async def test_every_way_a_job_fails_for_good_lands_in_the_dead_letters(
     async def hangs(*args: Any) -> None:
         await asyncio.sleep(30)
 
-    monkeypatch.setattr(store, "persist_messages", hangs)
+    monkeypatch.setattr(store, "persist_batch", hangs)
     slow = await send(api, alice, cid, "never finishes")
     await run_worker(job_timeout=0.3, max_tries=1)
     assert (await _dead(deps))[slow["job_id"]]["reason"] == "timeout"
@@ -75,8 +75,8 @@ async def test_a_failing_job_leaves_the_dead_letters_after_a_retry_once_fixed(
     async def broken(*args: Any) -> None:
         raise ValueError("a bug, not a blip")
 
-    real = store.persist_messages
-    monkeypatch.setattr(store, "persist_messages", broken)
+    real = store.persist_batch
+    monkeypatch.setattr(store, "persist_batch", broken)
     await run_worker()
     path = f"/admin/dead-letters/{sent['job_id']}"
     entry = await api.get(path, admin)
@@ -86,7 +86,7 @@ async def test_a_failing_job_leaves_the_dead_letters_after_a_retry_once_fixed(
     assert detail["status"] == "failed" and "a bug" in detail["error"] and "Traceback" in detail["traceback"]
     assert detail["args"][0]["message_id"] == sent["id"] and detail["worker_id"]
 
-    monkeypatch.setattr(store, "persist_messages", real)
+    monkeypatch.setattr(store, "persist_batch", real)
     retried = await api.post(f"{path}/retry", admin)
     assert retried.status_code == 202, retried.text
     assert retried.json == {"job_id": sent["job_id"], "status": "queued"}

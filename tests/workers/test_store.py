@@ -30,9 +30,11 @@ def _job(conversation_id: str, sender: str, seq: int) -> PersistMessage:
     )
 
 
+@pytest.mark.parametrize("write_with", ["persist_batch", "persist_messages"])
 async def test_batches_over_the_same_conversations_in_any_order_do_not_deadlock(
-    api: ApiClient, deps: Deps
+    api: ApiClient, deps: Deps, write_with: str
 ) -> None:
+    # persist_batch is the worker's one-statement write; persist_messages what it falls back to.
     alice = await api.user()
     others = [await api.user() for _ in range(8)]
     cids = [(await api.conversation(alice, o, kind="direct"))["id"] for o in others]
@@ -41,7 +43,7 @@ async def test_batches_over_the_same_conversations_in_any_order_do_not_deadlock(
 
     async def write(batch: list[PersistMessage]) -> None:
         async with deps.sessions() as session:
-            await store.persist_messages(session, batch, sequencer)
+            await getattr(store, write_with)(session, batch, sequencer)
             await session.commit()
 
     for _ in range(4):
@@ -54,6 +56,17 @@ async def test_batches_over_the_same_conversations_in_any_order_do_not_deadlock(
             backward.append(_job(cid, alice.id, seq))
         # Two workers' batches touching the same conversations in opposite orders, at once.
         await asyncio.gather(write(forward), write(backward))
+    async with deps.engine.connect() as conn:
+        stored = await conn.scalar(
+            text("SELECT count(*) FROM messages WHERE sender_id = :a"), {"a": alice.id}
+        )
+        rows = await conn.execute(
+            text("SELECT id, last_seq FROM conversations WHERE created_by = :a"), {"a": alice.id}
+        )
+        tops: dict[uuid.UUID, int] = {row.id: row.last_seq for row in rows}
+    assert stored == seq
+    # Each conversation's last_seq moved forward to its newest message, whichever batch won.
+    assert {str(cid): top for cid, top in tops.items()} == {cid: seq - i for i, cid in enumerate(cids)}
 
 
 async def _deadlock(deps: Deps) -> BaseException:

@@ -130,10 +130,10 @@ async def test_rapid_sends_with_two_workers_keep_send_order(
 @pytest.mark.parametrize(
     ("target", "name", "error", "body", "tries"),
     [
-        # After the insert, before the commit: the transaction is lost, and the job is tried again.
+        # The batch's write is lost with its connection: the job is tried again.
         pytest.param(
             store,
-            "recipients",
+            "persist_batch",
             ConnectionResetError("connection to Postgres lost"),
             "survives a blip",
             2,
@@ -224,7 +224,7 @@ async def test_permanent_failure_goes_to_dead_letters(
     async def broken(*args: Any) -> None:
         raise ValueError("a bug, not a blip")
 
-    monkeypatch.setattr(store, "persist_messages", broken)
+    monkeypatch.setattr(store, "persist_batch", broken)
     await run_worker()
     [entry], _ = await deadletters.page(deps.redis, limit=10)
     assert entry["job_id"] == sent["job_id"] and "a bug" in entry["error"] and entry["tries"] == 1
