@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import TypeVar
@@ -63,7 +64,10 @@ class Session:
         self.connection_id = uuid.uuid4().hex
         self.expires_at = expires_at
         self._settings = settings
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.push_send_queue_size)
+        # Frames waiting for the socket, sent in order by a task that exists only while there are
+        # some: an idle socket holds no sender (at 10,000 sockets a process, every object counts).
+        self._pending: deque[str] = deque()
+        self._sender: asyncio.Task[None] | None = None
         self._buffer: list[str] | None = []  # live frames held back while replaying
         self._closing: asyncio.Future[frames.Close] = asyncio.get_running_loop().create_future()
         self._accepted = False
@@ -82,11 +86,14 @@ class Session:
             else:
                 self._buffer.append(frame)
             return
-        try:
-            self._queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        if len(self._pending) >= self._settings.push_send_queue_size:
             # The client stopped reading; holding more would let one socket eat the process.
             self.close_with(frames.TOO_SLOW)
+            return
+        self._pending.append(frame)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_pending())
+            self._sender.add_done_callback(self._task_done)
 
     def restart(self) -> None:
         self.close_with(frames.RESTARTING)
@@ -119,12 +126,9 @@ class Session:
                 return
             await _bounded(hub.join(self))
             await self._start(redis, last_event_id)
-            # Two tasks a socket and a timer: at 10,000 sockets a process, every object counts.
-            # Presence is renewed for all of the process's sockets at once (Sessions.keep_present).
-            tasks = [
-                asyncio.create_task(self._send_loop()),
-                asyncio.create_task(self._receive_loop()),
-            ]
+            # One task a socket (a sender while frames wait) and a timer. Presence is renewed for
+            # all of the process's sockets at once (Sessions.keep_present).
+            tasks = [asyncio.create_task(self._receive_loop())]
             for task in tasks:
                 task.add_done_callback(self._task_done)
             expiry = asyncio.get_running_loop().call_at(
@@ -144,6 +148,8 @@ class Session:
             self.present = False  # before the leave below: no renewal may bring this one back
             if expiry is not None:
                 expiry.cancel()
+            if self._sender is not None:
+                tasks.append(self._sender)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -204,15 +210,17 @@ class Session:
             if event_id is None or last_sent is None or event_id > last_sent:
                 self.offer(frame)
 
-    async def _send_loop(self) -> None:
-        while True:
-            frame = await self._queue.get()
-            try:
-                await self.ws.send_text(frame)
-            except WebSocketDisconnected:
-                self.close_with(frames.GONE)
-                return
-            metrics.WS_FRAMES_SENT.inc()
+    async def _send_pending(self) -> None:
+        try:
+            while self._pending:
+                try:
+                    await self.ws.send_text(self._pending.popleft())
+                except WebSocketDisconnected:
+                    self.close_with(frames.GONE)
+                    return
+                metrics.WS_FRAMES_SENT.inc()
+        finally:
+            self._sender = None
 
     async def _receive_loop(self) -> None:
         while True:

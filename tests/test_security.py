@@ -34,3 +34,27 @@ def test_tokens_round_trip_and_reject_others() -> None:
 
 def test_refresh_tokens_are_stored_hashed() -> None:
     assert len(hash_refresh_token("abc")) == 64 and hash_refresh_token("abc") != "abc"
+
+
+def test_a_remembered_token_still_expires_and_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    import chat.security
+
+    tokens = Tokens(make_settings())
+    user = uuid.uuid4()
+    # Expires within about a second; verified twice, so remembered.
+    token = tokens.issue_access(user, now=datetime.now(UTC) - tokens.access_ttl + timedelta(seconds=1))
+    assert tokens.verify_access(token).user_id == user
+    assert tokens.verify_access(token).user_id == user
+    expires = tokens.verify_access(token).expires_at.timestamp()
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(Unauthorized, match="expired"):
+        tokens.verify_access(token)
+
+    monkeypatch.setattr(chat.security, "VERIFIED_TOKENS", 3)
+    issued = [tokens.issue_access(uuid.uuid4()) for _ in range(5)]
+    for each in issued:
+        tokens.verify_access(each)
+    assert list(tokens._verified) == issued[-3:]
