@@ -6,23 +6,38 @@ SQL parameters: a database error's message can quote the values a request sent.
 
 from __future__ import annotations
 
+import sys
 import traceback
 from collections.abc import Iterator
 
-import asyncpg
 import redis.exceptions
-import sqlalchemy.exc
 
-_DATABASE: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,  # no pooled connection free in time
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.TransactionRollbackError,  # deadlocks and serialization failures
-)
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """The database errors that mean "away", of the libraries this process has loaded.
+
+    Looked up, not imported: an error of a library never imported cannot occur, and the push
+    process, which never talks to Postgres, stays without SQLAlchemy and asyncpg (a third of its
+    memory before it holds a socket).
+    """
+    errors: list[type[BaseException]] = []
+    if (sa := sys.modules.get("sqlalchemy.exc")) is not None:
+        errors += [
+            sa.OperationalError,
+            sa.InterfaceError,
+            sa.TimeoutError,
+        ]  # Timeout: no pooled connection free
+    if (apg := sys.modules.get("asyncpg")) is not None:
+        errors += [
+            apg.PostgresConnectionError,
+            apg.CannotConnectNowError,
+            apg.TooManyConnectionsError,
+            apg.ConnectionDoesNotExistError,
+            apg.TransactionRollbackError,  # deadlocks and serialization failures
+        ]
+    return tuple(errors)
+
+
 _REDIS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,  # includes BusyLoadingError: Redis is replaying its AOF
     redis.exceptions.TimeoutError,
@@ -44,26 +59,35 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def unavailable(exc: BaseException) -> str | None:
     """The dependency that is away ("the database", "Redis"), or None when this is not an outage."""
+    sa, apg, database = sys.modules.get("sqlalchemy.exc"), sys.modules.get("asyncpg"), _database_errors()
     for error in _chain(exc):
         if isinstance(error, _REDIS):
             return "Redis"
-        if isinstance(error, sqlalchemy.exc.DBAPIError):
+        if sa is not None and isinstance(error, sa.DBAPIError):
             sqlstate = getattr(error.orig, "sqlstate", None)
             if error.connection_invalidated or (
                 isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATES)
             ):
                 return "the database"
-        if isinstance(error, _DATABASE):
+        if isinstance(error, database):
             return "the database"
         # The worker's batch write speaks to asyncpg directly: its errors arrive unwrapped.
-        if isinstance(error, asyncpg.PostgresError) and str(getattr(error, "sqlstate", "")).startswith(
-            TRANSIENT_SQLSTATES
+        if (
+            apg is not None
+            and isinstance(error, apg.PostgresError)
+            and str(getattr(error, "sqlstate", "")).startswith(TRANSIENT_SQLSTATES)
         ):
             return "the database"
         if isinstance(error, OSError | TimeoutError):
             # redis-py wraps its socket errors; a bare one comes from the database driver.
             return "the database"
     return None
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """A SQLAlchemy database error, whose message may quote a statement's parameters."""
+    sa = sys.modules.get("sqlalchemy.exc")
+    return sa is not None and isinstance(exc, sa.DBAPIError)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -81,10 +105,11 @@ def scrubbed_traceback(exc: BaseException) -> str:
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, sqlalchemy.exc.StatementError):
+    sa, apg = sys.modules.get("sqlalchemy.exc"), sys.modules.get("asyncpg")
+    if sa is not None and isinstance(error, sa.StatementError):
         sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
         return f"SQLSTATE {sqlstate}; statement: {error.statement}"
-    if isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):
+    if apg is not None and isinstance(error, apg.PostgresError | apg.InterfaceError):
         return f"SQLSTATE {getattr(error, 'sqlstate', None)} (message withheld: it can quote parameters)"
     if type(error).__module__.startswith(("sqlalchemy.dialects", "asyncpg")):
         return "(message withheld: it can quote parameters)"

@@ -6,9 +6,7 @@ import logging
 import random
 import time
 
-import sqlalchemy.exc
-
-from chat.failures import unavailable, unavailable_reason
+from chat.failures import is_database_error, unavailable, unavailable_reason
 
 
 class Backoff:
@@ -63,7 +61,7 @@ class Outages:
     def down(self, exc: BaseException) -> None:
         what = unavailable(exc) or "a dependency"
         outage = self._by_dependency.setdefault(what, Outage(self._log, what[0].upper() + what[1:]))
-        outage.down(exc if not isinstance(exc, sqlalchemy.exc.DBAPIError) else _Summary(exc))
+        outage.down(_Summary(exc) if is_database_error(exc) else exc)
 
     def up(self) -> None:
         for outage in self._by_dependency.values():

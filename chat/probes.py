@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 from falcon.asgi import Request, Response
 from redis.asyncio import Redis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat import metrics
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 Check = Callable[[], Awaitable[object]]
 JSON = "application/json; charset=utf-8"
@@ -56,6 +58,9 @@ class Readiness:
 
 
 def database(engine: AsyncEngine) -> Check:
+    # Imported here: the push process serves these probes too and never loads SQLAlchemy.
+    from sqlalchemy import text
+
     async def check() -> None:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import fakeredis
 from arq.connections import ArqRedis
-from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis.asyncio import ConnectionPool
 
 from chat.arqseam import deserialize, serialize
 from chat.settings import Settings
+
+if TYPE_CHECKING:
+    import fakeredis
 
 # One fake server per memory:// URL, so the api, worker and push running in one process share it,
 # exactly as separate processes share one real Redis.
@@ -18,6 +19,10 @@ _memory_servers: dict[str, fakeredis.FakeServer] = {}
 
 
 def _fake_server(url: str) -> fakeredis.FakeServer:
+    # Imported on first use: only the dev mode and unit tests need it, and it costs every
+    # deployed process memory.
+    import fakeredis
+
     server = _memory_servers.get(url)
     if server is None:
         server = _memory_servers[url] = fakeredis.FakeServer()
@@ -40,6 +45,8 @@ def create_redis(settings: Settings, *, max_connections: int | None = None) -> A
     }
     url = settings.redis_url
     if url.startswith("memory://"):
+        from fakeredis.aioredis import FakeAsyncRedisConnection
+
         pool = ConnectionPool(connection_class=FakeAsyncRedisConnection, server=_fake_server(url))
         return MemoryArqRedis(pool, **options)
     pool = ConnectionPool.from_url(url, max_connections=max_connections)

@@ -87,6 +87,10 @@ def create_app(
     socket = Socket(settings, redis, hub, Tokens(settings), sessions)
     middleware: list[Any] = [Lifespan(redis, hub, sessions)]
     app = falcon.asgi.App(middleware=middleware)
+    # Falcon's buffered receiver runs a pump task per socket to notice disconnects while the app
+    # only sends; every session here is always receiving (Session._receive_loop), which notices
+    # them without a second task per socket.
+    app.ws_options.max_receive_queue = 0
     app.add_route("/ws", socket)
     app.add_route("/healthz", probes.Liveness())
     app.add_route("/readyz", probes.Readiness({"redis": probes.redis(redis)}))
