@@ -89,6 +89,11 @@ class Client:
         ws = await self.http.ws_connect(
             f"{self.ws_url}?token={user['token']}", autoping=True, heartbeat=None, max_msg_size=2**20
         )
+        # Live delivery begins with the ready frame (docs/api.md): a message sent before it reaches
+        # this device only through a resume, which a bench device never does.
+        ready = await ws.receive()
+        if ready.type is not aiohttp.WSMsgType.TEXT or '"ready"' not in ready.data:
+            raise RuntimeError(f"expected the ready frame, got {ready.type}: {ready.data!r}")
         self._sockets.append(ws)
         self._readers.append(asyncio.create_task(self._read(ws)))
 
