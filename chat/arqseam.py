@@ -649,6 +649,10 @@ class ChatWorker(Worker):
     async def _write(self, batch: list[_Outcome]) -> None:
         held = heartbeats.held_key(self.worker_id)
         counts = {"complete": 0, "failed": 0, "retried": 0}
+        # The batch's keys go in one DEL, one ZREM and one SREM, not three commands a job: on a
+        # busy worker, redis-py's cost per command was a fifth of its CPU.
+        gone: list[str] = []
+        done: list[str] = []
         async with self.pool.pipeline(transaction=True) as pipe:
             for outcome in batch:
                 job_id = outcome.job.id
@@ -658,19 +662,23 @@ class ChatWorker(Worker):
                     data = self._result(outcome)
                     if data is not None and (outcome.keep_result_ms is None or outcome.keep_result_ms > 0):
                         pipe.set(result_key(job_id), data, px=outcome.keep_result_ms)
-                    pipe.delete(retry_key(job_id), job_key(job_id), in_progress_key(job_id))
-                    pipe.zrem(self.queue_name, job_id)
+                    gone += (retry_key(job_id), job_key(job_id), in_progress_key(job_id))
+                    done.append(job_id)
                     if outcome.kind == "failed":
                         await deadletters.record(pipe, self._dead_letter(outcome), *self._dead_letter_limits)
                     counts["complete" if outcome.kind == "complete" else "failed"] += 1
                 elif outcome.kind == "retry":
                     # XX: a job that left the queue meanwhile (released and finished elsewhere) stays gone.
                     pipe.zadd(self.queue_name, {job_id: outcome.due_ms}, xx=True)
-                    pipe.delete(in_progress_key(job_id))
+                    gone.append(in_progress_key(job_id))
                     counts["retried"] += 1
                 else:
-                    pipe.delete(in_progress_key(job_id))
-                pipe.srem(held, job_id)
+                    gone.append(in_progress_key(job_id))
+            if gone:
+                pipe.delete(*gone)
+            if done:
+                pipe.zrem(self.queue_name, *done)
+            pipe.srem(held, *(outcome.job.id for outcome in batch))
             jobstats.add(pipe, self.queue_name, counts)
             replies = await pipe.execute(raise_on_error=False)
         for reply in replies:
