@@ -20,7 +20,7 @@ from chat.security import Tokens
 from chat.settings import Settings
 from push import frames
 from push.hub import Hub
-from push.session import Session, Sessions
+from push.session import SEND_NOW_EXTENSION, Session, Sessions
 
 log = logging.getLogger("push")
 
@@ -46,7 +46,8 @@ class Socket:
             await ws.close(frames.TOKEN_INVALID.code, frames.TOKEN_INVALID.reason)
             metrics.WS_CLOSED.labels(str(frames.TOKEN_INVALID.code)).inc()
             return
-        session = Session(ws, claims.user_id, claims.expires_at, self.settings)
+        send_now = req.scope.get("extensions", {}).get(SEND_NOW_EXTENSION, {}).get("send")
+        session = Session(ws, claims.user_id, claims.expires_at, self.settings, send_now)
         self.sessions.add(session, self.redis, self.settings.presence_ttl_seconds, self.presence_outage)
         metrics.WS_CONNECTIONS.inc()
         try:

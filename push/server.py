@@ -13,7 +13,7 @@ from websockets.exceptions import InvalidState
 from chat.serving import QuietServer
 from chat.settings import Settings
 from push.app import create_app
-from push.session import Sessions
+from push.session import SEND_NOW_EXTENSION, Sessions
 
 MAX_CLIENT_FRAME = 4096  # larger client frames are closed with 1009 by the websockets layer
 # How long a shutdown waits for the sockets' own 1012 close frames before uvicorn's bare ones.
@@ -51,6 +51,29 @@ class PushProtocol(WebSocketsSansIOProtocol):
     """
 
     _flush_due = False
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][SEND_NOW_EXTENSION] = {"send": self.send_text_now}
+
+    def send_text_now(self, text: str) -> bool:
+        """Queue a text frame for this loop turn's write, without a coroutine; False when the
+        socket cannot take it now (its buffer is full, it is closing) and the caller must await.
+
+        A frame fanned out to a socket with nothing waiting goes this way: no task, no await.
+        """
+        if not (self.handshake_complete and self.writable.is_set()) or self.disconnected or self.close_sent:
+            return False
+        try:
+            self.conn.send_text(text.encode())
+        except InvalidState:
+            return False
+        if not self._flush_due:
+            self._flush_due = True
+            self.loop.call_soon(self._flush)
+        return True
 
     async def send(self, message: Any) -> None:
         if (

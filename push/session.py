@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
@@ -41,6 +41,8 @@ log = logging.getLogger("push.session")
 T = TypeVar("T")
 
 REPLAY_CHUNK = 500
+# The ASGI extension (in the connection's scope) through which push.server offers send_now.
+SEND_NOW_EXTENSION = "headless.push.send_now"
 PRESENCE_CHUNK = 1000  # sockets renewed per round trip
 # A Redis that stops answering must not hold a handshake (or a replay) open: past this the client
 # gets 1011 and backs off. A healthy round trip takes well under a millisecond.
@@ -58,6 +60,7 @@ class Session:
         user_id: uuid.UUID,
         expires_at: datetime,
         settings: Settings,
+        send_now: Callable[[str], bool] | None = None,
     ) -> None:
         self.ws = ws
         self.user_id = str(user_id)
@@ -68,6 +71,9 @@ class Session:
         # some: an idle socket holds no sender (at 10,000 sockets a process, every object counts).
         self._pending: deque[str] = deque()
         self._sender: asyncio.Task[None] | None = None
+        # The server's way to write a frame without awaiting (PushProtocol.send_text_now), when it
+        # offers one: then a frame to a socket with nothing waiting costs no task.
+        self._send_now = send_now
         self._buffer: list[str] | None = []  # live frames held back while replaying
         self._closing: asyncio.Future[frames.Close] = asyncio.get_running_loop().create_future()
         self._accepted = False
@@ -85,6 +91,9 @@ class Session:
                 self.close_with(frames.TOO_SLOW)
             else:
                 self._buffer.append(frame)
+            return
+        if self._sender is None and self._send_now is not None and self._send_now(frame):
+            metrics.WS_FRAMES_SENT.inc()
             return
         if len(self._pending) >= self._settings.push_send_queue_size:
             # The client stopped reading; holding more would let one socket eat the process.
