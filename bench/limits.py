@@ -1,8 +1,9 @@
 """The physical limits beside the product: what Postgres and Redis do with nothing in between.
 
-- Postgres: `pgbench` runs the worker's transaction (insert the message, read the recipients,
-  advance the conversation, commit) once per message, and again with 50 messages a transaction
-  as the worker batches them, on a durable database of its own.
+- Postgres: `pgbench` runs the worker's work for a batch (insert the messages, read the
+  recipients, advance the conversation, commit; the worker sends it as one statement,
+  `workers.store._PG_BATCH`) once per message, and again with 50 messages a transaction as the
+  worker batches them, on a durable database of its own.
 - Redis: a pipelined redis-py loop runs the api's send script (membership, seq, enqueue) with
   the product's own keys and arguments, and the worker's append-and-publish script.
 

@@ -1,7 +1,7 @@
 """`make bench`: every scenario against the Procfile's web, worker and push, one table at the end.
 
 Runs on local Postgres and Redis (a durable database of its own, dropped afterwards; Redis
-database 11 unless BENCH_REDIS_URL says otherwise, flushed first), about five minutes in all:
+database 11 unless BENCH_REDIS_URL says otherwise, flushed first), about three minutes in all:
 
 0. the limits: pgbench with the worker's transaction, and the api's and the worker's Redis scripts
    pipelined, with nothing of the product in between;
