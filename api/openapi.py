@@ -55,6 +55,7 @@ class Op:
 LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size.")
 CURSOR = Param("cursor", {"type": "string"}, "`next_cursor` of the previous page.")
 SEQ = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+ID = {"type": "string", "format": "uuid"}
 MINUTES = {"type": "integer", "minimum": 1, "maximum": 120, "default": 60}
 EXAMPLE_USER = "6f1c1d52-8d0e-4c1e-9a55-2f9b1f4b7e10"
 NO_CONTENT: tuple[str, None] = ("Done.", None)
@@ -199,6 +200,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         example={"body": "Hello!", "client_id": "9d3b2f0c-local-1"},
         limited=True,
         errors={409: "The client_id was used before with another body."},
+        description=(
+            "`reply_to` makes the message a reply: it must name a stored message of the same "
+            "conversation (`422` otherwise), whose `reply_count` and `last_reply_at` then count it."
+        ),
     ),
     ("/api/v1/conversations/{conversation_id}/messages", "GET"): Op(
         MESSAGES,
@@ -207,6 +212,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         query=(
             Param("before", SEQ, "The newest `limit` messages below this seq."),
             Param("after", SEQ, "The oldest `limit` messages above this seq."),
+            Param("thread", ID, "Only the replies to this message (of this conversation; `404` otherwise)."),
             LIMIT,
         ),
     ),

@@ -33,6 +33,7 @@ class PersistMessage(JobPayload):
     client_id: str | None
     created_at: datetime
     client_digest: str | None = None
+    reply_to: uuid.UUID | None = None
 
 
 class EditMessage(JobPayload):

@@ -35,6 +35,9 @@ class MessageOut(Representation):
     created_at: datetime
     edited_at: datetime | None
     deleted: bool
+    reply_to: uuid.UUID | None = None
+    reply_count: int = 0
+    last_reply_at: datetime | None = None
 
 
 class ParticipantOut(Representation):

@@ -38,6 +38,7 @@ def _row(job: PersistMessage, seq: int) -> dict[str, Any]:
         "created_at": job.created_at,
         "edited_at": None,
         "deleted": False,
+        "reply_to": job.reply_to,
     }
 
 
@@ -56,15 +57,23 @@ def _out(job: PersistMessage, seq: int) -> MessageOut:
 _PG_BATCH = """
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::uuid[], $5::text[], $6::varchar[],
-                         $7::varchar[], $8::timestamptz[])
-        AS b(id, conversation_id, seq, sender_id, body, client_id, client_digest, created_at)
+                         $7::varchar[], $8::timestamptz[], $9::uuid[])
+        AS b(id, conversation_id, seq, sender_id, body, client_id, client_digest, created_at, reply_to)
 ), inserted AS (
     INSERT INTO messages (id, conversation_id, seq, sender_id, body, client_id, client_digest,
-                          created_at, edited_at, deleted)
-    SELECT id, conversation_id, seq, sender_id, body, client_id, client_digest, created_at, NULL, false
+                          created_at, edited_at, deleted, reply_to, reply_count)
+    SELECT id, conversation_id, seq, sender_id, body, client_id, client_digest, created_at, NULL, false,
+           reply_to, 0
     FROM batch
     ON CONFLICT DO NOTHING
-    RETURNING id
+    RETURNING id, reply_to, created_at
+), threads AS (
+    -- Only replies stored now count: a retried job's reply was counted when it was stored.
+    UPDATE messages p
+    SET reply_count = p.reply_count + t.replies, last_reply_at = GREATEST(p.last_reply_at, t.latest)
+    FROM (SELECT reply_to, count(*) AS replies, max(created_at) AS latest
+          FROM inserted WHERE reply_to IS NOT NULL GROUP BY reply_to) t
+    WHERE p.id = t.reply_to
 ), newest AS (
     SELECT conversation_id, max(seq) AS top, max(created_at) AS latest FROM batch GROUP BY conversation_id
 ), locked AS (
@@ -126,6 +135,7 @@ async def _insert_batch(
             [j.client_id for j in jobs],
             [j.client_digest for j in jobs],
             [j.created_at.astimezone(UTC) for j in jobs],
+            [j.reply_to for j in jobs],
         )
     except BaseException as exc:
         if _connection_lost(exc):
@@ -176,6 +186,7 @@ async def persist_messages(
     for job in jobs:
         if job.message_id in inserted:
             stored[job.message_id] = _out(job, job.seq)
+    await _count_replies(session, [j for j in jobs if j.message_id in inserted])
     rest = [j for j in jobs if j.message_id not in inserted]
     if rest:
         existing = await session.scalars(select(Message).where(Message.id.in_([j.message_id for j in rest])))
@@ -223,6 +234,34 @@ async def _advance_conversations(session: AsyncSession, messages: list[MessageOu
         await connection.execute(_ADVANCE, params)
 
 
+_THREAD = (
+    update(cast(Table, Message.__table__))
+    .where(Message.__table__.c.id == bindparam("parent"))
+    .values(
+        reply_count=Message.__table__.c.reply_count + bindparam("replies"),
+        last_reply_at=case(
+            (Message.__table__.c.last_reply_at.is_(None), bindparam("latest", type_=UTCDateTime)),
+            (Message.__table__.c.last_reply_at < bindparam("latest"), bindparam("latest")),
+            else_=Message.__table__.c.last_reply_at,
+        ),
+    )
+)
+
+
+async def _count_replies(session: AsyncSession, stored_now: Sequence[PersistMessage]) -> None:
+    """Each parent counts the replies stored now and knows its newest (the statement `_PG_BATCH`
+    does the same on Postgres's fast path)."""
+    threads: dict[uuid.UUID, tuple[int, datetime]] = {}
+    for job in stored_now:
+        if job.reply_to is not None:
+            replies, latest = threads.get(job.reply_to, (0, job.created_at))
+            threads[job.reply_to] = (replies + 1, max(latest, job.created_at))
+    if threads:
+        connection = await session.connection()
+        params = [{"parent": p, "replies": n, "latest": t} for p, (n, t) in sorted(threads.items())]
+        await connection.execute(_THREAD, params)
+
+
 async def _take_next_free_seq(session: AsyncSession, job: PersistMessage, sequencer: Sequencer) -> MessageOut:
     for _ in range(MAX_RESEQUENCE):
         await sequencer.raise_to(job.conversation_id, await persisted_max_seq(session, job.conversation_id))
@@ -231,6 +270,7 @@ async def _take_next_free_seq(session: AsyncSession, job: PersistMessage, sequen
             _insert(session)(Message).values(_row(job, seq)).on_conflict_do_nothing().returning(Message.id)
         )
         if inserted is not None:
+            await _count_replies(session, [job])
             return _out(job, seq)
         existing = await session.get(Message, job.message_id)
         if existing is not None:

@@ -59,12 +59,23 @@ class SendBody(BaseModel):
 
     body: MessageText
     client_id: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul] | None = None
+    reply_to: uuid.UUID | None = None
 
 
 class EditBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     body: MessageText
+
+
+def _thread_param(req: Request) -> uuid.UUID | None:
+    thread = req.get_param("thread")
+    if thread is None:
+        return None
+    try:
+        return uuid.UUID(thread)
+    except ValueError:
+        raise field_error("query.thread", "Must be a message id (a UUID).") from None
 
 
 def digest(body: str) -> str:
@@ -104,6 +115,8 @@ class ConversationMessages:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
         body = await parse(req, SendBody, self.max_body)
+        if body.reply_to is not None:
+            await self._check_parent(cid, me, body.reply_to)
         message_id = (
             uuid.uuid5(CLIENT_ID_NAMESPACE, f"{me}:{cid}:{body.client_id}")
             if body.client_id
@@ -119,6 +132,7 @@ class ConversationMessages:
             client_id=body.client_id,
             created_at=datetime.now(UTC),
             client_digest=body_digest if body.client_id else None,
+            reply_to=body.reply_to,
         )
         job_id = persist_job_id(message_id)
         # One Redis round trip decides everything: membership, a repeated client_id, the send
@@ -150,6 +164,23 @@ class ConversationMessages:
         if result.fresh:
             metrics.MESSAGES_ACCEPTED.inc()
         accepted(resp, message_id, cid, result.seq, job_id)
+
+    async def _check_parent(self, cid: uuid.UUID, me: uuid.UUID, parent: uuid.UUID) -> None:
+        """A reply's parent must be a stored message of this conversation (422); only a participant
+        learns that (404 otherwise). Sends without `reply_to` never read Postgres here."""
+        async with self.reader.connect() as conn:
+            member = await conn.scalar(
+                select(Participant.user_id).where(
+                    Participant.conversation_id == cid, Participant.user_id == me
+                )
+            )
+            if member is None:
+                raise NotFound("No such conversation.")
+            found = await conn.scalar(select(Message.conversation_id).where(Message.id == parent))
+        if found != cid:
+            raise field_error(
+                "body.reply_to", "Must be the id of a message of this conversation (one already stored)."
+            )
 
     async def _seed(self, missing: NeedsSeed, cid: uuid.UUID) -> None:
         """Fill in what Redis lost or never had from Postgres: the members, or the seq counter.
@@ -194,6 +225,7 @@ class ConversationMessages:
             # Lists elsewhere page with cursors; history pages by seq. Silently ignoring it would
             # hand the client the newest page again, forever.
             raise field_error("query.cursor", "History pages by seq: use before=SEQ or after=SEQ.")
+        parent = _thread_param(req)
         before = query_int(req, "before", lo=0, hi=PG_INT_MAX)
         after = query_int(req, "after", lo=0, hi=PG_INT_MAX)
         limit = limit_param(req)
@@ -203,6 +235,9 @@ class ConversationMessages:
                 [{"field": "query.before", "message": "Cannot be combined with after."}],
             )
         query = select(Message).where(Message.conversation_id == cid)
+        if parent is not None:
+            # One message's replies, paged by seq like the whole history.
+            query = query.where(Message.reply_to == parent)
         if after is not None:
             query = query.where(Message.seq > after).order_by(Message.seq.asc())
         else:
@@ -211,6 +246,11 @@ class ConversationMessages:
             query = query.order_by(Message.seq.desc())
         async with self.sessions() as session:
             await require_participant(session, cid, me)
+            if (
+                parent is not None
+                and await session.scalar(select(Message.conversation_id).where(Message.id == parent)) != cid
+            ):
+                raise NotFound("No such message in this conversation.")
             rows = list(await session.scalars(query.limit(limit + 1)))
         has_more = len(rows) > limit
         rows = rows[:limit]

@@ -111,6 +111,37 @@ async def test_delivery_on_either_push_process_and_every_device(client: Client, 
             await ws.close()
 
 
+async def test_a_reply_reaches_every_participant_and_its_thread(client: Client, push_stack: Stack) -> None:
+    push_a, push_b = procs(push_stack, "push")
+    alice, bob = await client.user(), await client.user()
+    cid = await direct(client, alice, bob)
+    alice_ws, _ = await open_ws(push_a, alice)
+    bob_ws, _ = await open_ws(push_b, bob)
+    try:
+        root = await say(client, alice, cid, "lunch?")
+        [received] = await frames_until(bob_ws, 1)
+        # Bob replies to what he received: stored already, so always a valid parent.
+        answer = await client.http.post(
+            f"/conversations/{cid}/messages",
+            json={"body": "yes", "reply_to": received["data"]["id"]},
+            headers=bob["headers"],
+        )
+        assert answer.status_code == 202, answer.text
+        for ws in (alice_ws, bob_ws):
+            events = await frames_until(ws, 2 if ws is alice_ws else 1)
+            assert events[-1]["data"]["id"] == answer.json()["id"]
+            assert events[-1]["data"]["reply_to"] == root["id"] and events[-1]["data"]["reply_count"] == 0
+        thread = await client.http.get(
+            f"/conversations/{cid}/messages", params={"thread": root["id"]}, headers=alice["headers"]
+        )
+        assert [m["body"] for m in thread.json()["items"]] == ["yes"]
+        parent = await client.http.get(f"/messages/{root['id']}", headers=alice["headers"])
+        assert parent.json()["reply_count"] == 1 and parent.json()["last_reply_at"]
+    finally:
+        await alice_ws.close()
+        await bob_ws.close()
+
+
 async def test_resume_replays_missed_events_then_goes_live(client: Client, push_stack: Stack) -> None:
     push_a, push_b = procs(push_stack, "push")
     alice, bob = await client.user(), await client.user()
