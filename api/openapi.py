@@ -56,6 +56,11 @@ LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "defaul
 CURSOR = Param("cursor", {"type": "string"}, "`next_cursor` of the previous page.")
 SEQ = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
 ID = {"type": "string", "format": "uuid"}
+# Path parameters that are not ids.
+PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "job_id": {"type": "string"},
+    "emoji": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": r"^\S+$"},
+}
 MINUTES = {"type": "integer", "minimum": 1, "maximum": 120, "default": 60}
 EXAMPLE_USER = "6f1c1d52-8d0e-4c1e-9a55-2f9b1f4b7e10"
 NO_CONTENT: tuple[str, None] = ("Done.", None)
@@ -233,6 +238,23 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         {202: ("Accepted and queued.", r.Accepted)},
         errors={403: "Only the sender, or a group's owner."},
     ),
+    ("/api/v1/messages/{message_id}/reactions/{emoji}", "PUT"): Op(
+        MESSAGES,
+        "React with an emoji (queued)",
+        {204: NO_CONTENT},
+        errors={409: "The message was deleted."},
+        description=(
+            "Idempotent. A worker stores the reaction in the order the api accepted changes to it and "
+            "publishes `reaction.added` when it appears. The emoji is 1 to 32 characters, no whitespace "
+            "(`422`); URL-encode it."
+        ),
+    ),
+    ("/api/v1/messages/{message_id}/reactions/{emoji}", "DELETE"): Op(
+        MESSAGES,
+        "Take a reaction back (queued)",
+        {204: NO_CONTENT},
+        description="Idempotent; `reaction.removed` is published when the reaction goes away.",
+    ),
     ("/api/v1/jobs/{job_id}", "GET"): Op(
         "jobs", "What became of a queued write", {200: ("The job.", r.JobView)}
     ),
@@ -349,7 +371,7 @@ def _operation(op: Op, path: str, method: str, refs: dict[str, str]) -> dict[str
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "string"} if name == "job_id" else {"type": "string", "format": "uuid"},
+            "schema": PATH_SCHEMAS.get(name, ID),
         }
         for name in _PATH_PARAM.findall(path)
     ]

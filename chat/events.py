@@ -31,6 +31,13 @@ class ReadMarker(UserRef):
     seq: int
 
 
+class ReactionRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    message_id: uuid.UUID
+    emoji: str
+    user_id: uuid.UUID
+
+
 class MessageCreated(_Event):
     type: Literal["message.created"] = "message.created"
     data: MessageOut
@@ -44,6 +51,16 @@ class MessageUpdated(_Event):
 class MessageDeleted(_Event):
     type: Literal["message.deleted"] = "message.deleted"
     data: MessageOut
+
+
+class ReactionAdded(_Event):
+    type: Literal["reaction.added"] = "reaction.added"
+    data: ReactionRef
+
+
+class ReactionRemoved(_Event):
+    type: Literal["reaction.removed"] = "reaction.removed"
+    data: ReactionRef
 
 
 class ConversationCreated(_Event):
@@ -77,6 +94,8 @@ StoredEvent = (
     MessageCreated
     | MessageUpdated
     | MessageDeleted
+    | ReactionAdded
+    | ReactionRemoved
     | ConversationCreated
     | ParticipantAdded
     | ParticipantRemoved

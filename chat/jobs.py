@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 PERSIST_MESSAGE = "persist_message"
 EDIT_MESSAGE = "edit_message"
 DELETE_MESSAGE = "delete_message"
+REACT = "react"
 
 
 class JobPayload(BaseModel):
@@ -47,6 +48,17 @@ class DeleteMessage(JobPayload):
     message_id: uuid.UUID
     actor_id: uuid.UUID
     deleted_at: datetime
+
+
+class React(JobPayload):
+    """Add (`present`) or remove one user's emoji on a message, as of `changed_at`."""
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    emoji: str
+    present: bool
+    changed_at: datetime
 
 
 def persist_job_id(message_id: uuid.UUID) -> str:

@@ -140,3 +140,18 @@ class Message(Base):
     reply_to: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id"), nullable=True)
     reply_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_reply_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Reaction(Base):
+    """One user's emoji on one message. A removal keeps the row (present false) with its time, so
+    an add and a remove that reach the workers out of order end as the later one says."""
+
+    __tablename__ = "reactions"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    emoji: Mapped[str] = mapped_column(String(32), primary_key=True)
+    present: Mapped[bool] = mapped_column(Boolean)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)

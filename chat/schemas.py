@@ -25,6 +25,12 @@ class UserProfileOut(UserOut):
     last_seen_at: datetime | None
 
 
+class ReactionOut(Representation):
+    emoji: str
+    count: int
+    me: bool  # whether the reader reacted so; false in events, which go to everyone alike
+
+
 class MessageOut(Representation):
     id: uuid.UUID
     conversation_id: uuid.UUID
@@ -38,6 +44,7 @@ class MessageOut(Representation):
     reply_to: uuid.UUID | None = None
     reply_count: int = 0
     last_reply_at: datetime | None = None
+    reactions: list[ReactionOut] = []
 
 
 class ParticipantOut(Representation):

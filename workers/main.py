@@ -22,9 +22,9 @@ from chat.sequence import Sequencer
 from chat.settings import Settings
 from workers.batch import PersistBatcher
 from workers.context import JobContext
-from workers.tasks import delete_message, edit_message, persist_message
+from workers.tasks import delete_message, edit_message, persist_message, react
 
-FUNCTIONS = [persist_message, edit_message, delete_message]
+FUNCTIONS = [persist_message, edit_message, delete_message, react]
 
 
 def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:

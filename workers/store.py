@@ -13,8 +13,8 @@ from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat.jobs import DeleteMessage, EditMessage, PersistMessage
-from chat.models import Conversation, Message, Participant, UTCDateTime
+from chat.jobs import DeleteMessage, EditMessage, PersistMessage, React
+from chat.models import Conversation, Message, Participant, Reaction, UTCDateTime
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer, persisted_max_seq
 
@@ -308,6 +308,32 @@ _participants = cast(Table, Participant.__table__)
 _RECIPIENTS = select(_participants.c.conversation_id, _participants.c.user_id).where(
     _participants.c.conversation_id.in_(bindparam("ids", expanding=True))
 )
+
+
+async def react(session: AsyncSession, job: React) -> bool:
+    """Apply an add or a remove unless a later change to the same reaction won; whether the
+    reaction appeared or went away (only then is there an event to publish)."""
+    key = (job.message_id, job.user_id, job.emoji)
+    for _ in range(2):
+        row = await session.get(Reaction, key, with_for_update=True, populate_existing=True)
+        if row is None:
+            values = {
+                "message_id": job.message_id,
+                "user_id": job.user_id,
+                "emoji": job.emoji,
+                "present": job.present,
+                "changed_at": job.changed_at,
+            }
+            added = await session.execute(_insert(session)(Reaction).values(values).on_conflict_do_nothing())
+            if cast(Any, added).rowcount == 1:
+                return job.present  # a removal of what never was is recorded, and changes nothing
+            continue  # another worker stored it meanwhile: read it again, locked
+        if row.changed_at >= job.changed_at:
+            return False
+        changed = row.present != job.present
+        row.present, row.changed_at = job.present, job.changed_at
+        return changed
+    raise RuntimeError(f"reaction {key} kept changing under this job")
 
 
 async def recipients(

@@ -16,11 +16,18 @@ from typing import Any
 from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import deadletters, metrics
+from chat import deadletters, metrics, reactions
 from chat.eventbus import Publisher, RedisPublisher
-from chat.events import MessageCreated, MessageDeleted, MessageUpdated
+from chat.events import (
+    MessageCreated,
+    MessageDeleted,
+    MessageUpdated,
+    ReactionAdded,
+    ReactionRef,
+    ReactionRemoved,
+)
 from chat.failures import is_transient
-from chat.jobs import DeleteMessage, EditMessage, PersistMessage
+from chat.jobs import DeleteMessage, EditMessage, PersistMessage, React
 from chat.models import Message
 from chat.schemas import MessageOut
 from workers import store
@@ -110,6 +117,24 @@ async def delete_message(ctx: Ctx, payload: dict[str, Any]) -> str:
     return "deleted" if changed else "no such message"
 
 
+@job
+async def react(ctx: Ctx, payload: dict[str, Any]) -> str:
+    command = React.model_validate(payload)
+    async with ctx["sessions"]() as session:
+        changed = await store.react(session, command)
+        members = await store.recipients(session, [command.conversation_id]) if changed else {}
+        await session.commit()
+    if not changed:
+        return "unchanged"
+    kind = ReactionAdded if command.present else ReactionRemoved
+    data = ReactionRef(message_id=command.message_id, emoji=command.emoji, user_id=command.user_id)
+    event = kind(conversation_id=command.conversation_id, data=data)
+    users = members.get(command.conversation_id, [])
+    await publisher(ctx).publish(event, users)
+    metrics.EVENTS_PUBLISHED.labels(event.type).inc(len(users))
+    return "added" if command.present else "removed"
+
+
 async def _change(
     ctx: Ctx,
     write: Callable[[AsyncSession], Awaitable[Message | None]],
@@ -121,9 +146,11 @@ async def _change(
         if message is None:
             return False
         members = await store.recipients(session, [message.conversation_id])
+        # The message's state for everyone alike: its reactions counted, `me` false.
+        [state] = await reactions.with_reactions(session, [MessageOut.model_validate(message)], None)
         await session.commit()
     users = members.get(message.conversation_id, [])
-    published = event(conversation_id=message.conversation_id, data=MessageOut.model_validate(message))
+    published = event(conversation_id=message.conversation_id, data=state)
     await publisher(ctx).publish(published, users)
     metrics.EVENTS_PUBLISHED.labels(published.type).inc(len(users))
     return True

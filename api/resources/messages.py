@@ -20,7 +20,7 @@ from api.auth import current_user
 from api.fields import PG_INT_MAX, NoNul, NotBlankNoNul
 from api.http import limit_param, parse, path_uuid, query_int, send
 from api.views import require_participant
-from chat import membership, metrics
+from chat import membership, metrics, reactions
 from chat.errors import (
     Conflict,
     Forbidden,
@@ -33,9 +33,11 @@ from chat.errors import (
 from chat.jobs import (
     DELETE_MESSAGE,
     EDIT_MESSAGE,
+    REACT,
     DeleteMessage,
     EditMessage,
     PersistMessage,
+    React,
     change_job_id,
     persist_job_id,
 )
@@ -252,11 +254,35 @@ class ConversationMessages:
             ):
                 raise NotFound("No such message in this conversation.")
             rows = list(await session.scalars(query.limit(limit + 1)))
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        if after is None:
-            rows.reverse()
-        send(resp, {"items": [MessageOut.model_validate(m) for m in rows], "has_more": has_more})
+            has_more = len(rows) > limit
+            rows = rows[:limit]
+            if after is None:
+                rows.reverse()
+            items = await reactions.with_reactions(session, [MessageOut.model_validate(m) for m in rows], me)
+        send(resp, {"items": items, "has_more": has_more})
+
+
+async def visible(
+    sessions: async_sessionmaker[AsyncSession], req: Request, message_id: str
+) -> tuple[Message, str]:
+    """The message and the caller's role in its conversation; 404 unless the caller is in it."""
+    mid = path_uuid(message_id, "message")
+    me = current_user(req)
+    async with sessions() as session:
+        found = (
+            await session.execute(
+                select(Message, Participant.role)
+                .join(
+                    Participant,
+                    (Participant.conversation_id == Message.conversation_id) & (Participant.user_id == me),
+                )
+                .where(Message.id == mid)
+            )
+        ).first()
+    if found is None:
+        # The same answer whether the message does not exist or is not the caller's to see.
+        raise NotFound("No such message (or it is still queued).")
+    return found[0], found[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,28 +292,15 @@ class MessageById:
     max_body: int
 
     async def _visible(self, req: Request, message_id: str) -> tuple[Message, str]:
-        mid = path_uuid(message_id, "message")
-        me = current_user(req)
-        async with self.sessions() as session:
-            found = (
-                await session.execute(
-                    select(Message, Participant.role)
-                    .join(
-                        Participant,
-                        (Participant.conversation_id == Message.conversation_id)
-                        & (Participant.user_id == me),
-                    )
-                    .where(Message.id == mid)
-                )
-            ).first()
-        if found is None:
-            # The same answer whether the message does not exist or is not the caller's to see.
-            raise NotFound("No such message (or it is still queued).")
-        return found[0], found[1]
+        return await visible(self.sessions, req, message_id)
 
     async def on_get(self, req: Request, resp: Response, message_id: str) -> None:
         message, _ = await self._visible(req, message_id)
-        send(resp, MessageOut.model_validate(message))
+        async with self.sessions() as session:
+            [out] = await reactions.with_reactions(
+                session, [MessageOut.model_validate(message)], current_user(req)
+            )
+        send(resp, out)
 
     async def on_patch(self, req: Request, resp: Response, message_id: str) -> None:
         message, _ = await self._visible(req, message_id)
@@ -316,3 +329,38 @@ class MessageById:
         payload = DeleteMessage(message_id=message.id, actor_id=me, deleted_at=datetime.now(UTC))
         await self.queue.enqueue(DELETE_MESSAGE, payload, job_id)
         accepted(resp, message.id, message.conversation_id, message.seq, job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReaction:
+    """`PUT` and `DELETE /messages/{id}/reactions/{emoji}`: idempotent, `204`; a worker stores the
+    change in the order the api accepted it and announces it with `reaction.added`/`.removed`."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    queue: Enqueuer
+
+    async def on_put(self, req: Request, resp: Response, message_id: str, emoji: str) -> None:
+        await self._change(req, resp, message_id, emoji, present=True)
+
+    async def on_delete(self, req: Request, resp: Response, message_id: str, emoji: str) -> None:
+        await self._change(req, resp, message_id, emoji, present=False)
+
+    async def _change(
+        self, req: Request, resp: Response, message_id: str, emoji: str, *, present: bool
+    ) -> None:
+        message, _ = await visible(self.sessions, req, message_id)
+        if not reactions.valid_emoji(emoji):
+            raise field_error("path.emoji", "An emoji is 1 to 32 characters, none of them whitespace.")
+        if present and message.deleted:
+            raise Conflict("The message was deleted.")
+        me = current_user(req)
+        payload = React(
+            message_id=message.id,
+            conversation_id=message.conversation_id,
+            user_id=me,
+            emoji=emoji,
+            present=present,
+            changed_at=datetime.now(UTC),
+        )
+        await self.queue.enqueue(REACT, payload, change_job_id("react", message.id))
+        resp.status = 204

@@ -124,6 +124,7 @@ FILLERS: dict[str, Fill] = {
     # Under a conversation: a participant whom only the owner may remove. Else: a user to look at.
     "user_id": lambda w, path: w.dave.id if "/participants/" in path else w.alice.id,
     "job_id": _job_id,
+    "emoji": lambda w, path: "%F0%9F%91%8D",  # a thumbs up, as a client puts it in a URL
     "name": lambda w, path: "swagger-ui.css",  # a file of the docs pages
 }
 PARAM = re.compile(r"{(\w+)}")
@@ -231,6 +232,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", f"{PREFIX}/messages/{{message_id}}"): Row("message", 200),
     ("PATCH", f"{PREFIX}/messages/{{message_id}}"): Row("message", 202, _json({"body": "x"})),
     ("DELETE", f"{PREFIX}/messages/{{message_id}}"): Row("message", 202),
+    ("PUT", f"{PREFIX}/messages/{{message_id}}/reactions/{{emoji}}"): Row("message", 204),
+    ("DELETE", f"{PREFIX}/messages/{{message_id}}/reactions/{{emoji}}"): Row("message", 204),
     ("GET", f"{PREFIX}/jobs/{{job_id}}"): Row("job", 200),
     ("GET", f"{PREFIX}/admin/queue"): Row("admin", 200),
     ("GET", f"{PREFIX}/admin/queue/history"): Row("admin", 200),

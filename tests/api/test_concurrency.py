@@ -446,7 +446,58 @@ async def test_retrying_and_discarding_one_dead_letter_at_once_does_one(api: Api
 
 # -- coverage --------------------------------------------------------------------------------------
 
+
 # Every write route of the app, and the test above that fires a burst at it.
+async def test_the_same_reaction_at_once_is_stored_and_announced_once(
+    api: ApiClient, deps: Deps, run_worker: RunWorker
+) -> None:
+    alice, bob, cid = await api.pair()
+    sent = (await api.post(f"/conversations/{cid}/messages", alice, json={"body": "react to me"})).json
+    await run_worker()
+    path = f"/messages/{sent['id']}/reactions/%F0%9F%91%8D"
+    results = await burst([api.put(path, bob) for _ in range(N)] + [api.put(path, alice) for _ in range(N)])
+    assert tally(results) == {204: 2 * N}
+    await run_worker()
+    message = (await api.get(f"/messages/{sent['id']}", bob)).json
+    assert message["reactions"] == [{"emoji": "\N{THUMBS UP SIGN}", "count": 2, "me": True}]
+    added = await stream(deps, alice, "reaction.added")
+    assert sorted(str(e.data.user_id) for e in added) == sorted([alice.id, bob.id])
+
+
+async def test_adds_and_removes_at_once_end_as_the_last_accepted(
+    api: ApiClient, deps: Deps, run_worker: RunWorker
+) -> None:
+    alice, bob, cid = await api.pair()
+    sent = (await api.post(f"/conversations/{cid}/messages", alice, json={"body": "react to me"})).json
+    await run_worker()
+    path = f"/messages/{sent['id']}/reactions/ok"
+    requests = [api.put(path, bob) for _ in range(N // 2)] + [api.delete(path, bob) for _ in range(N // 2)]
+    random.shuffle(requests)
+    results = await burst(requests)
+    assert tally(results) == {204: N}
+    await run_worker()
+    # The reaction ends as the change the api accepted last says, and the events alternate with it.
+    last = max(
+        [
+            (datetime.fromisoformat(state.args[0]["changed_at"]), state.args[0]["present"])
+            for state in [
+                await arqseam.job_state(deps.redis, deps.settings.queue_name, job_id)
+                for job_id in [
+                    k.decode().removeprefix("arq:result:")
+                    for k in await deps.redis.keys("arq:result:react:*")
+                ]
+            ]
+        ]
+    )
+    assert len(await deps.redis.keys("arq:result:react:*")) == N
+    message = (await api.get(f"/messages/{sent['id']}", alice)).json
+    assert message["reactions"] == ([{"emoji": "ok", "count": 1, "me": False}] if last[1] else [])
+    changes = [e.type for e in await stream(deps, alice, "reaction.added")] + [
+        e.type for e in await stream(deps, alice, "reaction.removed")
+    ]
+    assert changes.count("reaction.added") - changes.count("reaction.removed") == (1 if last[1] else 0)
+
+
 COVERED = {
     ("POST", "/api/v1/auth/register"): test_registering_one_username_at_once_makes_one_user,
     ("POST", "/api/v1/auth/login"): test_logging_in_at_once_gives_each_a_login_of_its_own,
@@ -468,6 +519,12 @@ COVERED = {
     ): test_one_client_id_sent_at_once_is_one_message,
     ("PATCH", "/api/v1/messages/{message_id}"): test_edits_at_once_apply_in_the_order_they_were_accepted,
     ("DELETE", "/api/v1/messages/{message_id}"): test_edits_and_deletes_at_once_end_deleted,
+    ("PUT", "/api/v1/messages/{message_id}/reactions/{emoji}"): (
+        test_the_same_reaction_at_once_is_stored_and_announced_once
+    ),
+    ("DELETE", "/api/v1/messages/{message_id}/reactions/{emoji}"): (
+        test_adds_and_removes_at_once_end_as_the_last_accepted
+    ),
     ("POST", "/api/v1/admin/dead-letters/{job_id}/retry"): (
         test_retrying_and_discarding_one_dead_letter_at_once_does_one
     ),

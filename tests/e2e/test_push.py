@@ -142,6 +142,37 @@ async def test_a_reply_reaches_every_participant_and_its_thread(client: Client, 
         await bob_ws.close()
 
 
+async def test_a_reaction_reaches_every_participant_once(client: Client, push_stack: Stack) -> None:
+    push_a, push_b = procs(push_stack, "push")
+    alice, bob = await client.user(), await client.user()
+    cid = await direct(client, alice, bob)
+    alice_ws, _ = await open_ws(push_a, alice)
+    bob_ws, _ = await open_ws(push_b, bob)
+    try:
+        sent = await say(client, alice, cid, "react to me")
+        await frames_until(bob_ws, 1)
+        await frames_until(alice_ws, 1)
+        path = f"/messages/{sent['id']}/reactions/%F0%9F%91%8D"
+        for _ in range(3):  # idempotent: one reaction, one event
+            assert (await client.http.put(path, headers=bob["headers"])).status_code == 204
+        for ws in (alice_ws, bob_ws):
+            [added] = await frames_until(ws, 1, "reaction.added")
+            assert added["conversation_id"] == cid and added["event_id"]
+            assert added["data"] == {
+                "message_id": sent["id"],
+                "emoji": "\N{THUMBS UP SIGN}",
+                "user_id": bob["id"],
+            }
+        assert (await client.http.delete(path, headers=bob["headers"])).status_code == 204
+        for ws in (alice_ws, bob_ws):
+            [removed] = await frames_until(ws, 1, "reaction.removed")
+            assert removed["data"]["user_id"] == bob["id"]
+            await nothing_more(ws)
+    finally:
+        await alice_ws.close()
+        await bob_ws.close()
+
+
 async def test_resume_replays_missed_events_then_goes_live(client: Client, push_stack: Stack) -> None:
     push_a, push_b = procs(push_stack, "push")
     alice, bob = await client.user(), await client.user()

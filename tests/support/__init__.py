@@ -47,6 +47,9 @@ class ApiClient:
     async def post(self, path: str, user: TestUser | None = None, **kw: Any) -> Result:
         return await self.request("POST", path, user, **kw)
 
+    async def put(self, path: str, user: TestUser | None = None, **kw: Any) -> Result:
+        return await self.request("PUT", path, user, **kw)
+
     async def patch(self, path: str, user: TestUser | None = None, **kw: Any) -> Result:
         return await self.request("PATCH", path, user, **kw)
 

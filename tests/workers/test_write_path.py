@@ -46,6 +46,7 @@ async def test_send_is_queued_then_persisted(api: ApiClient, run_worker: RunWork
         "reply_to": None,
         "reply_count": 0,
         "last_reply_at": None,
+        "reactions": [],
     }
     job = await api.get(f"/jobs/{sent['job_id']}", alice)
     assert job.json["status"] == "complete" and job.json["tries"] == 1 and job.json["finished_at"]

@@ -1,0 +1,52 @@
+"""Reactions as readers see them: per message, each emoji with its count and whether the reader
+is among those who reacted so. The api reads them for history and single messages; the worker for
+the messages its `message.updated` and `message.deleted` events carry (with no reader)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from chat.models import Reaction
+from chat.schemas import MessageOut, ReactionOut
+
+MAX_EMOJI = 32
+
+
+def valid_emoji(emoji: str) -> bool:
+    """1 to 32 characters, none of them whitespace or unprintable."""
+    return 1 <= len(emoji) <= MAX_EMOJI and emoji.isprintable() and not any(c.isspace() for c in emoji)
+
+
+async def counts(
+    db: AsyncSession | AsyncConnection, message_ids: Sequence[uuid.UUID], reader: uuid.UUID | None
+) -> dict[uuid.UUID, list[ReactionOut]]:
+    """Each message's reactions, in the order their emoji first appeared on it."""
+    if not message_ids:
+        return {}
+    mine = func.max(case((Reaction.user_id == reader, 1), else_=0)) if reader is not None else None
+    columns = [Reaction.message_id, Reaction.emoji, func.count(), func.min(Reaction.changed_at)]
+    query = (
+        select(*columns, *([mine] if mine is not None else []))
+        .where(Reaction.message_id.in_(set(message_ids)), Reaction.present.is_(True))
+        .group_by(Reaction.message_id, Reaction.emoji)
+        .order_by(Reaction.message_id, func.min(Reaction.changed_at), Reaction.emoji)
+    )
+    found: dict[uuid.UUID, list[ReactionOut]] = defaultdict(list)
+    rows: Sequence[Any] = (await db.execute(query)).all()
+    for message_id, emoji, count, _first, *reader_reacted in rows:
+        me = bool(reader_reacted[0]) if reader_reacted else False
+        found[message_id].append(ReactionOut(emoji=emoji, count=int(count), me=me))
+    return found
+
+
+async def with_reactions(
+    db: AsyncSession | AsyncConnection, messages: Sequence[MessageOut], reader: uuid.UUID | None
+) -> list[MessageOut]:
+    found = await counts(db, [m.id for m in messages], reader)
+    return [m.model_copy(update={"reactions": found.get(m.id, [])}) for m in messages]
