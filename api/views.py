@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat import mentions, reactions
 from chat.errors import NotFound, Unprocessable, field_error
 from chat.models import Conversation, Message, Participant, User
 from chat.schemas import ConversationOut, MessageOut, ParticipantOut
@@ -90,6 +91,11 @@ async def conversation_views(
         .group_by(Message.conversation_id)
     )
     unread = {cid: int(n) for cid, n in unread_rows.all()}
+    mentioned = {
+        cid: int(n) for cid, n in (await session.execute(mentions.unread_query(viewer, ids, mine))).all()
+    }
+    shown = await reactions.as_read(session, list(last_messages.values()), viewer)
+    last_messages = {m.conversation_id: m for m in shown}
 
     return [
         ConversationOut(
@@ -101,6 +107,7 @@ async def conversation_views(
             last_seq=c.last_seq,
             last_message=last_messages.get(c.id),
             unread_count=unread.get(c.id, 0),
+            unread_mentions=mentioned.get(c.id, 0),
         )
         for c in conversations
     ]

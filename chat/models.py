@@ -155,3 +155,18 @@ class Reaction(Base):
     emoji: Mapped[str] = mapped_column(String(32), primary_key=True)
     present: Mapped[bool] = mapped_column(Boolean)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Mention(Base):
+    """A participant a message names with @username, resolved when the message is stored."""
+
+    __tablename__ = "mentions"
+    __table_args__ = (Index("ix_mentions_unread", "user_id", "conversation_id", "seq"),)
+
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    seq: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)  # where in the body it first appears, for order

@@ -1,6 +1,7 @@
 """Reactions as readers see them: per message, each emoji with its count and whether the reader
-is among those who reacted so. The api reads them for history and single messages; the worker for
-the messages its `message.updated` and `message.deleted` events carry (with no reader)."""
+is among those who reacted so. `as_read` gives messages as a reader sees them, with their reactions
+and their mentions: the api for history and single messages, the worker for the messages its
+`message.updated` and `message.deleted` events carry (with no reader)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from chat import mentions
 from chat.models import Reaction
 from chat.schemas import MessageOut, ReactionOut
 
@@ -45,8 +47,13 @@ async def counts(
     return found
 
 
-async def with_reactions(
+async def as_read(
     db: AsyncSession | AsyncConnection, messages: Sequence[MessageOut], reader: uuid.UUID | None
 ) -> list[MessageOut]:
-    found = await counts(db, [m.id for m in messages], reader)
-    return [m.model_copy(update={"reactions": found.get(m.id, [])}) for m in messages]
+    """The messages as a reader sees them: with their reactions and their mentions."""
+    ids = [m.id for m in messages]
+    found, named = await counts(db, ids, reader), await mentions.of(db, ids)
+    return [
+        m.model_copy(update={"reactions": found.get(m.id, []), "mentions": named.get(m.id, [])})
+        for m in messages
+    ]

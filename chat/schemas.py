@@ -45,6 +45,7 @@ class MessageOut(Representation):
     reply_count: int = 0
     last_reply_at: datetime | None = None
     reactions: list[ReactionOut] = []
+    mentions: list[uuid.UUID] = []
 
 
 class ParticipantOut(Representation):
@@ -62,3 +63,4 @@ class ConversationOut(Representation):
     last_seq: int
     last_message: MessageOut | None
     unread_count: int
+    unread_mentions: int = 0

@@ -19,6 +19,7 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chat import mentions
 from chat.jobs import PersistMessage
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer
@@ -86,7 +87,12 @@ class PersistBatcher:
     async def _write(self, commands: list[tuple[PersistMessage, bool]]) -> list[Stored]:
         async with self.sessions() as session:
             stored, members = await store.persist_batch(session, [c for c, _ in commands], self.sequencer)
+            # Resolved once stored (and again, to the same rows, when a job runs again).
+            named = await mentions.record(session, [message for message, _ in stored])
             await session.commit()
+        stored = [
+            (m.model_copy(update={"mentions": named[m.id]}) if m.id in named else m, e) for m, e in stored
+        ]
         results: list[Stored] = []
         for (command, first_try), (message, existed) in zip(commands, stored, strict=True):
             # Found stored under another seq on a first try: a client_id repeated after its claim

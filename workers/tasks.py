@@ -147,7 +147,7 @@ async def _change(
             return False
         members = await store.recipients(session, [message.conversation_id])
         # The message's state for everyone alike: its reactions counted, `me` false.
-        [state] = await reactions.with_reactions(session, [MessageOut.model_validate(message)], None)
+        [state] = await reactions.as_read(session, [MessageOut.model_validate(message)], None)
         await session.commit()
     users = members.get(message.conversation_id, [])
     published = event(conversation_id=message.conversation_id, data=state)

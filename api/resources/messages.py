@@ -258,7 +258,7 @@ class ConversationMessages:
             rows = rows[:limit]
             if after is None:
                 rows.reverse()
-            items = await reactions.with_reactions(session, [MessageOut.model_validate(m) for m in rows], me)
+            items = await reactions.as_read(session, [MessageOut.model_validate(m) for m in rows], me)
         send(resp, {"items": items, "has_more": has_more})
 
 
@@ -297,9 +297,7 @@ class MessageById:
     async def on_get(self, req: Request, resp: Response, message_id: str) -> None:
         message, _ = await self._visible(req, message_id)
         async with self.sessions() as session:
-            [out] = await reactions.with_reactions(
-                session, [MessageOut.model_validate(message)], current_user(req)
-            )
+            [out] = await reactions.as_read(session, [MessageOut.model_validate(message)], current_user(req))
         send(resp, out)
 
     async def on_patch(self, req: Request, resp: Response, message_id: str) -> None:

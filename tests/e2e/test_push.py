@@ -173,6 +173,21 @@ async def test_a_reaction_reaches_every_participant_once(client: Client, push_st
         await bob_ws.close()
 
 
+async def test_a_mention_arrives_with_its_message_and_is_counted(client: Client, push_stack: Stack) -> None:
+    push_a, _ = procs(push_stack, "push")
+    alice, bob = await client.user(), await client.user()
+    cid = await direct(client, alice, bob)
+    bob_ws, _ = await open_ws(push_a, bob)
+    try:
+        await say(client, alice, cid, f"@{bob['username']} look")
+        [created] = await frames_until(bob_ws, 1)
+        assert created["data"]["mentions"] == [bob["id"]]
+        view = await client.http.get(f"/conversations/{cid}", headers=bob["headers"])
+        assert view.json()["unread_mentions"] == 1
+    finally:
+        await bob_ws.close()
+
+
 async def test_resume_replays_missed_events_then_goes_live(client: Client, push_stack: Stack) -> None:
     push_a, push_b = procs(push_stack, "push")
     alice, bob = await client.user(), await client.user()
