@@ -140,6 +140,7 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
             "/conversations/{conversation_id}/read",
             read_markers.ReadMarker(sessions, deps.sequencer, publisher, body),
         ),
+        ("/conversations/{conversation_id}/settings", read_markers.ConversationSettings(sessions, body)),
         (
             "/conversations/{conversation_id}/typing",
             typing_indicators.TypingIndicator(sessions, redis, publisher, settings.typing_interval_seconds),

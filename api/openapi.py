@@ -183,6 +183,17 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             422: "A direct conversation's participants are fixed.",
         },
     ),
+    ("/api/v1/conversations/{conversation_id}/settings", "PATCH"): Op(
+        CONVERSATION,
+        "My settings for a conversation",
+        {200: ("The settings as they now are.", r.Settings)},
+        body=read_markers.SettingsBody,
+        example={"muted": True},
+        description=(
+            "Per participant. A muted conversation still delivers every event; it counts nothing as "
+            "unread (`unread_count` and `unread_mentions` are 0) and shows `muted: true`."
+        ),
+    ),
     ("/api/v1/conversations/{conversation_id}/read", "POST"): Op(
         CONVERSATION,
         "Move my read marker forward",

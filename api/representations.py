@@ -47,6 +47,12 @@ class ConversationPage(Shape):
     next_cursor: str | None
 
 
+class Settings(Shape):
+    """A participant's own settings for a conversation."""
+
+    muted: bool
+
+
 class History(Shape):
     items: list[MessageOut] = Field(description="In ascending seq.")
     has_more: bool

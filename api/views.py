@@ -94,6 +94,15 @@ async def conversation_views(
     mentioned = {
         cid: int(n) for cid, n in (await session.execute(mentions.unread_query(viewer, ids, mine))).all()
     }
+    muted = set(
+        await session.scalars(
+            select(Participant.conversation_id).where(
+                Participant.conversation_id.in_(ids),
+                Participant.user_id == viewer,
+                Participant.muted.is_(True),
+            )
+        )
+    )
     shown = await reactions.as_read(session, list(last_messages.values()), viewer)
     last_messages = {m.conversation_id: m for m in shown}
 
@@ -106,8 +115,10 @@ async def conversation_views(
             participants=members.get(c.id, []),
             last_seq=c.last_seq,
             last_message=last_messages.get(c.id),
-            unread_count=unread.get(c.id, 0),
-            unread_mentions=mentioned.get(c.id, 0),
+            # Muted: nothing counts as unread for the viewer; events still arrive.
+            unread_count=0 if c.id in muted else unread.get(c.id, 0),
+            unread_mentions=0 if c.id in muted else mentioned.get(c.id, 0),
+            muted=c.id in muted,
         )
         for c in conversations
     ]

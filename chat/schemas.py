@@ -64,3 +64,4 @@ class ConversationOut(Representation):
     last_message: MessageOut | None
     unread_count: int
     unread_mentions: int = 0
+    muted: bool = False

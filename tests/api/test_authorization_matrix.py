@@ -225,6 +225,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("POST", f"{PREFIX}/conversations/{{conversation_id}}/participants"): Row("conversation", 200, _add_self),
     ("POST", f"{PREFIX}/conversations/{{conversation_id}}/read"): Row("conversation", 204, _json({"seq": 1})),
+    ("PATCH", f"{PREFIX}/conversations/{{conversation_id}}/settings"): Row(
+        "conversation", 200, _json({"muted": True})
+    ),
     ("POST", f"{PREFIX}/conversations/{{conversation_id}}/typing"): Row("conversation", 204),
     ("DELETE", f"{PREFIX}/conversations/{{conversation_id}}/participants/{{user_id}}"): Row(
         "conversation", 204

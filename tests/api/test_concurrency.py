@@ -498,6 +498,19 @@ async def test_adds_and_removes_at_once_end_as_the_last_accepted(
     assert changes.count("reaction.added") - changes.count("reaction.removed") == (1 if last[1] else 0)
 
 
+async def test_settings_at_once_end_as_one_of_them_and_stay_the_callers_own(api: ApiClient) -> None:
+    alice, bob, cid = await api.pair()
+    wanted = [i % 2 == 0 for i in range(N)]
+    results = await burst(
+        api.patch(f"/conversations/{cid}/settings", alice, json={"muted": m}) for m in wanted
+    )
+    assert tally(results) == {200: N}
+    assert sorted(r.json["muted"] for r in results) == sorted(wanted)
+    view = (await api.get(f"/conversations/{cid}", alice)).json
+    assert view["muted"] in (True, False)
+    assert (await api.get(f"/conversations/{cid}", bob)).json["muted"] is False  # bob's own is untouched
+
+
 COVERED = {
     ("POST", "/api/v1/auth/register"): test_registering_one_username_at_once_makes_one_user,
     ("POST", "/api/v1/auth/login"): test_logging_in_at_once_gives_each_a_login_of_its_own,
@@ -512,6 +525,9 @@ COVERED = {
         test_removing_and_leaving_at_once_removes_once
     ),
     ("POST", "/api/v1/conversations/{conversation_id}/read"): test_read_markers_at_once_end_at_the_highest,
+    ("PATCH", "/api/v1/conversations/{conversation_id}/settings"): (
+        test_settings_at_once_end_as_one_of_them_and_stay_the_callers_own
+    ),
     ("POST", "/api/v1/conversations/{conversation_id}/typing"): test_typing_at_once_is_one_notification,
     (
         "POST",
