@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import quote
-
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from api.deps import Deps
 from chat import reactions
 from chat.events import MessageUpdated, ReactionAdded, ReactionRemoved
 from chat.jobs import React
-from chat.models import Base, Conversation, Message, User
 from tests.support import ApiClient, assert_problem
 from tests.support.messages import send, stream
 from tests.support.settings import RunWorker
+from tests.support.sqlite import sqlite_world
 from workers import store
 
 THUMBS = "\N{THUMBS UP SIGN}"
@@ -102,32 +99,25 @@ async def test_reaction_calls_check_the_caller_the_emoji_and_the_message(
 
 async def test_reactions_on_sqlite_apply_in_order_like_on_postgres() -> None:
     """The dev mode's database: the same store and the same reads."""
-    engine = create_async_engine("sqlite+aiosqlite:///:memory:")
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    now = datetime.now(UTC)
-    user, cid, mid = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    async with sessions() as session:
-        session.add(User(id=user, username="u", username_key="u", display_name="u", password_hash="-"))
-        session.add(Conversation(id=cid, kind="group", created_by=user, created_at=now, last_activity_at=now))
-        session.add(Message(id=mid, conversation_id=cid, seq=1, sender_id=user, body="m", created_at=now))
-        await session.commit()
+    async with sqlite_world() as world:
 
-    def change(present: bool, seconds: int) -> React:
-        at = now + timedelta(seconds=seconds)
-        return React(
-            message_id=mid, conversation_id=cid, user_id=user, emoji=THUMBS, present=present, changed_at=at
-        )
+        def change(present: bool, seconds: int) -> React:
+            return React(
+                message_id=world.message,
+                conversation_id=world.conversation,
+                user_id=world.user,
+                emoji=THUMBS,
+                present=present,
+                changed_at=world.now + timedelta(seconds=seconds),
+            )
 
-    # Accepted as: add (1 s), remove (2 s), add (3 s); they reach the worker out of order.
-    outcomes = []
-    for job in (change(True, 1), change(True, 3), change(False, 2), change(True, 3)):
-        async with sessions() as session:
-            outcomes.append(await store.react(session, job))
-            await session.commit()
-    assert outcomes == [True, False, False, False]
-    async with sessions() as session:
-        found = await reactions.counts(session, [mid], user)
-    assert [(r.emoji, r.count, r.me) for r in found[mid]] == [(THUMBS, 1, True)]
-    await engine.dispose()
+        # Accepted as: add (1 s), remove (2 s), add (3 s); they reach the worker out of order.
+        outcomes = []
+        for job in (change(True, 1), change(True, 3), change(False, 2), change(True, 3)):
+            async with world.sessions() as session:
+                outcomes.append(await store.react(session, job))
+                await session.commit()
+        assert outcomes == [True, False, False, False]
+        async with world.sessions() as session:
+            found = await reactions.counts(session, [world.message], world.user)
+        assert [(r.emoji, r.count, r.me) for r in found[world.message]] == [(THUMBS, 1, True)]

@@ -6,15 +6,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-
 from api.deps import Deps
 from chat.jobs import PersistMessage
-from chat.models import Base, Conversation, Message, User
+from chat.models import Message
 from chat.sequence import Sequencer
 from tests.support import ApiClient, TestUser, assert_problem
 from tests.support.messages import send, stream
 from tests.support.settings import RunWorker
+from tests.support.sqlite import sqlite_world
 from workers import store
 
 
@@ -117,38 +116,27 @@ async def test_a_reply_stored_again_is_counted_once(
 
 async def test_replies_on_sqlite_count_like_on_postgres(deps: Deps) -> None:
     """The dev mode's path (SQLite, through SQLAlchemy) keeps the same counts."""
-    engine = create_async_engine("sqlite+aiosqlite:///:memory:")
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    now = datetime.now(UTC)
-    user, cid, root = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    async with sessions() as session:
-        session.add(User(id=user, username="u", username_key="u", display_name="u", password_hash="-"))
-        session.add(Conversation(id=cid, kind="group", created_by=user, created_at=now, last_activity_at=now))
-        session.add(Message(id=root, conversation_id=cid, seq=1, sender_id=user, body="root", created_at=now))
-        await session.commit()
+    async with sqlite_world() as world:
 
-    def job(seq: int) -> PersistMessage:
-        return PersistMessage(
-            message_id=uuid.uuid4(),
-            conversation_id=cid,
-            sender_id=user,
-            seq=seq,
-            body=f"reply {seq}",
-            client_id=None,
-            created_at=datetime.now(UTC),
-            reply_to=root,
-        )
+        def job(seq: int) -> PersistMessage:
+            return PersistMessage(
+                message_id=uuid.uuid4(),
+                conversation_id=world.conversation,
+                sender_id=world.user,
+                seq=seq,
+                body=f"reply {seq}",
+                client_id=None,
+                created_at=datetime.now(UTC),
+                reply_to=world.message,
+            )
 
-    replies = [job(2), job(3)]
-    sequencer = Sequencer(deps.redis)
-    for batch in (replies, replies[:1]):  # the second time, a retry: nothing new to count
-        async with sessions() as session:
-            await store.persist_batch(session, batch, sequencer)
-            await session.commit()
-    async with sessions() as session:
-        parent = await session.get(Message, root)
-        assert parent is not None and parent.reply_count == 2
-        assert parent.last_reply_at == replies[1].created_at
-    await engine.dispose()
+        replies = [job(2), job(3)]
+        sequencer = Sequencer(deps.redis)
+        for batch in (replies, replies[:1]):  # the second time, a retry: nothing new to count
+            async with world.sessions() as session:
+                await store.persist_batch(session, batch, sequencer)
+                await session.commit()
+        async with world.sessions() as session:
+            parent = await session.get(Message, world.message)
+            assert parent is not None and parent.reply_count == 2
+            assert parent.last_reply_at == replies[1].created_at

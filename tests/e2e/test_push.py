@@ -6,6 +6,9 @@ import asyncio
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,81 +114,80 @@ async def test_delivery_on_either_push_process_and_every_device(client: Client, 
             await ws.close()
 
 
-async def test_a_reply_reaches_every_participant_and_its_thread(client: Client, push_stack: Stack) -> None:
-    push_a, push_b = procs(push_stack, "push")
+@dataclass
+class Pair:
+    """Two users in a direct conversation, each online on a different push process."""
+
+    alice: dict[str, Any]
+    bob: dict[str, Any]
+    cid: str
+    alice_ws: ClientConnection
+    bob_ws: ClientConnection
+
+
+@asynccontextmanager
+async def pair_online(client: Client, stack: Stack) -> AsyncIterator[Pair]:
+    push_a, push_b = procs(stack, "push")
     alice, bob = await client.user(), await client.user()
     cid = await direct(client, alice, bob)
     alice_ws, _ = await open_ws(push_a, alice)
     bob_ws, _ = await open_ws(push_b, bob)
     try:
-        root = await say(client, alice, cid, "lunch?")
-        [received] = await frames_until(bob_ws, 1)
+        yield Pair(alice, bob, cid, alice_ws, bob_ws)
+    finally:
+        await alice_ws.close()
+        await bob_ws.close()
+
+
+async def test_a_reply_reaches_every_participant_and_its_thread(client: Client, push_stack: Stack) -> None:
+    async with pair_online(client, push_stack) as p:
+        root = await say(client, p.alice, p.cid, "lunch?")
+        [received] = await frames_until(p.bob_ws, 1)
         # Bob replies to what he received: stored already, so always a valid parent.
         answer = await client.http.post(
-            f"/conversations/{cid}/messages",
+            f"/conversations/{p.cid}/messages",
             json={"body": "yes", "reply_to": received["data"]["id"]},
-            headers=bob["headers"],
+            headers=p.bob["headers"],
         )
         assert answer.status_code == 202, answer.text
-        for ws in (alice_ws, bob_ws):
-            events = await frames_until(ws, 2 if ws is alice_ws else 1)
+        for ws in (p.alice_ws, p.bob_ws):
+            events = await frames_until(ws, 2 if ws is p.alice_ws else 1)
             assert events[-1]["data"]["id"] == answer.json()["id"]
             assert events[-1]["data"]["reply_to"] == root["id"] and events[-1]["data"]["reply_count"] == 0
         thread = await client.http.get(
-            f"/conversations/{cid}/messages", params={"thread": root["id"]}, headers=alice["headers"]
+            f"/conversations/{p.cid}/messages", params={"thread": root["id"]}, headers=p.alice["headers"]
         )
         assert [m["body"] for m in thread.json()["items"]] == ["yes"]
-        parent = await client.http.get(f"/messages/{root['id']}", headers=alice["headers"])
+        parent = await client.http.get(f"/messages/{root['id']}", headers=p.alice["headers"])
         assert parent.json()["reply_count"] == 1 and parent.json()["last_reply_at"]
-    finally:
-        await alice_ws.close()
-        await bob_ws.close()
 
 
 async def test_a_reaction_reaches_every_participant_once(client: Client, push_stack: Stack) -> None:
-    push_a, push_b = procs(push_stack, "push")
-    alice, bob = await client.user(), await client.user()
-    cid = await direct(client, alice, bob)
-    alice_ws, _ = await open_ws(push_a, alice)
-    bob_ws, _ = await open_ws(push_b, bob)
-    try:
-        sent = await say(client, alice, cid, "react to me")
-        await frames_until(bob_ws, 1)
-        await frames_until(alice_ws, 1)
+    async with pair_online(client, push_stack) as p:
+        sent = await say(client, p.alice, p.cid, "react to me")
+        await frames_until(p.bob_ws, 1)
+        await frames_until(p.alice_ws, 1)
         path = f"/messages/{sent['id']}/reactions/%F0%9F%91%8D"
         for _ in range(3):  # idempotent: one reaction, one event
-            assert (await client.http.put(path, headers=bob["headers"])).status_code == 204
-        for ws in (alice_ws, bob_ws):
+            assert (await client.http.put(path, headers=p.bob["headers"])).status_code == 204
+        thumbs = {"message_id": sent["id"], "emoji": "\N{THUMBS UP SIGN}", "user_id": p.bob["id"]}
+        for ws in (p.alice_ws, p.bob_ws):
             [added] = await frames_until(ws, 1, "reaction.added")
-            assert added["conversation_id"] == cid and added["event_id"]
-            assert added["data"] == {
-                "message_id": sent["id"],
-                "emoji": "\N{THUMBS UP SIGN}",
-                "user_id": bob["id"],
-            }
-        assert (await client.http.delete(path, headers=bob["headers"])).status_code == 204
-        for ws in (alice_ws, bob_ws):
+            assert added["conversation_id"] == p.cid and added["event_id"] and added["data"] == thumbs
+        assert (await client.http.delete(path, headers=p.bob["headers"])).status_code == 204
+        for ws in (p.alice_ws, p.bob_ws):
             [removed] = await frames_until(ws, 1, "reaction.removed")
-            assert removed["data"]["user_id"] == bob["id"]
+            assert removed["data"]["user_id"] == p.bob["id"]
             await nothing_more(ws)
-    finally:
-        await alice_ws.close()
-        await bob_ws.close()
 
 
 async def test_a_mention_arrives_with_its_message_and_is_counted(client: Client, push_stack: Stack) -> None:
-    push_a, _ = procs(push_stack, "push")
-    alice, bob = await client.user(), await client.user()
-    cid = await direct(client, alice, bob)
-    bob_ws, _ = await open_ws(push_a, bob)
-    try:
-        await say(client, alice, cid, f"@{bob['username']} look")
-        [created] = await frames_until(bob_ws, 1)
-        assert created["data"]["mentions"] == [bob["id"]]
-        view = await client.http.get(f"/conversations/{cid}", headers=bob["headers"])
+    async with pair_online(client, push_stack) as p:
+        await say(client, p.alice, p.cid, f"@{p.bob['username']} look")
+        [created] = await frames_until(p.bob_ws, 1)
+        assert created["data"]["mentions"] == [p.bob["id"]]
+        view = await client.http.get(f"/conversations/{p.cid}", headers=p.bob["headers"])
         assert view.json()["unread_mentions"] == 1
-    finally:
-        await bob_ws.close()
 
 
 async def test_resume_replays_missed_events_then_goes_live(client: Client, push_stack: Stack) -> None:
