@@ -1,8 +1,9 @@
 """@username mentions: resolved by the worker when a message is stored, read with every message.
 
-Only participants of the message's conversation other than its sender are mentioned; a name that
-is nobody there is plain text. Mentions are resolved once, when the message is stored: an edit
-does not change them. Resolution is idempotent, so a job that runs again records nothing twice.
+Only participants of the message's conversation are mentioned (a name that is nobody there is
+plain text); naming oneself never counts as unread. Mentions are resolved once, when the message
+is stored: an edit does not change them. Resolution is idempotent, so a job that runs again
+records nothing twice.
 """
 
 from __future__ import annotations
@@ -58,8 +59,7 @@ async def record(session: AsyncSession, messages: Sequence[MessageOut]) -> dict[
         users: list[uuid.UUID] = []
         for position, name in names:
             uid = members.get((message.conversation_id, name))
-            # Naming oneself mentions nobody: a mention is for the others to notice.
-            if uid is not None and uid != message.sender_id and uid not in users:
+            if uid is not None and uid not in users:
                 users.append(uid)
                 values.append(
                     {
@@ -107,6 +107,7 @@ def unread_query(viewer: uuid.UUID, conversation_ids: Sequence[uuid.UUID], mine:
             Mention.conversation_id.in_(conversation_ids),
             Mention.seq > mine.c.last_read_seq,
             Message.deleted.is_(False),
+            Message.sender_id != viewer,  # naming oneself is never news to oneself
         )
         .group_by(Mention.conversation_id)
     )

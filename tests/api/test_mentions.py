@@ -38,19 +38,20 @@ async def test_mentions_are_resolved_published_read_and_counted_until_read(
     await run_worker()
 
     message = (await api.get(f"/messages/{sent['id']}", carol)).json
-    assert message["mentions"] == [bob.id, carol.id]  # participants other than the sender, in order
+    assert message["mentions"] == [bob.id, carol.id, alice.id]  # participants only, in the body's order
     for user in (alice, bob, carol):
         [created] = [e for e in await stream(deps.redis, user.id) if isinstance(e, MessageCreated)]
-        assert [str(u) for u in created.data.mentions] == [bob.id, carol.id]
+        assert [str(u) for u in created.data.mentions] == [bob.id, carol.id, alice.id]
     history = (await api.get(f"/conversations/{gid}/messages", bob)).json["items"]
-    assert history[0]["mentions"] == [bob.id, carol.id]
+    assert history[0]["mentions"] == [bob.id, carol.id, alice.id]
 
     async def unread(user: TestUser) -> int:
         view = (await api.get(f"/conversations/{gid}", user)).json
-        assert view["last_message"]["mentions"] == [bob.id, carol.id]
+        assert view["last_message"]["mentions"] == [bob.id, carol.id, alice.id]
         count: int = view["unread_mentions"]
         return count
 
+    # Alice named herself: not news to her.
     assert (await unread(bob), await unread(carol), await unread(alice)) == (1, 1, 0)
     assert (await api.post(f"/conversations/{gid}/read", bob, json={"seq": sent["seq"]})).status_code in (
         200,
@@ -73,6 +74,7 @@ async def test_mentions_are_resolved_published_read_and_counted_until_read(
         assert (await mentions.record(session, [m for m, _ in stored]))[uuid.UUID(sent["id"])] == [
             uuid.UUID(bob.id),
             uuid.UUID(carol.id),
+            uuid.UUID(alice.id),
         ]
         await session.commit()
     assert await unread(carol) == 1
