@@ -134,6 +134,20 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         query=(Param("q", {"type": "string"}, "Username prefix, case-insensitive."), LIMIT, CURSOR),
     ),
     ("/api/v1/users/me", "GET"): Op("users", "The signed-in user", {200: ("The user.", UserOut)}),
+    ("/api/v1/users/me/blocks", "GET"): Op("users", "The users I blocked", {200: ("My blocks.", r.Blocks)}),
+    ("/api/v1/users/me/blocks/{user_id}", "PUT"): Op(
+        "users",
+        "Block a user",
+        {204: NO_CONTENT},
+        errors={404: "No such user."},
+        description=(
+            "Idempotent. The blocked user can no longer open a direct conversation with me or send "
+            "into ours (`403`); no event tells them. Blocking myself is `422`."
+        ),
+    ),
+    ("/api/v1/users/me/blocks/{user_id}", "DELETE"): Op(
+        "users", "Unblock a user", {204: NO_CONTENT}, description="Idempotent."
+    ),
     ("/api/v1/users/me", "PATCH"): Op(
         "users",
         "Change the display name",

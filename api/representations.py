@@ -47,6 +47,15 @@ class ConversationPage(Shape):
     next_cursor: str | None
 
 
+class BlockedUser(Shape):
+    user_id: uuid.UUID
+    created_at: datetime
+
+
+class Blocks(Shape):
+    items: list[BlockedUser] = Field(description="Newest first.")
+
+
 class Settings(Shape):
     """A participant's own settings for a conversation."""
 

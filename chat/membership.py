@@ -1,6 +1,7 @@
 """Who may send into a conversation, mirrored in Redis so that a send never needs Postgres.
 
-The api's send script checks the set `members:<conversation>`. Postgres stays the truth: a
+The api's send script checks the set `members:<conversation>`; a participant whom the other side of
+a direct conversation blocked is held as `!<id>` and refused with 403. Postgres stays the truth: a
 missing set is seeded from it, and every membership change deletes the set after its commit, so
 the next send seeds it afresh. A per-conversation generation, bumped by every change, keeps a seed
 that read Postgres before a change from being written after it. The set expires after a day, which
@@ -42,10 +43,21 @@ return 1
 """
 
 
+def blocked_member(user_id: uuid.UUID | str) -> str:
+    """How the set holds a participant who may not send (the other side of a direct conversation
+    blocked them): the send script answers 403 for them instead of 404."""
+    return f"!{user_id}"
+
+
 async def seed(
-    redis: Redis, conversation_id: uuid.UUID, read_at: bytes, user_ids: Iterable[uuid.UUID]
+    redis: Redis,
+    conversation_id: uuid.UUID,
+    read_at: bytes,
+    user_ids: Iterable[uuid.UUID],
+    blocked: Iterable[uuid.UUID] = (),
 ) -> bool:
-    members = [str(u) for u in user_ids]
+    refused = set(blocked)
+    members = [blocked_member(u) if u in refused else str(u) for u in user_ids]
     if not members:
         return False
     script = redis.register_script(_SEED)

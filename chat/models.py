@@ -173,3 +173,18 @@ class Mention(Base):
     conversation_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     seq: Mapped[int] = mapped_column(Integer)
     position: Mapped[int] = mapped_column(Integer)  # where in the body it first appears, for order
+
+
+class Block(Base):
+    """`blocker` blocked `blocked`: who may no longer open a direct conversation with the blocker or
+    send into theirs."""
+
+    __tablename__ = "blocks"
+
+    blocker_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    blocked_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

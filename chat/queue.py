@@ -36,12 +36,16 @@ def send_rate_prefix(user_id: uuid.UUID | str) -> str:
 # rate key prefix.
 # Returns {1, seq} new, {0, seq} a repeat of the same body, {2, "seq:digest"} a repeat with another
 # body, {-1} the counter needs a seed, {-3} the members need a seed, {-4} not a member,
-# {-5, ms} over the send limit for that long. Membership comes first: a non-member learns nothing.
+# {-5, ms} over the send limit for that long, {-6} blocked by the other side of a direct
+# conversation. Membership comes first: a non-member learns nothing.
 _ACCEPT = (
     LUA_ENQUEUE
     + """
 if redis.call('EXISTS', KEYS[3]) == 0 then return {-3} end
-if redis.call('SISMEMBER', KEYS[3], ARGV[9]) == 0 then return {-4} end
+if redis.call('SISMEMBER', KEYS[3], ARGV[9]) == 0 then
+  if redis.call('SISMEMBER', KEYS[3], '!' .. ARGV[9]) == 1 then return {-6} end
+  return {-4}
+end
 if KEYS[4] then
   local existing = redis.call('GET', KEYS[4])
   if existing then
@@ -93,6 +97,10 @@ class NotMember:
     __slots__ = ()
 
 
+class Blocked:
+    __slots__ = ()
+
+
 class RateLimited:
     __slots__ = ("retry_after_ms",)
 
@@ -107,7 +115,9 @@ class Enqueuer(Protocol):
 
     async def restore_claims(self, claims: list[tuple[uuid.UUID, int, str]], ttl_seconds: int) -> None: ...
 
-    async def accept_message(self, send: Send) -> Accepted | NeedsSeed | NotMember | RateLimited: ...
+    async def accept_message(
+        self, send: Send
+    ) -> Accepted | NeedsSeed | NotMember | Blocked | RateLimited: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +187,7 @@ class JobQueue:
         ]
         return keys, args
 
-    async def accept_message(self, send: Send) -> Accepted | NeedsSeed | NotMember | RateLimited:
+    async def accept_message(self, send: Send) -> Accepted | NeedsSeed | NotMember | Blocked | RateLimited:
         """Check the sender's membership and send rate, give the message the conversation's next
         seq and enqueue it, atomically, in one round trip.
 
@@ -190,6 +200,8 @@ class JobQueue:
             return NeedsSeed(state)
         if state == -4:
             return NotMember()
+        if state == -6:
+            return Blocked()
         if state == -5:
             return RateLimited(int(float(result[1])))
         if state == 2:

@@ -24,8 +24,8 @@ from api.views import (
     require_participant,
     require_users,
 )
-from chat import cursors, membership
-from chat.errors import Unauthorized, field_error
+from chat import blocks, cursors, membership
+from chat.errors import Forbidden, Unauthorized, field_error
 from chat.eventbus import Publisher
 from chat.events import ConversationCreated
 from chat.models import Conversation, Participant, User
@@ -97,6 +97,13 @@ class Conversations:
             if await session.get(User, me) is None:
                 raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
             await require_users(session, others, "body.participant_ids")
+            refused: list[uuid.UUID] = []
+            if direct_key is not None:
+                [other] = others
+                if await session.scalar(blocks.blocked_by(other, me)):
+                    raise Forbidden("This user has blocked you.")
+                if await session.scalar(blocks.blocked_by(me, other)):
+                    refused.append(other)  # I blocked them first: they may not send here
             if direct_key is not None:
                 existing = await session.scalar(
                     select(Conversation.id).where(Conversation.direct_key == direct_key)
@@ -122,7 +129,7 @@ class Conversations:
             view = await conversation_view(session, conversation.id, me)
         # New: no generation yet, so the seed always lands; with the counter there too (no message
         # yet, so 0), the first send needs no Postgres (it would otherwise seed the counter from it).
-        await membership.seed(self.redis, conversation.id, b"0", [me, *others])
+        await membership.seed(self.redis, conversation.id, b"0", [me, *others], refused)
         await self.sequencer.raise_to(conversation.id, 0)
         await self.publisher.publish(
             ConversationCreated(conversation_id=conversation.id, data=view), [me, *others]

@@ -20,7 +20,7 @@ from api.auth import current_user
 from api.fields import PG_INT_MAX, NoNul, NotBlankNoNul
 from api.http import limit_param, parse, path_uuid, query_int, send
 from api.views import require_participant
-from chat import membership, metrics, reactions
+from chat import blocks, membership, metrics, reactions
 from chat.errors import (
     Conflict,
     Forbidden,
@@ -42,7 +42,7 @@ from chat.jobs import (
     persist_job_id,
 )
 from chat.models import Conversation, Message, Participant
-from chat.queue import Enqueuer, NeedsSeed, NotMember, RateLimited, Send
+from chat.queue import Blocked, Enqueuer, NeedsSeed, NotMember, RateLimited, Send
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer, persisted_max_seq
 
@@ -157,6 +157,8 @@ class ConversationMessages:
             raise ServiceUnavailable("The conversation's membership kept changing; try again.", retry_after=1)
         if isinstance(result, NotMember):
             raise NotFound("No such conversation.")
+        if isinstance(result, Blocked):
+            raise Forbidden("This user has blocked you: you cannot send into your direct conversation.")
         if isinstance(result, RateLimited):
             raise TooManyRequests(
                 "Too many messages; slow down.", retry_after=math.ceil(result.retry_after_ms / 1000)
@@ -198,7 +200,8 @@ class ConversationMessages:
                 members = list(await conn.scalars(query))
                 if not members:
                     raise NotFound("No such conversation.")
-                await membership.seed(self.redis, cid, read_at, members)
+                blocked = await conn.scalars(blocks.refused_senders(cid))
+                await membership.seed(self.redis, cid, read_at, members, blocked)
                 return
             await self.sequencer.raise_to(cid, await persisted_max_seq(conn, cid))
             life = self.claim_seconds

@@ -121,8 +121,11 @@ def _job_id(w: World, path: str) -> str:
 FILLERS: dict[str, Fill] = {
     "conversation_id": lambda w, path: w.group,
     "message_id": lambda w, path: w.group_message,
-    # Under a conversation: a participant whom only the owner may remove. Else: a user to look at.
-    "user_id": lambda w, path: w.dave.id if "/participants/" in path else w.alice.id,
+    # Under a conversation: a participant whom only the owner may remove. Under blocks: someone
+    # else to block. Else: a user to look at.
+    "user_id": lambda w, path: (
+        w.dave.id if "/participants/" in path else w.carol.id if "/blocks/" in path else w.alice.id
+    ),
     "job_id": _job_id,
     "emoji": lambda w, path: "%F0%9F%91%8D",  # a thumbs up, as a client puts it in a URL
     "name": lambda w, path: "swagger-ui.css",  # a file of the docs pages
@@ -210,6 +213,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", f"{PREFIX}/auth/logout"): Row("self", 204, _logout),
     ("GET", f"{PREFIX}/users/me"): Row("self", 200),
     ("PATCH", f"{PREFIX}/users/me"): Row("self", 200, _json({"display_name": "x"})),
+    ("GET", f"{PREFIX}/users/me/blocks"): Row("self", 200),
+    ("PUT", f"{PREFIX}/users/me/blocks/{{user_id}}"): Row("self", 204),
+    ("DELETE", f"{PREFIX}/users/me/blocks/{{user_id}}"): Row("self", 204),
     ("GET", f"{PREFIX}/users"): Row("self", 200),
     # Intended: any signed-in user may look up anyone's profile (a directory, like Zulip's and
     # Stream Chat's); it names no conversation, so it leaks none.

@@ -511,6 +511,28 @@ async def test_settings_at_once_end_as_one_of_them_and_stay_the_callers_own(api:
     assert (await api.get(f"/conversations/{cid}", bob)).json["muted"] is False  # bob's own is untouched
 
 
+async def test_blocks_and_unblocks_at_once_end_as_one_of_them(api: ApiClient) -> None:
+    alice, bob, cid = await api.pair()
+    path = f"/users/me/blocks/{bob.id}"
+    requests = [api.put(path, alice) for _ in range(N // 2)] + [
+        api.delete(path, alice) for _ in range(N // 2)
+    ]
+    random.shuffle(requests)
+    assert tally(await burst(requests)) == {204: N}
+    blocked = [b["user_id"] for b in (await api.get("/users/me/blocks", alice)).json["items"]]
+    assert blocked in ([], [bob.id])
+    # Whichever won, bob's sends agree with it: the members were seeded afresh after the last change.
+    sent = await api.post(f"/conversations/{cid}/messages", bob, json={"body": "hi"})
+    assert sent.status_code == (403 if blocked else 202), sent.text
+
+
+async def test_the_same_block_at_once_is_one_block(api: ApiClient) -> None:
+    alice, bob, cid = await api.pair()
+    assert tally(await burst(api.put(f"/users/me/blocks/{bob.id}", alice) for _ in range(N))) == {204: N}
+    assert [b["user_id"] for b in (await api.get("/users/me/blocks", alice)).json["items"]] == [bob.id]
+    assert_problem(await api.post(f"/conversations/{cid}/messages", bob, json={"body": "hi"}), 403)
+
+
 COVERED = {
     ("POST", "/api/v1/auth/register"): test_registering_one_username_at_once_makes_one_user,
     ("POST", "/api/v1/auth/login"): test_logging_in_at_once_gives_each_a_login_of_its_own,
@@ -525,6 +547,8 @@ COVERED = {
         test_removing_and_leaving_at_once_removes_once
     ),
     ("POST", "/api/v1/conversations/{conversation_id}/read"): test_read_markers_at_once_end_at_the_highest,
+    ("PUT", "/api/v1/users/me/blocks/{user_id}"): test_the_same_block_at_once_is_one_block,
+    ("DELETE", "/api/v1/users/me/blocks/{user_id}"): test_blocks_and_unblocks_at_once_end_as_one_of_them,
     ("PATCH", "/api/v1/conversations/{conversation_id}/settings"): (
         test_settings_at_once_end_as_one_of_them_and_stay_the_callers_own
     ),

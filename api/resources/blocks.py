@@ -1,0 +1,82 @@
+"""`/users/me/blocks`: the users I blocked. A blocked user cannot open a direct conversation with
+me or send into ours (403); each change re-seeds our conversation's members in Redis, where the
+send script reads it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from falcon.asgi import Request, Response
+from redis.asyncio import Redis
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.auth import current_user
+from api.http import path_uuid, send
+from chat import membership
+from chat.errors import NotFound, field_error
+from chat.models import Block, Conversation, User
+
+
+def direct_key(a: uuid.UUID, b: uuid.UUID) -> str:
+    return ":".join(sorted((str(a), str(b))))
+
+
+@dataclass(frozen=True, slots=True)
+class Blocks:
+    """`GET /users/me/blocks`: `{items: [{user_id, created_at}]}`, newest first."""
+
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        me = current_user(req)
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(Block.blocked_id, Block.created_at)
+                .where(Block.blocker_id == me)
+                .order_by(Block.created_at.desc())
+            )
+            items = [{"user_id": user_id, "created_at": at} for user_id, at in rows]
+        send(resp, {"items": items})
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedUser:
+    """`PUT` and `DELETE /users/me/blocks/{user_id}`: `204`, idempotent."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+
+    async def on_put(self, req: Request, resp: Response, user_id: str) -> None:
+        me, other = current_user(req), path_uuid(user_id, "user")
+        if other == me:
+            raise field_error("path.user_id", "You cannot block yourself.")
+        async with self.sessions() as session:
+            if await session.get(User, other) is None:
+                raise NotFound("No such user.")
+            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+            values = {"blocker_id": me, "blocked_id": other, "created_at": datetime.now(UTC)}
+            await session.execute(insert(Block).values(values).on_conflict_do_nothing())
+            await session.commit()
+        await self._reseed(me, other)
+        resp.status = 204
+
+    async def on_delete(self, req: Request, resp: Response, user_id: str) -> None:
+        me, other = current_user(req), path_uuid(user_id, "user")
+        async with self.sessions() as session:
+            await session.execute(delete(Block).where(Block.blocker_id == me, Block.blocked_id == other))
+            await session.commit()
+        await self._reseed(me, other)
+        resp.status = 204
+
+    async def _reseed(self, me: uuid.UUID, other: uuid.UUID) -> None:
+        # After the commit: the next send into our direct conversation reads the members afresh.
+        async with self.sessions() as session:
+            cid = await session.scalar(
+                select(Conversation.id).where(Conversation.direct_key == direct_key(me, other))
+            )
+        if cid is not None:
+            await membership.changed(self.redis, cid)

@@ -1,0 +1,35 @@
+"""Blocking: a user who blocked another is never opened a direct conversation by them, and their
+sends into the direct conversation they share are refused (the api's send script reads that from
+the conversation's members set in Redis; see chat.membership)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import and_, exists, select
+from sqlalchemy.orm import aliased
+
+from chat.models import Block, Conversation, Participant
+
+
+def refused_senders(conversation_id: uuid.UUID) -> Any:
+    """The participants of a direct conversation whom the other participant blocked."""
+    other = aliased(Participant)
+    return (
+        select(Participant.user_id)
+        .join(
+            Conversation, and_(Conversation.id == Participant.conversation_id, Conversation.kind == "direct")
+        )
+        .join(
+            other,
+            and_(other.conversation_id == Participant.conversation_id, other.user_id != Participant.user_id),
+        )
+        .join(Block, and_(Block.blocker_id == other.user_id, Block.blocked_id == Participant.user_id))
+        .where(Participant.conversation_id == conversation_id)
+    )
+
+
+def blocked_by(blocker: uuid.UUID, user: uuid.UUID) -> Any:
+    """Whether `blocker` blocked `user`."""
+    return select(exists().where(Block.blocker_id == blocker, Block.blocked_id == user))

@@ -1,0 +1,63 @@
+"""Blocking: a blocked user cannot open a direct conversation with the blocker or send into theirs."""
+
+from __future__ import annotations
+
+import uuid
+
+from api.deps import Deps
+from chat.membership import members_key
+from tests.support import ApiClient, assert_problem
+
+
+async def test_a_blocked_user_can_neither_send_nor_open_a_direct_conversation(
+    api: ApiClient, deps: Deps
+) -> None:
+    alice, bob, cid = await api.pair()
+    group = (await api.conversation(alice, bob))["id"]
+    assert (await api.put(f"/users/me/blocks/{bob.id}", alice)).status_code == 204
+    [listed] = (await api.get("/users/me/blocks", alice)).json["items"]
+    assert listed["user_id"] == bob.id and listed["created_at"]
+    assert (await api.get("/users/me/blocks", bob)).json == {"items": []}  # bob is not told
+
+    path = f"/conversations/{cid}/messages"
+    refused = assert_problem(await api.post(path, bob, json={"body": "hi"}), 403)
+    assert "blocked" in refused["detail"]
+    assert (await api.post(path, alice, json={"body": "still mine to send"})).status_code == 202
+    # Only direct conversations: a group they share carries on.
+    assert (
+        await api.post(f"/conversations/{group}/messages", bob, json={"body": "hi all"})
+    ).status_code == 202
+    direct = {"kind": "direct", "participant_ids": [alice.id]}
+    assert_problem(await api.post("/conversations", bob, json=direct), 403)
+    again = await api.post("/conversations", alice, json={"kind": "direct", "participant_ids": [bob.id]})
+    assert again.status_code == 200 and again.json["id"] == cid
+
+    # Redis forgetting the members changes nothing: the block comes back with them from Postgres.
+    await deps.redis.delete(members_key(cid))
+    assert_problem(await api.post(path, bob, json={"body": "hi"}), 403)
+
+    assert (await api.delete(f"/users/me/blocks/{bob.id}", alice)).status_code == 204
+    assert (await api.post(path, bob, json={"body": "hi again"})).status_code == 202
+    assert (await api.get("/users/me/blocks", alice)).json == {"items": []}
+
+
+async def test_a_block_before_the_conversation_holds_from_its_start(api: ApiClient) -> None:
+    alice, carol = await api.user(), await api.user()
+    assert (await api.put(f"/users/me/blocks/{carol.id}", alice)).status_code == 204
+    assert_problem(
+        await api.post("/conversations", carol, json={"kind": "direct", "participant_ids": [alice.id]}), 403
+    )
+    created = await api.post("/conversations", alice, json={"kind": "direct", "participant_ids": [carol.id]})
+    assert created.status_code == 201, created.text
+    cid = created.json["id"]
+    assert_problem(await api.post(f"/conversations/{cid}/messages", carol, json={"body": "hi"}), 403)
+    assert (await api.post(f"/conversations/{cid}/messages", alice, json={"body": "hi"})).status_code == 202
+
+
+async def test_block_calls_check_their_target(api: ApiClient) -> None:
+    alice = await api.user()
+    problem = assert_problem(await api.put(f"/users/me/blocks/{alice.id}", alice), 422)
+    assert [e["field"] for e in problem["errors"]] == ["path.user_id"]
+    assert_problem(await api.put(f"/users/me/blocks/{uuid.uuid4()}", alice), 404)
+    assert_problem(await api.put("/users/me/blocks/not-a-uuid", alice), 404)
+    assert (await api.delete(f"/users/me/blocks/{uuid.uuid4()}", alice)).status_code == 204  # idempotent
