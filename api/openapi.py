@@ -139,7 +139,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "users",
         "Block a user",
         {204: NO_CONTENT},
-        errors={404: "No such user."},
+        errors={404: "No such user.", 422: "Blocking myself."},
         description=(
             "Idempotent. The blocked user can no longer open a direct conversation with me or send "
             "into ours (`403`); no event tells them. Blocking myself is `422`."
