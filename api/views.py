@@ -63,8 +63,11 @@ async def conversation_views(
     rows = await session.scalars(
         select(Participant).where(Participant.conversation_id.in_(ids)).order_by(Participant.joined_at)
     )
+    muted: set[uuid.UUID] = set()  # the viewer's own setting, read with the participants
     for p in rows:
         members[p.conversation_id].append(ParticipantOut.model_validate(p))
+        if p.user_id == viewer and p.muted:
+            muted.add(p.conversation_id)
 
     last_messages = {
         m.conversation_id: MessageOut.model_validate(m)
@@ -94,15 +97,6 @@ async def conversation_views(
     mentioned = {
         cid: int(n) for cid, n in (await session.execute(mentions.unread_query(viewer, ids, mine))).all()
     }
-    muted = set(
-        await session.scalars(
-            select(Participant.conversation_id).where(
-                Participant.conversation_id.in_(ids),
-                Participant.user_id == viewer,
-                Participant.muted.is_(True),
-            )
-        )
-    )
     shown = await reactions.as_read(session, list(last_messages.values()), viewer)
     last_messages = {m.conversation_id: m for m in shown}
 

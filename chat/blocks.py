@@ -13,6 +13,11 @@ from sqlalchemy.orm import aliased
 from chat.models import Block, Conversation, Participant
 
 
+def direct_key(a: uuid.UUID, b: uuid.UUID) -> str:
+    """The key that makes a direct conversation between two users unique, in either order."""
+    return ":".join(sorted((str(a), str(b))))
+
+
 def refused_senders(conversation_id: uuid.UUID) -> Any:
     """The participants of a direct conversation whom the other participant blocked."""
     other = aliased(Participant)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from chat.db import upsert_insert
 from chat.models import Mention, Message, Participant, User
 from chat.schemas import MessageOut
 
@@ -73,9 +73,8 @@ async def record(session: AsyncSession, messages: Sequence[MessageOut]) -> dict[
         if users:
             mentioned[mid] = users
     if values:
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         connection = await session.connection()
-        await connection.execute(insert(Mention).on_conflict_do_nothing(), values)
+        await connection.execute(upsert_insert(session)(Mention).on_conflict_do_nothing(), values)
     return mentioned
 
 

@@ -70,9 +70,7 @@ class PushProtocol(WebSocketsSansIOProtocol):
             self.conn.send_text(text.encode())
         except InvalidState:
             return False
-        if not self._flush_due:
-            self._flush_due = True
-            self.loop.call_soon(self._flush)
+        self._flush_soon()
         return True
 
     async def send(self, message: Any) -> None:
@@ -93,13 +91,17 @@ class PushProtocol(WebSocketsSansIOProtocol):
                     self.conn.send_text(message["text"].encode())
             except InvalidState as exc:
                 raise ClientDisconnected() from exc
-            if not self._flush_due:
-                self._flush_due = True
-                self.loop.call_soon(self._flush)
+            self._flush_soon()
             return
         if message["type"] == "websocket.close" and self.handshake_complete:
             self.writable.set()
         await super().send(message)
+
+    def _flush_soon(self) -> None:
+        """Write what this loop turn sent, once, at its end."""
+        if not self._flush_due:
+            self._flush_due = True
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_due = False

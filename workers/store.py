@@ -10,9 +10,9 @@ from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import Table, bindparam, case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat.db import upsert_insert as _insert
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage, React
 from chat.models import Conversation, Message, Participant, Reaction, UTCDateTime
 from chat.schemas import MessageOut
@@ -20,10 +20,6 @@ from chat.sequence import Sequencer, persisted_max_seq
 
 # How often a lost counter may hand out a taken number before the job gives up (and retries later).
 MAX_RESEQUENCE = 5
-
-
-def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _row(job: PersistMessage, seq: int) -> dict[str, Any]:
@@ -234,15 +230,16 @@ async def _advance_conversations(session: AsyncSession, messages: list[MessageOu
         await connection.execute(_ADVANCE, params)
 
 
+_messages = cast(Table, Message.__table__)
 _THREAD = (
-    update(cast(Table, Message.__table__))
-    .where(Message.__table__.c.id == bindparam("parent"))
+    update(_messages)
+    .where(_messages.c.id == bindparam("parent"))
     .values(
-        reply_count=Message.__table__.c.reply_count + bindparam("replies"),
+        reply_count=_messages.c.reply_count + bindparam("replies"),
         last_reply_at=case(
-            (Message.__table__.c.last_reply_at.is_(None), bindparam("latest", type_=UTCDateTime)),
-            (Message.__table__.c.last_reply_at < bindparam("latest"), bindparam("latest")),
-            else_=Message.__table__.c.last_reply_at,
+            (_messages.c.last_reply_at.is_(None), bindparam("latest", type_=UTCDateTime)),
+            (_messages.c.last_reply_at < bindparam("latest"), bindparam("latest")),
+            else_=_messages.c.last_reply_at,
         ),
     )
 )

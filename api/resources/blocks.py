@@ -11,18 +11,15 @@ from datetime import UTC, datetime
 from falcon.asgi import Request, Response
 from redis.asyncio import Redis
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
 from api.http import path_uuid, send
 from chat import membership
+from chat.blocks import direct_key
+from chat.db import upsert_insert
 from chat.errors import NotFound, field_error
 from chat.models import Block, Conversation, User
-
-
-def direct_key(a: uuid.UUID, b: uuid.UUID) -> str:
-    return ":".join(sorted((str(a), str(b))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +54,8 @@ class BlockedUser:
         async with self.sessions() as session:
             if await session.get(User, other) is None:
                 raise NotFound("No such user.")
-            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
             values = {"blocker_id": me, "blocked_id": other, "created_at": datetime.now(UTC)}
-            await session.execute(insert(Block).values(values).on_conflict_do_nothing())
+            await session.execute(upsert_insert(session)(Block).values(values).on_conflict_do_nothing())
             await session.commit()
         await self._reseed(me, other)
         resp.status = 204

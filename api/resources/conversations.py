@@ -67,7 +67,7 @@ class Conversations:
         if len(others) + 1 > MAX_PARTICIPANTS:
             raise field_error("body.participant_ids", f"At most {MAX_PARTICIPANTS} participants.")
         now = datetime.now(UTC)
-        direct_key = ":".join(sorted(str(u) for u in (me, *others))) if body.kind == "direct" else None
+        direct_key = blocks.direct_key(me, others[0]) if body.kind == "direct" else None
         conversation = Conversation(
             id=uuid.uuid4(),
             kind=body.kind,
@@ -104,7 +104,6 @@ class Conversations:
                     raise Forbidden("This user has blocked you.")
                 if await session.scalar(blocks.blocked_by(me, other)):
                     refused.append(other)  # I blocked them first: they may not send here
-            if direct_key is not None:
                 existing = await session.scalar(
                     select(Conversation.id).where(Conversation.direct_key == direct_key)
                 )

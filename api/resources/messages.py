@@ -80,6 +80,12 @@ def _thread_param(req: Request) -> uuid.UUID | None:
         raise field_error("query.thread", "Must be a message id (a UUID).") from None
 
 
+async def _stored_in(session: AsyncSession, message_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    """Whether the message is stored, in that conversation."""
+    found = await session.scalar(select(Message.conversation_id).where(Message.id == message_id))
+    return found == conversation_id
+
+
 def digest(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:32]
 
@@ -172,16 +178,10 @@ class ConversationMessages:
     async def _check_parent(self, cid: uuid.UUID, me: uuid.UUID, parent: uuid.UUID) -> None:
         """A reply's parent must be a stored message of this conversation (422); only a participant
         learns that (404 otherwise). Sends without `reply_to` never read Postgres here."""
-        async with self.reader.connect() as conn:
-            member = await conn.scalar(
-                select(Participant.user_id).where(
-                    Participant.conversation_id == cid, Participant.user_id == me
-                )
-            )
-            if member is None:
-                raise NotFound("No such conversation.")
-            found = await conn.scalar(select(Message.conversation_id).where(Message.id == parent))
-        if found != cid:
+        async with self.sessions() as session:
+            await require_participant(session, cid, me)
+            stored = await _stored_in(session, parent, cid)
+        if not stored:
             raise field_error(
                 "body.reply_to", "Must be the id of a message of this conversation (one already stored)."
             )
@@ -251,10 +251,7 @@ class ConversationMessages:
             query = query.order_by(Message.seq.desc())
         async with self.sessions() as session:
             await require_participant(session, cid, me)
-            if (
-                parent is not None
-                and await session.scalar(select(Message.conversation_id).where(Message.id == parent)) != cid
-            ):
+            if parent is not None and not await _stored_in(session, parent, cid):
                 raise NotFound("No such message in this conversation.")
             rows = list(await session.scalars(query.limit(limit + 1)))
             has_more = len(rows) > limit
