@@ -8,6 +8,7 @@ from sqlalchemy.engine import Connection
 
 from chat.db import create_engine
 from chat.models import Base
+from chat.search import in_schema_comparison
 from chat.settings import Settings
 
 config = context.config
@@ -29,6 +30,7 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         render_as_batch=True,
+        include_object=in_schema_comparison,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -39,6 +41,7 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        include_object=in_schema_comparison,
     )
     with context.begin_transaction():
         context.run_migrations()

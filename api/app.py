@@ -23,6 +23,7 @@ from api.resources import (
     messages,
     participants,
     read_markers,
+    search,
     typing_indicators,
     users,
 )
@@ -163,6 +164,7 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
         ),
         ("/messages/{message_id}", messages.MessageById(sessions, deps.queue, body)),
         ("/messages/{message_id}/reactions/{emoji}", messages.MessageReaction(sessions, deps.queue)),
+        ("/search/messages", search.MessageSearch(sessions)),
         ("/jobs/{job_id}", jobs.JobById(sessions, redis, settings.queue_name)),
         ("/admin/queue", admin.Queue(*monitored)),
         ("/admin/queue/history", admin.QueueHistory(*monitored)),

@@ -246,6 +246,26 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             LIMIT,
         ),
     ),
+    ("/api/v1/search/messages", "GET"): Op(
+        MESSAGES,
+        "Search my messages",
+        {200: ("A page of matches.", r.SearchPage)},
+        query=(
+            Param(
+                "q",
+                {"type": "string", "minLength": 1, "maxLength": 256},
+                'The words to find (required). Every word must match; `"quoted words"` are a phrase, '
+                "`-word` excludes.",
+            ),
+            LIMIT,
+            CURSOR,
+        ),
+        description=(
+            "Full-text search over the conversations I am in now, ranked. Deleted messages and "
+            "messages of users I blocked are never found. Words are matched whole, ignoring case; "
+            "the embedded dev mode (SQLite) matches every word as a substring instead."
+        ),
+    ),
     ("/api/v1/messages/{message_id}", "GET"): Op(
         MESSAGES, "One message, once stored", {200: ("The message.", MessageOut)}
     ),

@@ -67,6 +67,11 @@ class History(Shape):
     has_more: bool
 
 
+class SearchPage(Shape):
+    items: list[MessageOut] = Field(description="Best match first; equal ranks newest first.")
+    next_cursor: str | None
+
+
 class JobView(Shape):
     id: str
     function: str | None

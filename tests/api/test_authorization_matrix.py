@@ -154,11 +154,13 @@ class Row:
     `self` any signed-in user, about themselves; `user` any signed-in user, about anyone;
     `conversation`/`message` participants only, 404 to everyone else, exactly as for an id that
     does not exist; `job` the user who caused it (or an admin), 404 otherwise; `admin` admins, 403
-    to other users. `ok` is the rightful caller's status; `body` builds a valid body for a caller."""
+    to other users. `ok` is the rightful caller's status; `body` builds a valid body for a caller;
+    `query` is a valid query string."""
 
     scope: Scope
     ok: int
     body: Body | None = None
+    query: str | None = None
 
 
 async def _register(call: Call, caller: TestUser | None) -> dict[str, Any]:
@@ -217,6 +219,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("PUT", f"{PREFIX}/users/me/blocks/{{user_id}}"): Row("self", 204),
     ("DELETE", f"{PREFIX}/users/me/blocks/{{user_id}}"): Row("self", 204),
     ("GET", f"{PREFIX}/users"): Row("self", 200),
+    # Only the caller's conversations are searched: see the uninvolved user's test below.
+    ("GET", f"{PREFIX}/search/messages"): Row("self", 200, query="q=hello"),
     # Intended: any signed-in user may look up anyone's profile (a directory, like Zulip's and
     # Stream Chat's); it names no conversation, so it leaks none.
     ("GET", f"{PREFIX}/users/{{user_id}}"): Row("user", 200),
@@ -318,7 +322,7 @@ async def call(
     body = await row.body(Call(api, world), caller) if row.body else None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return await api.conductor.simulate_request(
-        method, fill(world, path, **override), headers=headers, json=body
+        method, fill(world, path, **override), headers=headers, json=body, query_string=row.query
     )
 
 
@@ -412,6 +416,10 @@ async def test_an_uninvolved_user_gets_only_what_is_theirs(api: ApiClient, world
     assert (await api.get("/users/me", eve)).json["id"] == eve.id
     profile = (await api.get(f"/users/{world.alice.id}", eve)).json
     assert set(profile) == {"id", "username", "display_name", "created_at", "online", "last_seen_at"}
+    # Search finds nothing of conversations eve was never in, or carol left; alice finds both.
+    for caller, hits in ((eve, set()), (world.carol, set()), (world.alice, {world.group, world.direct})):
+        found = (await api.get("/search/messages?q=hello", caller)).json["items"]
+        assert {m["conversation_id"] for m in found} == hits
     # eve's logout with alice's refresh token was a 204 that ended nothing: alice's login lives on.
     refreshed = await api.post("/auth/refresh", json={"refresh_token": world.alice.refresh_token})
     assert refreshed.status_code == 200, refreshed.text
