@@ -57,6 +57,8 @@ async def test_dev_mode_serves_the_whole_contract(tmp_path: Path) -> None:
                 f"/conversations/{cid}/messages", headers={"Authorization": f"Bearer {bob_token}"}
             )
             assert [m["body"] for m in history.json()["items"]] == ["hi from dev"]
+            found = await http.get("/search/messages", params={"q": "FROM"}, headers=alice)
+            assert [m["id"] for m in found.json()["items"]] == [sent.json()["id"]]
             readiness = await http.get("/readyz")
             assert readiness.status_code == 200
             # Neither server announces itself.

@@ -64,3 +64,21 @@ async def test_send_persist_read_over_http(client: Client) -> None:
     listed = await client.http.get("/conversations", headers=bob["headers"])
     [item] = listed.json()["items"]
     assert item["unread_count"] == 20 and item["last_message"]["seq"] == 20
+
+
+async def test_a_stored_message_is_found_by_search_only_by_its_participants(client: Client) -> None:
+    alice, bob, eve = await client.user(), await client.user(), await client.user()
+    conv = await client.http.post(
+        "/conversations", json={"kind": "direct", "participant_ids": [bob["id"]]}, headers=alice["headers"]
+    )
+    cid = conv.json()["id"]
+    sent = await client.http.post(
+        f"/conversations/{cid}/messages",
+        json={"body": "the quarterly zeppelin report"},
+        headers=alice["headers"],
+    )
+    await persisted(client, bob, sent.json()["id"])
+    found = await client.http.get("/search/messages", params={"q": "Zeppelin report"}, headers=bob["headers"])
+    assert [m["id"] for m in found.json()["items"]] == [sent.json()["id"]]
+    nothing = await client.http.get("/search/messages", params={"q": "zeppelin"}, headers=eve["headers"])
+    assert nothing.status_code == 200 and nothing.json() == {"items": [], "next_cursor": None}
