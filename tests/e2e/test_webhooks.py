@@ -52,4 +52,4 @@ async def test_the_receiver_hears_of_the_recipient_without_a_websocket(
     event = delivery.json
     assert event["type"] == "message.created" and event["data"]["id"] == sent.json()["id"]
     assert event["data"]["offline_recipient_ids"] == [carol["id"]]
-    assert verify(hook.json()["secret"], delivery.headers, delivery.body)
+    assert verify(hook.json()["secret"], delivery)

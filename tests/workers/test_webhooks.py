@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -16,7 +17,7 @@ from chat.settings import Settings
 from tests.support import ApiClient, TestUser
 from tests.support.messages import message_created, send
 from tests.support.settings import RunWorker
-from tests.support.webhooks import Receiver, receiving, verify
+from tests.support.webhooks import Received, Receiver, receiving, verify
 
 MAX_TRIES = 3
 
@@ -74,9 +75,17 @@ async def test_a_delivery_is_retried_until_accepted_with_the_same_id_and_a_valid
     assert (data["conversation_id"], data["sender_id"]) == (cid, alice.id)
     assert data["offline_recipient_ids"] == [bob.id]  # bob holds no WebSocket; the sender is no recipient
 
-    assert verify(hook["secret"], last.headers, last.body)
-    assert not verify("another-secret-of-some-length", last.headers, last.body)
-    assert not verify(hook["secret"], last.headers, last.body + b" ")
+    # The receiver's check, run from docs/api.md; and the wrong secret, a changed body and a
+    # correctly signed but stale request all fail it.
+    assert verify(hook["secret"], last)
+    assert not verify("another-secret-of-some-length", last)
+    assert not verify(hook["secret"], Received(last.headers, last.body + b" "))
+    stale = str(int(time.time()) - 301)
+    old_headers = last.headers | {
+        "x-webhook-timestamp": stale,
+        "x-webhook-signature": webhooks.signature(hook["secret"], stale, last.body),
+    }
+    assert not verify(hook["secret"], Received(old_headers, last.body))
     assert webhooks.verify(
         hook["secret"], last.headers["x-webhook-timestamp"], last.body, last.headers["x-webhook-signature"]
     )
