@@ -39,7 +39,12 @@ async def test_every_admin_route_needs_a_token_and_an_admin(api: ApiClient, deps
         assert_problem(await api.request(method, bare, member), 403)
         answered = await api.request(method, bare, admin)
         # Registering a webhook without a body gets as far as reading it: 400, past the admin check.
-        assert answered.status_code in (200, 204, 404, 400), (method, path, answered.text)
+        takes_body = (method, bare) == ("POST", "/admin/webhooks")
+        assert answered.status_code in ((400,) if takes_body else (200, 204, 404)), (
+            method,
+            path,
+            answered.text,
+        )
     # Revoking takes effect on the next call, not when the token expires.
     assert await set_admin(deps.settings, admin.username, False)
     assert_problem(await api.get("/admin/queue", admin), 403)
