@@ -26,6 +26,7 @@ from api.resources import (
     search,
     typing_indicators,
     users,
+    webhooks,
 )
 from api.throttle import AddressLimit, FailureLimit
 from chat import probes, ratelimit, wsprotocol
@@ -37,6 +38,7 @@ from chat.redis import create_redis
 from chat.security import Passwords, Tokens
 from chat.sequence import Sequencer
 from chat.settings import Settings
+from chat.webhooks import WebhookPublisher, create_dispatcher
 
 PREFIX = "/api/v1"
 # What a browser app may read of a response besides the safe headers.
@@ -52,13 +54,24 @@ EXPOSED_HEADERS = [
 def build_deps(settings: Settings) -> Deps:
     engine = create_engine(settings)
     redis = create_redis(settings)
+    sessions = create_sessionmaker(engine)
+    # The api publishes conversation, participant and read-marker events itself: webhooks get them
+    # right after the publish (there is no finishing transaction to stage them in, as workers have).
+    dispatcher = create_dispatcher(
+        redis,
+        sessions,
+        queue_name=settings.queue_name,
+        refresh_seconds=settings.webhook_registry_refresh_seconds,
+    )
     return Deps(
         settings=settings,
         engine=engine,
         reader=engine.execution_options(isolation_level="AUTOCOMMIT"),
-        sessions=create_sessionmaker(engine),
+        sessions=sessions,
         redis=redis,
-        publisher=RedisPublisher(redis, stream_maxlen=settings.event_stream_maxlen),
+        publisher=WebhookPublisher(
+            RedisPublisher(redis, stream_maxlen=settings.event_stream_maxlen), dispatcher
+        ),
         queue=JobQueue(redis),
         passwords=Passwords(settings),
         tokens=Tokens(settings),
@@ -173,6 +186,8 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
         ("/admin/dead-letters/{job_id}", admin.DeadLetter(*monitored)),
         ("/admin/dead-letters/{job_id}/retry", admin.DeadLetterRetry(*monitored)),
         ("/admin/jobs/{job_id}", admin.AdminJob(*monitored)),
+        ("/admin/webhooks", webhooks.Webhooks(*monitored, sessions, body)),
+        ("/admin/webhooks/{webhook_id}", webhooks.WebhookById(*monitored, sessions)),
         ("/admin/ui", admin_ui.AdminUI()),
     ]
     return table + [(PREFIX + path, resource) for path, resource in api]

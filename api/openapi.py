@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api import representations as r
-from api.resources import auth, conversations, messages, participants, read_markers
+from api.resources import auth, conversations, messages, participants, read_markers, webhooks
 from chat.schemas import ConversationOut, MessageOut, UserOut, UserProfileOut
 
 JSON = "application/json"
@@ -338,6 +338,29 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("/api/v1/admin/jobs/{job_id}", "GET"): Op(
         ADMIN, "Any job, with args, worker and traceback", {200: ("The job.", r.AdminJobView)}, admin=True
+    ),
+    ("/api/v1/admin/webhooks", "GET"): Op(
+        ADMIN, "Every webhook", {200: ("The webhooks, with their secrets.", r.WebhookList)}, admin=True
+    ),
+    ("/api/v1/admin/webhooks", "POST"): Op(
+        ADMIN,
+        "Register a webhook",
+        {201: ("Registered; `Location` names it.", r.WebhookView)},
+        body=webhooks.WebhookBody,
+        example={"url": "https://push.example.com/chat-events", "events": ["message.created"]},
+        admin=True,
+        description=(
+            "Each event of the given types is POSTed to `url` as `{id, type, created_at, data}`, signed"
+            " with `secret` (generated when not given): see docs/api.md, Webhooks. Takes effect within"
+            " `WEBHOOK_REGISTRY_REFRESH_SECONDS`."
+        ),
+    ),
+    ("/api/v1/admin/webhooks/{webhook_id}", "DELETE"): Op(
+        ADMIN,
+        "Delete a webhook",
+        {204: NO_CONTENT},
+        admin=True,
+        description="Deliveries still queued for it end without a request.",
     ),
     ("/api/v1/admin/ui", "GET"): Op(
         ADMIN,

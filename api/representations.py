@@ -167,6 +167,18 @@ class Readiness(Shape):
     checks: dict[str, str]
 
 
+class WebhookView(Shape):
+    id: uuid.UUID
+    url: str
+    events: list[str] = Field(description="The event types it receives.")
+    secret: str = Field(description="Signs every delivery (`X-Webhook-Signature`).")
+    created_at: datetime
+
+
+class WebhookList(Shape):
+    items: list[WebhookView] = Field(description="Oldest first.")
+
+
 class FieldError(Shape):
     field: str = Field(description="body.<name>, query.<name> or path.<name>.")
     message: str

@@ -179,6 +179,16 @@ class QueueWriter:
         argv: list[bytes | str | int] = [job_id, body, now, EXPIRES_EXTRA_MS, self.wake]
         return bool(await self._enqueue(keys=[self.queue_name], args=argv))
 
+    def stage(self, pipe: Pipeline, function: str, args: Sequence[Any], job_id: str) -> None:
+        """`enqueue` as a command in `pipe`: a job staged in a job's outbox is enqueued in the
+        MULTI/EXEC that finishes that job, so both happen or neither does."""
+        now = timestamp_ms()
+        body = job_body(function, args, now)
+        # EVAL with the text, as RedisPublisher.stage does: EVALSHA in a pipeline asks SCRIPT EXISTS.
+        pipe.execute_command(
+            "EVAL", _ENQUEUE, 1, self.queue_name, job_id, body, now, EXPIRES_EXTRA_MS, self.wake
+        )
+
 
 # KEYS[1] the queue, KEYS[2] the worker's set of held jobs. ARGV: now (ms), in-progress life (ms),
 # worker id, how many to take, how many due entries to look at at most. Returns

@@ -34,6 +34,19 @@ ARQ_RETRIED = Gauge("arq_jobs_retried", "The total number of retried jobs of thi
 ARQ_ONGOING = Gauge("arq_ongoing_jobs", "The number of jobs in progress on this worker.")
 ARQ_QUEUED = Gauge("arq_queued_inprogress", "The number of jobs queued (name kept from arq-prometheus).")
 EVENTS_PUBLISHED = Counter("chat_events_published_total", "Events appended to user streams", ["type"])
+WEBHOOKS_DISPATCHED = Counter(
+    "chat_webhooks_dispatched_total", "Webhook deliveries enqueued, by event type", ["type"]
+)
+# delivered; retried (a failed attempt with tries left); failed (the last try failed: dead letter);
+# dropped (the webhook was deleted before the attempt).
+WEBHOOK_DELIVERIES = Counter(
+    "chat_webhook_deliveries_total", "Webhook delivery attempts, by outcome", ["outcome"]
+)
+WEBHOOK_SECONDS = Histogram(
+    "chat_webhook_request_seconds",
+    "Time a webhook receiver took to answer (or to time out)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 WS_CONNECTIONS = Gauge("chat_ws_connections", "Open WebSocket connections on this push process")
 WS_FRAMES_SENT = Counter("chat_ws_frames_sent_total", "Frames sent to WebSocket clients")
 WS_CLOSED = Counter("chat_ws_closed_total", "WebSocket connections closed, by close code", ["code"])

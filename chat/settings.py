@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     # the first hop from the right that is not one of them.
     trusted_proxies: str = ""
 
+    # Webhooks (docs/api.md). A delivery is retried on a timeout, a connection error or a non-2xx
+    # answer, BACKOFF * 2^(try - 1) seconds later (capped), and dead-lettered after MAX_TRIES.
+    webhook_timeout_seconds: float = Field(default=10, gt=0)
+    webhook_max_tries: int = Field(default=8, ge=1)
+    webhook_backoff_seconds: float = Field(default=1, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=600, gt=0)
+    # How stale a process's copy of the registered webhooks may get: every process re-reads a
+    # version key at most this often and the list itself only when an admin changed it.
+    webhook_registry_refresh_seconds: float = Field(default=1.0, ge=0)
+
     # Push process. Where clients reach it (host:port), for the published protocol description.
     push_public_host: str = "localhost:8001"
     push_send_queue_size: int = Field(default=512, ge=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TypedDict
 
+import httpx
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -12,6 +13,7 @@ from chat.arqseam import Outbox
 from chat.eventbus import RedisPublisher
 from chat.outage import Outages
 from chat.settings import Settings
+from chat.webhooks import Dispatcher
 from workers.batch import PersistBatcher
 
 
@@ -36,3 +38,5 @@ class JobContext(TypedDict, total=False):
     dead_letter_limits: tuple[int, float]
     batcher: PersistBatcher
     outages: Outages
+    webhooks: Dispatcher  # the webhook registry and dispatch
+    http: httpx.AsyncClient  # webhook deliveries' client: one pool per worker

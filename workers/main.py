@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
+import httpx
 from arq.connections import RedisSettings
+from arq.worker import func
 
 from chat.arqseam import ChatWorker, deserialize, serialize
 from chat.db import create_engine, create_sessionmaker
@@ -20,11 +22,24 @@ from chat.outage import Outages
 from chat.redis import create_redis
 from chat.sequence import Sequencer
 from chat.settings import Settings
+from chat.webhooks import create_dispatcher
 from workers.batch import PersistBatcher
 from workers.context import JobContext
 from workers.tasks import delete_message, edit_message, persist_message, react
+from workers.webhooks import deliver_webhook
 
-FUNCTIONS = [persist_message, edit_message, delete_message, react]
+FUNCTIONS = [persist_message, edit_message, delete_message, react, deliver_webhook]
+
+
+def functions(settings: Settings) -> list[Any]:
+    """FUNCTIONS, with the webhook delivery's own tries and a timeout above its request's."""
+    # cast: arq types a job's ctx as a plain dict, ours is the JobContext TypedDict.
+    webhook = func(
+        cast(Any, deliver_webhook),
+        max_tries=settings.webhook_max_tries,
+        timeout=settings.webhook_timeout_seconds + 5,
+    )
+    return [webhook if f is deliver_webhook else f for f in FUNCTIONS]
 
 
 def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
@@ -38,6 +53,18 @@ def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
         ctx["max_tries"] = settings.job_max_tries
         ctx["outages"] = Outages(logging.getLogger("workers.tasks"))
         ctx["dead_letter_limits"] = dead_letter_limits(settings)
+        ctx["webhooks"] = create_dispatcher(
+            ctx["redis"],
+            ctx["sessions"],
+            queue_name=settings.queue_name,
+            refresh_seconds=settings.webhook_registry_refresh_seconds,
+        )
+        # One client, and so one connection pool, for every delivery this worker makes.
+        ctx["http"] = httpx.AsyncClient(
+            timeout=settings.webhook_timeout_seconds,
+            follow_redirects=False,
+            headers={"User-Agent": "headless-chat-webhooks"},
+        )
         ctx["batcher"] = PersistBatcher(
             ctx["sessions"],
             Sequencer(ctx["redis"]),
@@ -52,6 +79,9 @@ async def on_shutdown(ctx: JobContext) -> None:
     batcher = ctx.get("batcher")
     if batcher is not None:
         await batcher.close()
+    http = ctx.get("http")
+    if http is not None:
+        await http.aclose()
     engine = ctx.get("engine")
     if engine is not None:
         await engine.dispose()
@@ -64,7 +94,7 @@ def dead_letter_limits(settings: Settings) -> tuple[int, float]:
 def worker_options(settings: Settings) -> dict[str, Any]:
     """The options arq's own Worker takes, from settings."""
     return {
-        "functions": FUNCTIONS,
+        "functions": functions(settings),
         "queue_name": settings.queue_name,
         "on_startup": make_startup(settings),
         "on_shutdown": on_shutdown,

@@ -30,6 +30,7 @@ from chat.failures import is_transient
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage, React
 from chat.models import Message
 from chat.schemas import MessageOut
+from chat.webhooks import WebhookPublisher
 from workers import store
 from workers.batch import PersistBatcher
 from workers.context import JobContext
@@ -53,6 +54,8 @@ def job(fn: Task) -> Task:
         outages = ctx["outages"]
         try:
             result = await fn(ctx, payload)
+        except Retry:
+            raise  # the job asked for its own retry (a webhook delivery): not a failure
         except Exception as exc:
             tries = int(ctx.get("job_try", 1))
             if is_transient(exc) and tries < ctx["max_tries"]:
@@ -86,10 +89,15 @@ def job(fn: Task) -> Task:
 
 
 def publisher(ctx: Ctx) -> Publisher:
-    """The job's publisher: staged in the finishing transaction under ChatWorker, direct otherwise."""
+    """The job's publisher: staged in the finishing transaction under ChatWorker, direct otherwise;
+    webhook deliveries of its event join the same transaction (chat.webhooks)."""
     direct: RedisPublisher = ctx["publisher"]
     outbox = ctx.get("outbox")
-    return direct if outbox is None else direct.staged(outbox)
+    inner: Publisher = direct if outbox is None else direct.staged(outbox)
+    dispatcher = ctx.get("webhooks")
+    if dispatcher is None:
+        return inner
+    return WebhookPublisher(inner, dispatcher, outbox=outbox, source=ctx.get("job_id"))
 
 
 @job

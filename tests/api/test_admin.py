@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 from falcon import inspect
 
@@ -21,7 +22,8 @@ def admin_routes(api: ApiClient) -> list[tuple[str, str]]:
             continue
         for method in route.methods:
             if not method.internal and method.method != "OPTIONS":
-                found.append((method.method, route.path.replace("{job_id}", "persist:nope")))
+                path = route.path.replace("{job_id}", "persist:nope")
+                found.append((method.method, path.replace("{webhook_id}", str(uuid.uuid4()))))
     return found
 
 
@@ -36,7 +38,13 @@ async def test_every_admin_route_needs_a_token_and_an_admin(api: ApiClient, deps
         assert_problem(await api.request(method, bare), 401)
         assert_problem(await api.request(method, bare, member), 403)
         answered = await api.request(method, bare, admin)
-        assert answered.status_code in (200, 204, 404), (method, path, answered.text)
+        # Registering a webhook without a body gets as far as reading it: 400, past the admin check.
+        takes_body = (method, bare) == ("POST", "/admin/webhooks")
+        assert answered.status_code in ((400,) if takes_body else (200, 204, 404)), (
+            method,
+            path,
+            answered.text,
+        )
     # Revoking takes effect on the next call, not when the token expires.
     assert await set_admin(deps.settings, admin.username, False)
     assert_problem(await api.get("/admin/queue", admin), 403)

@@ -30,6 +30,8 @@ from tests.support.settings import RunWorker
 
 Scope = Literal["public", "self", "user", "conversation", "message", "job", "admin"]
 DEAD_TO_SHOW, DEAD_TO_RETRY = "persist:matrix-dead-1", "persist:matrix-dead-2"
+# Nothing listens there: no test here runs a worker after registering it.
+WEBHOOK = {"url": "http://127.0.0.1:9/matrix", "events": ["message.created"]}
 
 
 @dataclass
@@ -46,6 +48,7 @@ class World:
     direct_message: str
     job: str  # alice's persist job of the direct message
     expired: str  # alice's access token, an hour past its expiry
+    webhook: str  # registered by the admin
 
 
 async def build_world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> World:
@@ -76,6 +79,8 @@ async def build_world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> Worl
             "worker_id": None,
         }
         await deadletters.record(deps.redis, entry, 100, 3600)
+    hook = await api.post("/admin/webhooks", admin, json=WEBHOOK)
+    assert hook.status_code == 201, hook.text
     expired = Tokens(deps.settings).issue_access(
         uuid.UUID(alice.id), now=datetime.now(UTC) - timedelta(hours=1)
     )
@@ -92,6 +97,7 @@ async def build_world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> Worl
         direct_message=sent[direct]["id"],
         job=sent[direct]["job_id"],
         expired=expired,
+        webhook=hook.json["id"],
     )
 
 
@@ -129,6 +135,7 @@ FILLERS: dict[str, Fill] = {
     "job_id": _job_id,
     "emoji": lambda w, path: "%F0%9F%91%8D",  # a thumbs up, as a client puts it in a URL
     "name": lambda w, path: "swagger-ui.css",  # a file of the docs pages
+    "webhook_id": lambda w, path: w.webhook,
 }
 PARAM = re.compile(r"{(\w+)}")
 
@@ -256,6 +263,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("DELETE", f"{PREFIX}/admin/dead-letters/{{job_id}}"): Row("admin", 204),  # after the GET above
     ("POST", f"{PREFIX}/admin/dead-letters/{{job_id}}/retry"): Row("admin", 202),
     ("GET", f"{PREFIX}/admin/jobs/{{job_id}}"): Row("admin", 200),
+    ("GET", f"{PREFIX}/admin/webhooks"): Row("admin", 200),
+    ("POST", f"{PREFIX}/admin/webhooks"): Row("admin", 201, _json(WEBHOOK)),
+    ("DELETE", f"{PREFIX}/admin/webhooks/{{webhook_id}}"): Row("admin", 204),
 }
 
 # Listed on their own as well, so that making a route public is a change to this line, on purpose.

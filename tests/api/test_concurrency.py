@@ -444,6 +444,27 @@ async def test_retrying_and_discarding_one_dead_letter_at_once_does_one(api: Api
     assert await deadletters.count(deps.redis) == 0
 
 
+async def test_registering_at_once_makes_one_webhook_each_and_deleting_one_at_once_deletes_it_once(
+    api: ApiClient, deps: Deps
+) -> None:
+    admin = await api.user()
+    assert await set_admin(deps.settings, admin.username, True)
+    body = {"url": "https://hooks.example.com/in", "events": ["message.created"]}
+    # A POST is no upsert: as with Stripe's or GitHub's endpoints, each registration is its own.
+    created = await burst(api.post("/admin/webhooks", admin, json=body) for _ in range(N))
+    assert tally(created) == {201: N}
+    ids = {r.json["id"] for r in created}
+    assert len(ids) == N and len({r.json["secret"] for r in created}) == N
+    listed = (await api.get("/admin/webhooks", admin)).json["items"]
+    assert {h["id"] for h in listed} == ids
+
+    doomed = sorted(ids)[0]
+    statuses = tally(await burst(api.delete(f"/admin/webhooks/{doomed}", admin) for _ in range(N)))
+    assert statuses == {204: 1, 404: N - 1}, statuses
+    listed = (await api.get("/admin/webhooks", admin)).json["items"]
+    assert {h["id"] for h in listed} == ids - {doomed}
+
+
 # -- coverage --------------------------------------------------------------------------------------
 
 
@@ -572,6 +593,12 @@ COVERED = {
         "DELETE",
         "/api/v1/admin/dead-letters/{job_id}",
     ): test_retrying_and_discarding_one_dead_letter_at_once_does_one,
+    ("POST", "/api/v1/admin/webhooks"): (
+        test_registering_at_once_makes_one_webhook_each_and_deleting_one_at_once_deletes_it_once
+    ),
+    ("DELETE", "/api/v1/admin/webhooks/{webhook_id}"): (
+        test_registering_at_once_makes_one_webhook_each_and_deleting_one_at_once_deletes_it_once
+    ),
 }
 
 

@@ -1,0 +1,92 @@
+"""The `deliver_webhook` job: POST one event to one webhook, signed, retried with back-off.
+
+A timeout, a connection error or any answer but 2xx is a failed attempt: retried
+WEBHOOK_BACKOFF_SECONDS * 2^(try - 1) later (capped at WEBHOOK_BACKOFF_MAX_SECONDS) until the
+WEBHOOK_MAX_TRIES-th, whose failure fails the job, which puts it in the dead letters (retryable
+from `/admin/dead-letters`). Redirects are not followed: a receiver that moved is a failure to
+see, not a place to send signed events to.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+from arq import Retry
+from pydantic import BaseModel, ConfigDict
+
+from chat import metrics
+from chat.settings import Settings
+from chat.webhooks import Dispatcher, signature
+from workers.context import JobContext
+from workers.tasks import job
+
+
+class Delivery(BaseModel):
+    """The job's payload: which webhook, the delivery's id (`X-Webhook-Id`) and the event body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_id: uuid.UUID
+    delivery_id: uuid.UUID
+    event: dict[str, Any]
+
+
+class DeliveryFailed(Exception):
+    """The last try failed too: the job fails and its dead letter says why."""
+
+
+def backoff(settings: Settings, job_try: int) -> float:
+    delay = settings.webhook_backoff_seconds * 2 ** (job_try - 1)
+    return float(min(delay, settings.webhook_backoff_max_seconds))
+
+
+async def attempt(client: httpx.AsyncClient, url: str, delivery: Delivery, secret: str) -> str | None:
+    """One POST; None when the receiver took it (2xx), else what went wrong."""
+    body = orjson.dumps(delivery.event)
+    timestamp = int(time.time())  # of this attempt: a receiver rejects stale ones
+    headers = {
+        "Content-Type": "application/json",
+        "X-Webhook-Id": str(delivery.delivery_id),
+        "X-Webhook-Timestamp": str(timestamp),
+        "X-Webhook-Signature": signature(secret, timestamp, body),
+    }
+    started = time.perf_counter()
+    try:
+        response = await client.post(url, content=body, headers=headers)
+    except httpx.TimeoutException:
+        return "timed out"
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+    if response.is_success:
+        return None
+    return f"HTTP {response.status_code}"
+
+
+@job
+async def deliver_webhook(ctx: JobContext, payload: dict[str, Any]) -> str:
+    delivery = Delivery.model_validate(payload)
+    dispatcher: Dispatcher = ctx["webhooks"]
+    hook = await dispatcher.registry.get(delivery.webhook_id)
+    if hook is None:
+        # Deleted since the event: nobody wants it any more, and no dead letter should say otherwise.
+        metrics.WEBHOOK_DELIVERIES.labels("dropped").inc()
+        return "webhook deleted"
+    failure = await attempt(ctx["http"], hook.url, delivery, hook.secret)
+    if failure is None:
+        metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
+        return "delivered"
+    settings = ctx["settings"]
+    tries = int(ctx.get("job_try", 1))
+    # Raised here, outside the except blocks above: an exception chained to a socket error would
+    # look like an outage to `job`, which retries those on the queue's terms instead of ours.
+    if tries < settings.webhook_max_tries:
+        metrics.WEBHOOK_DELIVERIES.labels("retried").inc()
+        raise Retry(defer=backoff(settings, tries))
+    metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+    raise DeliveryFailed(f"{hook.url}: {failure} (try {tries} of {settings.webhook_max_tries})")
