@@ -12,7 +12,7 @@ from alembic import command
 from chat.settings import Settings
 from tests.support import services
 
-TABLES = "messages, participants, conversations, refresh_tokens, users"
+TABLES = "uploads, messages, participants, conversations, refresh_tokens, users"
 
 
 def make_settings(**overrides: Any) -> Settings:
