@@ -35,6 +35,9 @@ class PersistMessage(JobPayload):
     created_at: datetime
     client_digest: str | None = None
     reply_to: uuid.UUID | None = None
+    # Upload ids, in the sender's order; the api claimed them for this message, the worker checks
+    # their objects are stored before it stores the message.
+    attachments: tuple[uuid.UUID, ...] = ()
 
 
 class EditMessage(JobPayload):

@@ -53,7 +53,12 @@ class S3Storage:
         # Content-Type and Content-Length are signed headers: S3 refuses a PUT with other values.
         url = self._client.generate_presigned_url(
             "put_object",
-            Params={"Bucket": self._bucket, "Key": str(key), "ContentType": content_type, "ContentLength": size},
+            Params={
+                "Bucket": self._bucket,
+                "Key": str(key),
+                "ContentType": content_type,
+                "ContentLength": size,
+            },
             ExpiresIn=self._put_seconds,
         )
         headers = {"Content-Type": content_type, "Content-Length": str(size)}

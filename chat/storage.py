@@ -158,9 +158,12 @@ class LocalStorage:
         except FileNotFoundError:
             return None
 
-    async def write(self, key: uuid.UUID, content_type: str, chunks: AsyncIterator[bytes]) -> int:
-        """Store the bytes under the key; readers see the whole object or none of it (a temporary
-        file renamed into place, its type first). Returns the bytes written."""
+    async def write(
+        self, key: uuid.UUID, content_type: str, chunks: AsyncIterator[bytes], *, size: int
+    ) -> bool:
+        """Store exactly `size` bytes under the key; False, storing nothing, when fewer came.
+        Readers see the whole object or none of it: a temporary file renamed into place, its
+        content type first."""
         data, kind = self._paths(key)
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         temporary = self.root / f".{key}.{uuid.uuid4().hex}.part"
@@ -171,12 +174,14 @@ class LocalStorage:
                 async for chunk in chunks:
                     await asyncio.to_thread(handle.write, chunk)
                     written += len(chunk)
+            if written != size:
+                return False
             await asyncio.to_thread(_replace_text, kind, content_type)
             await asyncio.to_thread(os.replace, temporary, data)
+            return True
         finally:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(temporary.unlink)
-        return written
 
     async def read(self, key: uuid.UUID) -> tuple[StoredObject, AsyncIterator[bytes]] | None:
         found = await self.head(key)

@@ -12,6 +12,7 @@ from chat.arqseam import Outbox
 from chat.eventbus import RedisPublisher
 from chat.outage import Outages
 from chat.settings import Settings
+from chat.storage import Storage
 from workers.batch import PersistBatcher
 
 
@@ -32,6 +33,7 @@ class JobContext(TypedDict, total=False):
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     publisher: RedisPublisher
+    storage: Storage
     max_tries: int
     dead_letter_limits: tuple[int, float]
     batcher: PersistBatcher
