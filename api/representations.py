@@ -44,7 +44,9 @@ class UploadTicket(Shape):
     id: uuid.UUID
     upload_url: str = Field(description="A presigned URL: object storage's, or this api's own on local disk.")
     method: Literal["PUT"]
-    headers: dict[str, str] = Field(description="Content-Type and Content-Length, as the URL's signature binds them.")
+    headers: dict[str, str] = Field(
+        description="Content-Type and Content-Length, as the URL's signature binds them."
+    )
     expires_at: datetime
 
 
