@@ -161,9 +161,9 @@ class LocalStorage:
     async def write(
         self, key: uuid.UUID, content_type: str, chunks: AsyncIterator[bytes], *, size: int
     ) -> bool:
-        """Store exactly `size` bytes under the key; False, storing nothing, when fewer came.
-        Readers see the whole object or none of it: a temporary file renamed into place, its
-        content type first."""
+        """Store exactly `size` bytes under the key, once; False, storing nothing, when fewer came,
+        and FileExistsError when the key holds bytes already. Readers see the whole object or none
+        of it: a temporary file linked into place, its content type first."""
         data, kind = self._paths(key)
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         temporary = self.root / f".{key}.{uuid.uuid4().hex}.part"
@@ -177,7 +177,9 @@ class LocalStorage:
             if written != size:
                 return False
             await asyncio.to_thread(_replace_text, kind, content_type)
-            await asyncio.to_thread(os.replace, temporary, data)
+            # A hard link, not a rename: of two PUTs racing to store one upload, one wins and the
+            # other fails (FileExistsError), so stored bytes never change under a sent message.
+            await asyncio.to_thread(os.link, temporary, data)
             return True
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -141,7 +141,11 @@ class UploadContent:
         # Once stored, the bytes stay what the message that names them was checked against.
         if await store.head(key) is not None:
             raise Conflict("This upload's bytes are stored already.")
-        if not await store.write(key, content_type, _limited(req, announced), size=announced):
+        try:
+            complete = await store.write(key, content_type, _limited(req, announced), size=announced)
+        except FileExistsError:
+            raise Conflict("This upload's bytes are stored already.") from None
+        if not complete:
             raise field_error(
                 "body", f"The body is shorter than the {announced} bytes this upload announced."
             )
