@@ -39,6 +39,14 @@ class PersistMessage(JobPayload):
     # their objects are stored before it stores the message.
     attachments: tuple[uuid.UUID, ...] = ()
 
+    def dump(self) -> dict[str, Any]:
+        data = super().dump()
+        if not self.attachments:
+            # Left out when empty: workers from before attachments (extra="forbid") keep taking
+            # sends without files during a rolling deploy.
+            del data["attachments"]
+        return data
+
 
 class EditMessage(JobPayload):
     message_id: uuid.UUID
