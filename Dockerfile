@@ -29,6 +29,8 @@ RUN pip install --no-deps .
 
 # Nothing here needs root: a process that is broken into gets no more than this user may do.
 RUN useradd --system --no-create-home --shell /usr/sbin/nologin chat
+# Attachments without S3: a volume mounted here takes this owner, so the app can write to it.
+RUN mkdir -p /srv/uploads && chown chat /srv/uploads
 USER chat
 
 # web, push and the worker's metrics each serve $PORT in their own container.

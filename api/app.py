@@ -25,6 +25,7 @@ from api.resources import (
     read_markers,
     search,
     typing_indicators,
+    uploads,
     users,
     webhooks,
 )
@@ -38,6 +39,7 @@ from chat.redis import create_redis
 from chat.security import Passwords, Tokens
 from chat.sequence import Sequencer
 from chat.settings import Settings
+from chat.storage import LocalStorage, create_storage
 from chat.webhooks import WebhookPublisher, create_dispatcher
 
 PREFIX = "/api/v1"
@@ -77,6 +79,7 @@ def build_deps(settings: Settings) -> Deps:
         tokens=Tokens(settings),
         limiter=Limiter(redis, settings.redis_url),
         sequencer=Sequencer(redis),
+        storage=create_storage(settings),
     )
 
 
@@ -133,6 +136,8 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
         refusal="Too many failed logins for this user.",
     )
     monitored = (deps.reader, redis, settings.queue_name)
+    storage = deps.storage
+    local = storage if isinstance(storage, LocalStorage) else None
     api: list[tuple[str, object]] = [
         ("/auth/register", auth.Register(sessions, deps.passwords, registrations, body)),
         ("/auth/login", auth.Login(sessions, deps.passwords, logins, body, deps.tokens, failed_logins)),
@@ -143,11 +148,14 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
         ("/users/me/blocks/{user_id}", blocks.BlockedUser(sessions, redis)),
         ("/users", users.Users(sessions)),
         ("/users/{user_id}", users.UserById(sessions, redis)),
-        ("/conversations", conversations.Conversations(sessions, redis, deps.sequencer, publisher, body)),
-        ("/conversations/{conversation_id}", conversations.ConversationById(sessions)),
+        (
+            "/conversations",
+            conversations.Conversations(sessions, redis, deps.sequencer, publisher, body, storage),
+        ),
+        ("/conversations/{conversation_id}", conversations.ConversationById(sessions, storage)),
         (
             "/conversations/{conversation_id}/participants",
-            participants.Participants(sessions, redis, publisher, body),
+            participants.Participants(sessions, redis, publisher, body, storage),
         ),
         (
             "/conversations/{conversation_id}/participants/{user_id}",
@@ -173,11 +181,14 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
                 send_limit=ratelimit.parse(settings.rate_limit_sends_per_user),
                 claim_seconds=settings.client_id_claim_seconds,
                 max_body=body,
+                storage=storage,
             ),
         ),
-        ("/messages/{message_id}", messages.MessageById(sessions, deps.queue, body)),
+        ("/messages/{message_id}", messages.MessageById(sessions, deps.queue, body, storage)),
         ("/messages/{message_id}/reactions/{emoji}", messages.MessageReaction(sessions, deps.queue)),
-        ("/search/messages", search.MessageSearch(sessions)),
+        ("/search/messages", search.MessageSearch(sessions, storage)),
+        ("/uploads", uploads.Uploads(sessions, storage, settings.upload_max_bytes, body)),
+        ("/uploads/{upload_id}/content", uploads.UploadContent(local, settings.upload_max_bytes)),
         ("/jobs/{job_id}", jobs.JobById(sessions, redis, settings.queue_name)),
         ("/admin/queue", admin.Queue(*monitored)),
         ("/admin/queue/history", admin.QueueHistory(*monitored)),

@@ -14,6 +14,7 @@ from chat.ratelimit import Limiter
 from chat.security import Passwords, Tokens
 from chat.sequence import Sequencer
 from chat.settings import Settings
+from chat.storage import Storage
 
 
 @dataclass
@@ -30,3 +31,4 @@ class Deps:
     tokens: Tokens
     limiter: Limiter
     sequencer: Sequencer
+    storage: Storage

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api import representations as r
-from api.resources import auth, conversations, messages, participants, read_markers, webhooks
+from api.resources import auth, conversations, messages, participants, read_markers, uploads, webhooks
 from chat.schemas import ConversationOut, MessageOut, UserOut, UserProfileOut
 
 JSON = "application/json"
@@ -61,6 +61,12 @@ PATH_SCHEMAS: dict[str, dict[str, Any]] = {
     "job_id": {"type": "string"},
     "emoji": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": r"^\S+$"},
 }
+EXPIRES = Param("expires", {"type": "string"}, "Part of the signed URL: when it expires (unix seconds).")
+SIGNATURE = Param("signature", {"type": "string"}, "Part of the signed URL: its HMAC-SHA256.")
+LOCAL_DISK = (
+    "Only with the local-disk store (no `S3_BUCKET`): the presigned URLs the api hands out point "
+    "here, and their signature is the credential, so no bearer token. With S3 this is `404`."
+)
 MINUTES = {"type": "integer", "minimum": 1, "maximum": 120, "default": 60}
 EXAMPLE_USER = "6f1c1d52-8d0e-4c1e-9a55-2f9b1f4b7e10"
 NO_CONTENT: tuple[str, None] = ("Done.", None)
@@ -229,10 +235,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         body=messages.SendBody,
         example={"body": "Hello!", "client_id": "9d3b2f0c-local-1"},
         limited=True,
-        errors={409: "The client_id was used before with another body."},
+        errors={409: "The client_id was used before with another body (or other attachments)."},
         description=(
             "`reply_to` makes the message a reply: it must name a stored message of the same "
-            "conversation (`422` otherwise), whose `reply_count` and `last_reply_at` then count it."
+            "conversation (`422` otherwise), whose `reply_count` and `last_reply_at` then count it. "
+            "`attachments` names up to 10 distinct uploads of mine (`POST /uploads`), each attached "
+            "to no other message and with its bytes uploaded as announced (`422` otherwise)."
         ),
     ),
     ("/api/v1/conversations/{conversation_id}/messages", "GET"): Op(
@@ -299,6 +307,48 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Take a reaction back (queued)",
         {204: NO_CONTENT},
         description="Idempotent; `reaction.removed` is published when the reaction goes away.",
+    ),
+    ("/api/v1/uploads", "POST"): Op(
+        MESSAGES,
+        "Announce a file to attach: where to PUT its bytes",
+        {201: ("A presigned upload URL and the headers to send with it.", r.UploadTicket)},
+        body=uploads.UploadBody,
+        example={"filename": "cat.png", "content_type": "image/png", "size": 48213},
+        errors={422: "A bad filename or content type, or a size of 0 or over UPLOAD_MAX_BYTES."},
+        description=(
+            "Then `PUT` the bytes to `upload_url` with exactly `headers`, before `expires_at`, and "
+            "name `id` in `attachments` of one message of yours. Filenames are 1 to 255 characters, "
+            "no path separators or control characters; the content type is `type/subtype`."
+        ),
+    ),
+    ("/api/v1/uploads/{upload_id}/content", "PUT"): Op(
+        MESSAGES,
+        "Local-disk store: the bytes of an upload",
+        {204: ("Stored.", None)},
+        query=(
+            EXPIRES,
+            Param("content_type", {"type": "string"}, "Part of the signed URL: the announced type."),
+            Param("size", {"type": "string"}, "Part of the signed URL: the announced size."),
+            SIGNATURE,
+        ),
+        auth=False,
+        errors={
+            403: "A signature that is missing, wrong or expired.",
+            409: "The bytes are stored already.",
+            413: "More bytes than the upload announced.",
+            422: "A Content-Type or Content-Length other than announced, or fewer bytes.",
+        },
+        description=LOCAL_DISK + " The body is the file's bytes, sent with the headers `POST /uploads` gave.",
+    ),
+    ("/api/v1/uploads/{upload_id}/content", "GET"): Op(
+        MESSAGES,
+        "Local-disk store: download an attachment",
+        {200: ("The file, with its content type.", None)},
+        query=(EXPIRES, Param("filename", {"type": "string"}, "Part of the signed URL."), SIGNATURE),
+        auth=False,
+        errors={403: "A signature that is missing, wrong or expired."},
+        media="application/octet-stream",
+        description=LOCAL_DISK + " Attachments' `url` in message reads point here.",
     ),
     ("/api/v1/jobs/{job_id}", "GET"): Op(
         "jobs", "What became of a queued write", {200: ("The job.", r.JobView)}

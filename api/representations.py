@@ -37,6 +37,19 @@ class Accepted(Shape):
     job_id: str
 
 
+class UploadTicket(Shape):
+    """Where to send a file's bytes: `PUT` them to `upload_url` with exactly `headers`, before
+    `expires_at`; then name `id` in a message's `attachments`."""
+
+    id: uuid.UUID
+    upload_url: str = Field(description="A presigned URL: object storage's, or this api's own on local disk.")
+    method: Literal["PUT"]
+    headers: dict[str, str] = Field(
+        description="Content-Type and Content-Length, as the URL's signature binds them."
+    )
+    expires_at: datetime
+
+
 class UserPage(Shape):
     items: list[UserOut]
     next_cursor: str | None

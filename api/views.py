@@ -13,6 +13,7 @@ from chat import mentions, reactions
 from chat.errors import NotFound, Unprocessable, field_error
 from chat.models import Conversation, Message, Participant, User
 from chat.schemas import ConversationOut, MessageOut, ParticipantOut
+from chat.storage import Storage
 
 # A group's size cap: fan-out to this many sockets stays cheap.
 MAX_PARTICIPANTS = 1000
@@ -54,7 +55,7 @@ async def require_participant(
 
 
 async def conversation_views(
-    session: AsyncSession, conversations: Sequence[Conversation], viewer: uuid.UUID
+    session: AsyncSession, conversations: Sequence[Conversation], viewer: uuid.UUID, storage: Storage
 ) -> list[ConversationOut]:
     if not conversations:
         return []
@@ -97,7 +98,7 @@ async def conversation_views(
     mentioned = {
         cid: int(n) for cid, n in (await session.execute(mentions.unread_query(viewer, ids, mine))).all()
     }
-    shown = await reactions.as_read(session, list(last_messages.values()), viewer)
+    shown = await reactions.as_read(session, list(last_messages.values()), viewer, storage)
     last_messages = {m.conversation_id: m for m in shown}
 
     return [
@@ -119,12 +120,12 @@ async def conversation_views(
 
 
 async def conversation_view(
-    session: AsyncSession, conversation_id: uuid.UUID, viewer: uuid.UUID
+    session: AsyncSession, conversation_id: uuid.UUID, viewer: uuid.UUID, storage: Storage
 ) -> ConversationOut:
     conversation = await session.get(Conversation, conversation_id, populate_existing=True)
     if conversation is None:
         raise NotFound("No such conversation.")
-    [view] = await conversation_views(session, [conversation], viewer)
+    [view] = await conversation_views(session, [conversation], viewer, storage)
     return view
 
 

@@ -1,7 +1,8 @@
 """Reactions as readers see them: per message, each emoji with its count and whether the reader
 is among those who reacted so. `as_read` gives messages as a reader sees them, with their reactions
 and their mentions: the api for history and single messages, the worker for the messages its
-`message.updated` and `message.deleted` events carry (with no reader)."""
+`message.updated` and `message.deleted` events carry (with no reader). Their attachments come
+with download URLs presigned for this read; a deleted message shows none."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from chat import mentions
+from chat import attachments, mentions
 from chat.models import Reaction
 from chat.schemas import MessageOut, ReactionOut
+from chat.storage import Storage
 
 MAX_EMOJI = 32
 
@@ -48,12 +50,19 @@ async def counts(
 
 
 async def as_read(
-    db: AsyncSession | AsyncConnection, messages: Sequence[MessageOut], reader: uuid.UUID | None
+    db: AsyncSession, messages: Sequence[MessageOut], reader: uuid.UUID | None, storage: Storage
 ) -> list[MessageOut]:
-    """The messages as a reader sees them: with their reactions and their mentions."""
+    """The messages as a reader sees them: with their reactions, mentions and attachments."""
     ids = [m.id for m in messages]
     found, named = await counts(db, ids, reader), await mentions.of(db, ids)
+    files = await attachments.of(db, [m.id for m in messages if not m.deleted])
     return [
-        m.model_copy(update={"reactions": found.get(m.id, []), "mentions": named.get(m.id, [])})
+        m.model_copy(
+            update={
+                "reactions": found.get(m.id, []),
+                "mentions": named.get(m.id, []),
+                "attachments": attachments.shown(files.get(m.id, []), storage),
+            }
+        )
         for m in messages
     ]

@@ -31,6 +31,14 @@ class ReactionOut(Representation):
     me: bool  # whether the reader reacted so; false in events, which go to everyone alike
 
 
+class AttachmentOut(Representation):
+    id: uuid.UUID
+    filename: str
+    content_type: str
+    size: int
+    url: str  # a presigned GET, valid for DOWNLOAD_URL_EXPIRE_SECONDS: read the message again for a fresh one
+
+
 class MessageOut(Representation):
     id: uuid.UUID
     conversation_id: uuid.UUID
@@ -46,6 +54,7 @@ class MessageOut(Representation):
     last_reply_at: datetime | None = None
     reactions: list[ReactionOut] = []
     mentions: list[uuid.UUID] = []
+    attachments: list[AttachmentOut] = []
 
 
 class ParticipantOut(Representation):

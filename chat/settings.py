@@ -93,6 +93,26 @@ class Settings(BaseSettings):
     # How stale a process's copy of the registered webhooks may get: every process re-reads a
     # version key at most this often and the list itself only when an admin changed it.
     webhook_registry_refresh_seconds: float = Field(default=1.0, ge=0)
+    # Attachments. With S3_BUCKET set they live in that S3-compatible bucket, reached through
+    # presigned URLs; without it, in UPLOADS_DIR on local disk, served by the api itself under
+    # URLs it signs (dev mode, single-host installs). See docs/operations.md.
+    upload_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    # S3 refuses presigned URLs valid for more than 7 days.
+    upload_url_expire_seconds: int = Field(default=900, ge=1, le=7 * 86400)
+    download_url_expire_seconds: int = Field(default=3600, ge=1, le=7 * 86400)
+    uploads_dir: str = "./uploads"
+    # Where clients reach the api (https://chat.example.com), prefixed to local-disk upload and
+    # download URLs; empty leaves them relative to the api's own address.
+    public_api_url: str = ""
+    s3_bucket: str = ""
+    # Empty: AWS's own endpoint for the region; else MinIO, R2, moto and the like.
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    # Empty: boto3's own credential chain (instance roles, ~/.aws).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    # Most S3-compatible servers want path-style (endpoint/bucket/key) addressing.
+    s3_addressing_style: Literal["path", "virtual", "auto"] = "path"
 
     # Push process. Where clients reach it (host:port), for the published protocol description.
     push_public_host: str = "localhost:8001"

@@ -91,6 +91,10 @@ def main() -> None:
     host = os.environ.get("HOST", "127.0.0.1")
     api_port = int(os.environ.get("API_PORT", os.environ.get("PORT", "8000")))
     push_port = int(os.environ.get("PUSH_PORT", str(api_port + 1)))
+    if not settings.public_api_url and not settings.s3_bucket:
+        # Attachments on local disk: absolute URLs, so any HTTP client can PUT and GET them as is.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+        settings = settings.model_copy(update={"public_api_url": f"http://{shown}:{api_port}"})
     migrate(settings)
     asyncio.run(serve(settings, host, api_port, push_port))
 

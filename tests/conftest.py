@@ -13,6 +13,7 @@ from api.app import build_deps, create_app
 from api.deps import Deps
 from chat.settings import Settings
 from tests.support import ApiClient, services
+from tests.support.s3 import S3Server, moto_s3
 from tests.support.settings import TABLES, RunWorker, make_settings, migrated_database
 from workers.main import create_worker
 
@@ -21,6 +22,13 @@ from workers.main import create_worker
 def postgres_db() -> Iterator[str]:
     with migrated_database() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server, for the tests that put attachments in S3 (the rest use local disk)."""
+    with moto_s3() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

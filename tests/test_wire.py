@@ -91,3 +91,26 @@ async def test_every_key_in_redis_belongs_to_a_family_its_module_owns(
     assert keys, "the run wrote nothing"
     strays = [k for k in keys if not any(k == f or k.startswith(f) for f in owned)]
     assert strays == [], f"keys outside every family: {strays}"
+
+
+def test_a_send_without_attachments_is_the_job_it_was_before_them() -> None:
+    """Workers from before attachments refuse unknown fields: a send without files must not have one."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from chat.jobs import PersistMessage
+
+    fields = {
+        "message_id": uuid.uuid4(),
+        "conversation_id": uuid.uuid4(),
+        "sender_id": uuid.uuid4(),
+        "seq": 1,
+        "body": "x",
+        "client_id": None,
+        "created_at": datetime.now(UTC),
+    }
+    assert "attachments" not in PersistMessage(**fields).dump()
+    files = (uuid.uuid4(),)
+    with_files = PersistMessage(**fields, attachments=files).dump()
+    assert with_files["attachments"] == [str(files[0])]
+    assert PersistMessage.model_validate(with_files).attachments == files

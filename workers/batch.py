@@ -19,7 +19,7 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat import mentions
+from chat import attachments, mentions
 from chat.jobs import PersistMessage
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer
@@ -89,6 +89,11 @@ class PersistBatcher:
             stored, members = await store.persist_batch(session, [c for c, _ in commands], self.sequencer)
             # Resolved once stored (and again, to the same rows, when a job runs again).
             named = await mentions.record(session, [message for message, _ in stored])
+            # The uploads the api claimed, linked again in the same transaction: a no-op unless the
+            # claim was released meanwhile, and harmless when a retried job runs it again.
+            await attachments.link(
+                session, [(c.message_id, c.sender_id, c.attachments) for c, _ in commands if c.attachments]
+            )
             await session.commit()
         stored = [
             (m.model_copy(update={"mentions": named[m.id]}) if m.id in named else m, e) for m, e in stored

@@ -13,6 +13,7 @@ from chat.arqseam import Outbox
 from chat.eventbus import RedisPublisher
 from chat.outage import Outages
 from chat.settings import Settings
+from chat.storage import Storage
 from chat.webhooks import Dispatcher
 from workers.batch import PersistBatcher
 
@@ -34,6 +35,7 @@ class JobContext(TypedDict, total=False):
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     publisher: RedisPublisher
+    storage: Storage
     max_tries: int
     dead_letter_limits: tuple[int, float]
     batcher: PersistBatcher

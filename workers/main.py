@@ -22,6 +22,7 @@ from chat.outage import Outages
 from chat.redis import create_redis
 from chat.sequence import Sequencer
 from chat.settings import Settings
+from chat.storage import create_storage
 from chat.webhooks import create_dispatcher
 from workers.batch import PersistBatcher
 from workers.context import JobContext
@@ -50,6 +51,7 @@ def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
         ctx["engine"] = engine
         ctx["sessions"] = create_sessionmaker(engine)
         ctx["publisher"] = RedisPublisher(ctx["redis"], stream_maxlen=settings.event_stream_maxlen)
+        ctx["storage"] = create_storage(settings)
         ctx["max_tries"] = settings.job_max_tries
         ctx["outages"] = Outages(logging.getLogger("workers.tasks"))
         ctx["dead_letter_limits"] = dead_letter_limits(settings)

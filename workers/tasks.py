@@ -16,7 +16,7 @@ from typing import Any
 from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import deadletters, metrics, reactions
+from chat import attachments, deadletters, metrics, reactions
 from chat.eventbus import Publisher, RedisPublisher
 from chat.events import (
     MessageCreated,
@@ -62,6 +62,11 @@ def job(fn: Task) -> Task:
                 # One line when a dependency goes away and one when it is back, not one per job.
                 outages.down(exc)
                 raise Retry(defer=backoff(tries)) from exc
+            if isinstance(exc, attachments.NotUploaded) and tries < ctx["max_tries"]:
+                # The api saw the object; a store that lags (or an object deleted since) may yet
+                # have it. Retried like an outage, and dead-lettered after the last try.
+                log.warning("job %s: %s (try %d)", ctx.get("job_id"), exc, tries)
+                raise Retry(defer=backoff(tries)) from exc
             if not ctx.get("worker_records_failures"):
                 # The stock arq worker keeps no dead letters; ChatWorker records its own.
                 metrics.JOBS.labels(fn.__name__, "failed").inc()
@@ -104,7 +109,18 @@ def publisher(ctx: Ctx) -> Publisher:
 async def persist_message(ctx: Ctx, payload: dict[str, Any]) -> str:
     batcher: PersistBatcher = ctx["batcher"]
     first_try = int(ctx.get("job_try", 1)) == 1
-    message, recipients = await batcher.persist(PersistMessage.model_validate(payload), first_try=first_try)
+    command = PersistMessage.model_validate(payload)
+    files = []
+    if command.attachments:
+        # Checked before anything is stored: a message is stored with its attachments or not at all.
+        storage = ctx["storage"]
+        found = await attachments.ready(
+            ctx["sessions"], storage, command.attachments, command.sender_id, command.message_id
+        )
+        files = attachments.shown(found, storage)
+    message, recipients = await batcher.persist(command, first_try=first_try)
+    if files and not message.deleted:
+        message = message.model_copy(update={"attachments": files})
     event = MessageCreated(conversation_id=message.conversation_id, data=message)
     await publisher(ctx).publish(event, recipients)
     metrics.EVENTS_PUBLISHED.labels(event.type).inc(len(recipients))
@@ -155,7 +171,7 @@ async def _change(
             return False
         members = await store.recipients(session, [message.conversation_id])
         # The message's state for everyone alike: its reactions counted, `me` false.
-        [state] = await reactions.as_read(session, [MessageOut.model_validate(message)], None)
+        [state] = await reactions.as_read(session, [MessageOut.model_validate(message)], None, ctx["storage"])
         await session.commit()
     users = members.get(message.conversation_id, [])
     published = event(conversation_id=message.conversation_id, data=state)

@@ -30,6 +30,7 @@ from chat.eventbus import Publisher
 from chat.events import ConversationCreated
 from chat.models import Conversation, Participant, User
 from chat.sequence import Sequencer
+from chat.storage import Storage
 
 
 class CreateBody(BaseModel):
@@ -57,6 +58,7 @@ class Conversations:
     sequencer: Sequencer
     publisher: Publisher
     max_body: int
+    storage: Storage
 
     async def on_post(self, req: Request, resp: Response) -> None:
         body = await parse(req, CreateBody, self.max_body)
@@ -108,7 +110,7 @@ class Conversations:
                     select(Conversation.id).where(Conversation.direct_key == direct_key)
                 )
                 if existing is not None:
-                    send(resp, await conversation_view(session, existing, me), 200)
+                    send(resp, await conversation_view(session, existing, me, self.storage), 200)
                     return
             try:
                 session.add(conversation)
@@ -123,9 +125,9 @@ class Conversations:
                 )
                 if direct_key is None or existing is None:
                     raise
-                send(resp, await conversation_view(session, existing, me), 200)
+                send(resp, await conversation_view(session, existing, me, self.storage), 200)
                 return
-            view = await conversation_view(session, conversation.id, me)
+            view = await conversation_view(session, conversation.id, me, self.storage)
         # New: no generation yet, so the seed always lands; with the counter there too (no message
         # yet, so 0), the first send needs no Postgres (it would otherwise seed the counter from it).
         await membership.seed(self.redis, conversation.id, b"0", [me, *others], refused)
@@ -160,7 +162,7 @@ class Conversations:
             page = list(await session.scalars(query))
             more = len(page) > limit
             page = page[:limit]
-            items = await conversation_views(session, page, me)
+            items = await conversation_views(session, page, me, self.storage)
         cursor = cursors.encode(page[-1].last_activity_at.isoformat(), str(page[-1].id)) if more else None
         send(resp, {"items": items, "next_cursor": cursor})
 
@@ -168,13 +170,14 @@ class Conversations:
 @dataclass(frozen=True, slots=True)
 class ConversationById:
     sessions: async_sessionmaker[AsyncSession]
+    storage: Storage
 
     async def on_get(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
         async with self.sessions() as session:
             await require_participant(session, cid, me)
-            send(resp, await conversation_view(session, cid, me))
+            send(resp, await conversation_view(session, cid, me, self.storage))
 
 
 def _read_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import limits
 from falcon.asgi import Request, Response
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -20,7 +20,7 @@ from api.auth import current_user
 from api.fields import PG_INT_MAX, NoNul, NotBlankNoNul
 from api.http import limit_param, parse, path_uuid, query_int, send
 from api.views import require_participant
-from chat import blocks, membership, metrics, reactions
+from chat import attachments, blocks, membership, metrics, reactions
 from chat.errors import (
     Conflict,
     Forbidden,
@@ -45,6 +45,7 @@ from chat.models import Conversation, Message, Participant
 from chat.queue import Blocked, Enqueuer, NeedsSeed, NotMember, RateLimited, Send
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer, persisted_max_seq
+from chat.storage import Storage
 
 MAX_BODY_CHARS = 4000
 # After Redis lost its data, the newest claims of a conversation that come back from Postgres.
@@ -62,6 +63,7 @@ class SendBody(BaseModel):
     body: MessageText
     client_id: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul] | None = None
     reply_to: uuid.UUID | None = None
+    attachments: list[uuid.UUID] = Field(default=[], max_length=attachments.MAX_ATTACHMENTS)
 
 
 class EditBody(BaseModel):
@@ -118,11 +120,14 @@ class ConversationMessages:
     send_limit: limits.RateLimitItem | None
     claim_seconds: int
     max_body: int
+    storage: Storage
 
     async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
         me = current_user(req)
         body = await parse(req, SendBody, self.max_body)
+        if len(set(body.attachments)) != len(body.attachments):
+            raise field_error("body.attachments", "Each upload can be attached once.")
         if body.reply_to is not None:
             await self._check_parent(cid, me, body.reply_to)
         message_id = (
@@ -130,7 +135,29 @@ class ConversationMessages:
             if body.client_id
             else uuid.uuid4()
         )
-        body_digest = digest(body.body)
+        # Sends without attachments touch neither Postgres nor the store here.
+        claimed = await self._claim(cid, me, body.attachments, message_id) if body.attachments else []
+        try:
+            await self._accept(req, resp, cid, me, body, message_id)
+        except BaseException:
+            if claimed:
+                async with self.sessions() as session:
+                    await attachments.release(session, claimed, message_id)
+                    await session.commit()
+            raise
+
+    async def _accept(
+        self,
+        req: Request,
+        resp: Response,
+        cid: uuid.UUID,
+        me: uuid.UUID,
+        body: SendBody,
+        message_id: uuid.UUID,
+    ) -> None:
+        # A repeated client_id must repeat the attachments too, or it is a different message (409).
+        files = "\0" + ",".join(str(i) for i in body.attachments) if body.attachments else ""
+        body_digest = digest(body.body + files)
         job = PersistMessage(
             message_id=message_id,
             conversation_id=cid,
@@ -141,6 +168,7 @@ class ConversationMessages:
             created_at=datetime.now(UTC),
             client_digest=body_digest if body.client_id else None,
             reply_to=body.reply_to,
+            attachments=tuple(body.attachments),
         )
         job_id = persist_job_id(message_id)
         # One Redis round trip decides everything: membership, a repeated client_id, the send
@@ -174,6 +202,38 @@ class ConversationMessages:
         if result.fresh:
             metrics.MESSAGES_ACCEPTED.inc()
         accepted(resp, message_id, cid, result.seq, job_id)
+
+    async def _claim(
+        self, cid: uuid.UUID, me: uuid.UUID, ids: list[uuid.UUID], message_id: uuid.UUID
+    ) -> list[uuid.UUID]:
+        """Check a send's uploads and claim them for the message; the ids this request claimed
+        (not those a repeat of the same send had claimed before), to release if it goes no further.
+
+        A non-participant learns nothing (404) before their uploads are looked at. The objects
+        are checked with the store (HEAD) before the claim, outside any transaction.
+        """
+        async with self.sessions() as session:
+            await require_participant(session, cid, me)
+            try:
+                uploads = await attachments.owned(session, ids, me, message_id)
+            except attachments.AttachmentRefused as exc:
+                raise field_error("body.attachments", str(exc)) from None
+        problem = await attachments.objects_problem(self.storage, uploads)
+        if problem is not None:
+            raise field_error("body.attachments", problem)
+        async with self.sessions() as session:
+            taken = await attachments.claim(session, ids, me, message_id)
+            await session.commit()
+        mine = [u.id for u in uploads if u.message_id is None]
+        if len(taken) != len(ids):
+            # Another send claimed one between the check and the claim: it keeps it, this one
+            # gives back what it took.
+            lost = next(i for i in ids if i not in taken)
+            async with self.sessions() as session:
+                await attachments.release(session, [i for i in mine if i in taken], message_id)
+                await session.commit()
+            raise field_error("body.attachments", f"Upload {lost} is attached to another message already.")
+        return mine
 
     async def _check_parent(self, cid: uuid.UUID, me: uuid.UUID, parent: uuid.UUID) -> None:
         """A reply's parent must be a stored message of this conversation (422); only a participant
@@ -258,7 +318,8 @@ class ConversationMessages:
             rows = rows[:limit]
             if after is None:
                 rows.reverse()
-            items = await reactions.as_read(session, [MessageOut.model_validate(m) for m in rows], me)
+            shown = [MessageOut.model_validate(m) for m in rows]
+            items = await reactions.as_read(session, shown, me, self.storage)
         send(resp, {"items": items, "has_more": has_more})
 
 
@@ -290,6 +351,7 @@ class MessageById:
     sessions: async_sessionmaker[AsyncSession]
     queue: Enqueuer
     max_body: int
+    storage: Storage
 
     async def _visible(self, req: Request, message_id: str) -> tuple[Message, str]:
         return await visible(self.sessions, req, message_id)
@@ -297,7 +359,9 @@ class MessageById:
     async def on_get(self, req: Request, resp: Response, message_id: str) -> None:
         message, _ = await self._visible(req, message_id)
         async with self.sessions() as session:
-            [out] = await reactions.as_read(session, [MessageOut.model_validate(message)], current_user(req))
+            [out] = await reactions.as_read(
+                session, [MessageOut.model_validate(message)], current_user(req), self.storage
+            )
         send(resp, out)
 
     async def on_patch(self, req: Request, resp: Response, message_id: str) -> None:

@@ -29,6 +29,7 @@ from chat.errors import Forbidden, NotFound, ServiceUnavailable, field_error
 from chat.eventbus import Publisher
 from chat.events import ParticipantAdded, ParticipantRemoved, UserRef
 from chat.models import Participant
+from chat.storage import Storage
 
 
 class AddBody(BaseModel):
@@ -43,6 +44,7 @@ class Participants:
     redis: Redis
     publisher: Publisher
     max_body: int
+    storage: Storage
 
     async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
@@ -76,7 +78,7 @@ class Participants:
                     await session.rollback()
             else:
                 raise ServiceUnavailable("The participants kept changing; try again.", retry_after=1)
-            view = await conversation_view(session, cid, me)
+            view = await conversation_view(session, cid, me, self.storage)
             recipients = await participant_ids(session, cid)
         if new:
             await membership.changed(self.redis, cid)

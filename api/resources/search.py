@@ -12,6 +12,7 @@ from api.http import limit_param, send
 from chat import reactions, search
 from chat.errors import field_error
 from chat.schemas import MessageOut
+from chat.storage import Storage
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,7 @@ class MessageSearch:
     a message of someone the caller blocked."""
 
     sessions: async_sessionmaker[AsyncSession]
+    storage: Storage
 
     async def on_get(self, req: Request, resp: Response) -> None:
         me = current_user(req)
@@ -33,7 +35,9 @@ class MessageSearch:
                 return
             rows = (await session.execute(search.query(dialect, me, text, limit + 1, after))).all()
             page = rows[:limit]
-            items = await reactions.as_read(session, [MessageOut.model_validate(m) for m, _ in page], me)
+            items = await reactions.as_read(
+                session, [MessageOut.model_validate(m) for m, _ in page], me, self.storage
+            )
         cursor = None
         if len(rows) > limit:
             last, rank = page[-1]

@@ -28,7 +28,7 @@ from chat.security import Tokens
 from tests.support import PASSWORD, PREFIX, ApiClient, TestUser, assert_problem
 from tests.support.settings import RunWorker
 
-Scope = Literal["public", "self", "user", "conversation", "message", "job", "admin"]
+Scope = Literal["public", "signed", "self", "user", "conversation", "message", "job", "admin"]
 DEAD_TO_SHOW, DEAD_TO_RETRY = "persist:matrix-dead-1", "persist:matrix-dead-2"
 # Nothing listens there: no test here runs a worker after registering it.
 WEBHOOK = {"url": "http://127.0.0.1:9/matrix", "events": ["message.created"]}
@@ -136,6 +136,7 @@ FILLERS: dict[str, Fill] = {
     "emoji": lambda w, path: "%F0%9F%91%8D",  # a thumbs up, as a client puts it in a URL
     "name": lambda w, path: "swagger-ui.css",  # a file of the docs pages
     "webhook_id": lambda w, path: w.webhook,
+    "upload_id": lambda w, path: str(uuid.uuid4()),  # signed routes refuse before looking it up
 }
 PARAM = re.compile(r"{(\w+)}")
 
@@ -158,6 +159,8 @@ class Call:
 @dataclass(frozen=True)
 class Row:
     """Who may call a route. `scope` says who else may: `public` anyone, even without a token;
+    `signed` whoever holds a URL the api signed (the local-disk store's presigned uploads and
+    downloads): no token needed, and `ok` is the 403 that everyone without the signature gets;
     `self` any signed-in user, about themselves; `user` any signed-in user, about anyone;
     `conversation`/`message` participants only, 404 to everyone else, exactly as for an id that
     does not exist; `job` the user who caused it (or an admin), 404 otherwise; `admin` admins, 403
@@ -219,7 +222,13 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", f"{PREFIX}/admin/ui"): Row("public", 200),  # the page holds no data; its calls need an admin
     # The api's own description and the pages that show it: documentation, no data.
     **{("GET", path): Row("public", 200) for path in DOCS},
+    # The signature in the URL is the credential, as for an S3 presigned URL (tests/api/test_uploads.py).
+    ("PUT", f"{PREFIX}/uploads/{{upload_id}}/content"): Row("signed", 403),
+    ("GET", f"{PREFIX}/uploads/{{upload_id}}/content"): Row("signed", 403),
     ("POST", f"{PREFIX}/auth/logout"): Row("self", 204, _logout),
+    ("POST", f"{PREFIX}/uploads"): Row(
+        "self", 201, _json({"filename": "a.txt", "content_type": "text/plain", "size": 1})
+    ),
     ("GET", f"{PREFIX}/users/me"): Row("self", 200),
     ("PATCH", f"{PREFIX}/users/me"): Row("self", 200, _json({"display_name": "x"})),
     ("GET", f"{PREFIX}/users/me/blocks"): Row("self", 200),
@@ -368,12 +377,22 @@ async def test_every_other_route_is_401_without_a_valid_token(
     bearer = world.expired if token == "expired" else None
     challenge = 'Bearer error="invalid_token"' if bearer else "Bearer"
     for method, path in checked_routes(api):
-        if MATRIX[(method, path)].scope == "public":
+        if MATRIX[(method, path)].scope in ("public", "signed"):
             continue
         result = await call(api, world, method, path, None, bearer)
         assert result.status_code == 401, described(method, path, result)
         assert_problem(result, 401)
         assert result.headers.get("www-authenticate") == challenge, described(method, path, result)
+
+
+async def test_signed_routes_refuse_everyone_without_the_signature(api: ApiClient, world: World) -> None:
+    """A token opens nothing there, not even the owner's: only a URL the api signed does."""
+    signed = [key for key in checked_routes(api) if MATRIX[key].scope == "signed"]
+    assert len(signed) == 2, signed
+    for method, path in signed:
+        for caller in (None, world.alice, world.admin):
+            result = await call(api, world, method, path, caller, caller.access_token if caller else None)
+            assert_problem(result, 403)
 
 
 @pytest.mark.parametrize("who", ["another user", "former participant"])

@@ -554,6 +554,41 @@ async def test_the_same_block_at_once_is_one_block(api: ApiClient) -> None:
     assert_problem(await api.post(f"/conversations/{cid}/messages", bob, json={"body": "hi"}), 403)
 
 
+async def test_uploads_at_once_are_each_their_own(api: ApiClient) -> None:
+    alice = await api.user()
+    body = {"filename": "a.txt", "content_type": "text/plain", "size": 3}
+    results = await burst(api.post("/uploads", alice, json=body) for _ in range(N))
+    assert tally(results) == {201: N}
+    assert len({r.json["id"] for r in results}) == N
+
+
+async def _uploaded(api: ApiClient, user: TestUser, data: bytes) -> tuple[str, str, dict[str, str]]:
+    body = {"filename": "a.txt", "content_type": "text/plain", "size": len(data)}
+    ticket = (await api.post("/uploads", user, json=body)).json
+    return ticket["id"], ticket["upload_url"], ticket["headers"]
+
+
+async def test_one_upload_put_at_once_is_stored_once_and_taken_by_one_send(
+    api: ApiClient, run_worker: RunWorker
+) -> None:
+    alice, bob, cid = await api.pair()
+    upload_id, url, headers = await _uploaded(api, alice, b"abc")
+    path, _, query = url.partition("?")
+    puts = await burst(
+        api.conductor.simulate_put(path, query_string=query, body=b"abc", headers=headers) for _ in range(N)
+    )
+    assert tally(puts) == {204: 1, 409: N - 1}
+    # Sends naming the same upload at once: one message gets it, the rest are told it is taken.
+    sends = await burst(
+        api.post(f"/conversations/{cid}/messages", alice, json={"body": "x", "attachments": [upload_id]})
+        for _ in range(N)
+    )
+    assert tally(sends) == {202: 1, 422: N - 1}
+    assert await run_worker() == 1
+    [item] = (await api.get(f"/conversations/{cid}/messages", bob)).json["items"]
+    assert [a["id"] for a in item["attachments"]] == [upload_id]
+
+
 COVERED = {
     ("POST", "/api/v1/auth/register"): test_registering_one_username_at_once_makes_one_user,
     ("POST", "/api/v1/auth/login"): test_logging_in_at_once_gives_each_a_login_of_its_own,
@@ -586,6 +621,11 @@ COVERED = {
     ("DELETE", "/api/v1/messages/{message_id}/reactions/{emoji}"): (
         test_adds_and_removes_at_once_end_as_the_last_accepted
     ),
+    ("POST", "/api/v1/uploads"): test_uploads_at_once_are_each_their_own,
+    (
+        "PUT",
+        "/api/v1/uploads/{upload_id}/content",
+    ): test_one_upload_put_at_once_is_stored_once_and_taken_by_one_send,
     ("POST", "/api/v1/admin/dead-letters/{job_id}/retry"): (
         test_retrying_and_discarding_one_dead_letter_at_once_does_one
     ),

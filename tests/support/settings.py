@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
@@ -12,7 +14,7 @@ from alembic import command
 from chat.settings import Settings
 from tests.support import services
 
-TABLES = "webhooks, messages, participants, conversations, refresh_tokens, users"
+TABLES = "webhooks, uploads, messages, participants, conversations, refresh_tokens, users"
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -27,6 +29,8 @@ def make_settings(**overrides: Any) -> Settings:
         "rate_limit_register_per_address": "off",
         "rate_limit_login_per_address": "off",
         "rate_limit_sends_per_user": "off",
+        # Attachments on local disk unless a test configures S3: in a scratch directory, not the checkout.
+        "uploads_dir": str(Path(tempfile.gettempdir()) / "headless-chat-tests" / "uploads"),
     }
     base.update(overrides)
     return Settings(**base)

@@ -48,6 +48,7 @@ async def test_send_is_queued_then_persisted(api: ApiClient, run_worker: RunWork
         "last_reply_at": None,
         "reactions": [],
         "mentions": [],
+        "attachments": [],
     }
     job = await api.get(f"/jobs/{sent['job_id']}", alice)
     assert job.json["status"] == "complete" and job.json["tries"] == 1 and job.json["finished_at"]

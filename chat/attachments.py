@@ -1,0 +1,182 @@
+"""Attachments: uploads a message names. The rules the api and the worker share.
+
+The api checks a send's uploads (the sender's own, attached nowhere else, their bytes in the
+store with the size and type announced) and claims them for the message id it assigns, so that
+of two sends naming one upload exactly one gets it. The worker checks the stored objects again
+before it stores the message (a missing one is retried, then dead-lettered) and links them in the
+transaction that records the message's mentions: the same statement as the claim, so a retried
+job finds them linked to its own message and goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import unicodedata
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import case, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chat.models import Upload
+from chat.schemas import AttachmentOut
+from chat.storage import Storage, StoredObject
+
+log = logging.getLogger("chat.attachments")
+
+MAX_ATTACHMENTS = 10
+MAX_FILENAME = 255
+# RFC 6838's type/subtype names, without parameters: what S3 stores and later serves back.
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+CONTENT_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
+
+
+def filename_problem(name: str) -> str | None:
+    if not 1 <= len(name) <= MAX_FILENAME:
+        return f"A filename is 1 to {MAX_FILENAME} characters."
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return "A filename has no path: no / or \\, and is not . or .."
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "A filename has no control characters."
+    return None
+
+
+def content_type_problem(content_type: str) -> str | None:
+    if CONTENT_TYPE.fullmatch(content_type) is None:
+        return "A content type is type/subtype, such as image/png, without parameters."
+    return None
+
+
+class AttachmentRefused(Exception):
+    """The upload can never be attached to this message: someone else's, attached elsewhere, or
+    unknown. The api answers 422; the worker fails the job for good."""
+
+
+class NotUploaded(Exception):
+    """The store does not hold the bytes the upload announced (yet). The api answers 422; the
+    worker retries with back-off, as for an outage, then dead-letters the job."""
+
+
+def object_problem(upload: Upload, found: StoredObject | None) -> str | None:
+    """What is wrong with the stored object of an upload, or None when it is as announced."""
+    if found is None:
+        return f"Upload {upload.id} is not uploaded yet: PUT its bytes to its upload_url first."
+    if found.size != upload.size:
+        return f"Upload {upload.id} holds {found.size} bytes, not the {upload.size} announced."
+    if found.content_type.lower() != upload.content_type.lower():
+        return f"Upload {upload.id} was stored as {found.content_type!r}, not {upload.content_type!r}."
+    return None
+
+
+async def objects_problem(storage: Storage, uploads: Sequence[Upload]) -> str | None:
+    found = await asyncio.gather(*(storage.head(u.id) for u in uploads))
+    problems = [object_problem(u, f) for u, f in zip(uploads, found, strict=True)]
+    return next((p for p in problems if p is not None), None)
+
+
+async def owned(
+    db: AsyncSession, ids: Sequence[uuid.UUID], owner: uuid.UUID, message_id: uuid.UUID
+) -> list[Upload]:
+    """The uploads, in the order given, if each is the owner's and free or this message's already."""
+    rows = {u.id: u for u in await db.scalars(select(Upload).where(Upload.id.in_(ids)))}
+    for upload_id in ids:
+        upload = rows.get(upload_id)
+        # Someone else's upload reads exactly like one that does not exist.
+        if upload is None or upload.owner_id != owner:
+            raise AttachmentRefused(f"No upload {upload_id} of yours.")
+        if upload.message_id not in (None, message_id):
+            raise AttachmentRefused(f"Upload {upload_id} is attached to another message already.")
+    return [rows[i] for i in ids]
+
+
+async def claim(
+    db: AsyncSession, ids: Sequence[uuid.UUID], owner: uuid.UUID, message_id: uuid.UUID
+) -> set[uuid.UUID]:
+    """Attach the owner's uploads that are free (or this message's already) to the message, in the
+    order given; the ids now attached to it. Idempotent: the api's claim and the worker's link."""
+    if not ids:
+        return set()
+    statement = (
+        update(Upload)
+        .where(
+            Upload.id.in_(ids),
+            Upload.owner_id == owner,
+            or_(Upload.message_id.is_(None), Upload.message_id == message_id),
+        )
+        .values(message_id=message_id, position=case({i: n for n, i in enumerate(ids)}, value=Upload.id))
+        .returning(Upload.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set((await db.execute(statement)).scalars())
+
+
+async def release(db: AsyncSession, ids: Sequence[uuid.UUID], message_id: uuid.UUID) -> None:
+    """Free uploads a send claimed and then did not queue (refused, rate limited, a conflict)."""
+    if ids:
+        await db.execute(
+            update(Upload)
+            .where(Upload.id.in_(ids), Upload.message_id == message_id)
+            .values(message_id=None, position=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def ready(
+    sessions: async_sessionmaker[AsyncSession],
+    storage: Storage,
+    ids: Sequence[uuid.UUID],
+    owner: uuid.UUID,
+    message_id: uuid.UUID,
+) -> list[Upload]:
+    """The worker's check before storing a message: its uploads are still the sender's and free
+    or its own, and the store holds each as announced (NotUploaded otherwise: try again later)."""
+    async with sessions() as session:
+        uploads = await owned(session, ids, owner, message_id)
+    problem = await objects_problem(storage, uploads)
+    if problem is not None:
+        raise NotUploaded(problem)
+    return uploads
+
+
+async def link(
+    session: AsyncSession, messages: Sequence[tuple[uuid.UUID, uuid.UUID, Sequence[uuid.UUID]]]
+) -> None:
+    """Link each stored message (id, sender, upload ids) to its uploads, in the caller's transaction."""
+    for message_id, sender, ids in messages:
+        linked = await claim(session, ids, sender, message_id)
+        if len(linked) != len(ids):
+            # Only a claim released under a queued send gets here; the message keeps the rest.
+            log.warning("message %s: uploads %s were no longer free", message_id, set(ids) - linked)
+
+
+async def of(db: AsyncSession, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Upload]]:
+    """Each message's uploads, in the order its sender listed them."""
+    if not message_ids:
+        return {}
+    found: dict[uuid.UUID, list[Upload]] = defaultdict(list)
+    query = (
+        select(Upload)
+        .where(Upload.message_id.in_(set(message_ids)))
+        .order_by(Upload.message_id, Upload.position, Upload.created_at)
+    )
+    for upload in await db.scalars(query):
+        assert upload.message_id is not None  # noqa: S101 - the query selects on it
+        found[upload.message_id].append(upload)
+    return found
+
+
+def shown(uploads: Sequence[Upload], storage: Storage) -> list[AttachmentOut]:
+    """Attachments as readers get them: each with a fresh presigned download URL."""
+    return [
+        AttachmentOut(
+            id=u.id,
+            filename=u.filename,
+            content_type=u.content_type,
+            size=u.size,
+            url=storage.presign_get(u.id, u.filename),
+        )
+        for u in uploads
+    ]

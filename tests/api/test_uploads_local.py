@@ -1,0 +1,141 @@
+"""Attachments on local disk (no S3 configured): the signed URLs, the api's own PUT and GET of the
+bytes, the whole flow; and the claim on SQLite, the dev mode's database."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from falcon.testing import Result
+
+from chat import attachments
+from chat.models import Upload
+from chat.storage import BadSignature, LocalStorage
+from tests.support import ApiClient, assert_problem
+from tests.support.settings import RunWorker
+from tests.support.sqlite import sqlite_world
+
+DATA = b"local bytes \x00\xff" * 100
+
+
+def store(tmp_path: Path, secret: bytes = b"k" * 32) -> LocalStorage:
+    return LocalStorage(tmp_path, secret, "", put_seconds=60, get_seconds=60)
+
+
+def query(url: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in urlsplit(url).query.split("&"))
+
+
+def test_signatures_bind_the_method_the_values_and_the_expiry(tmp_path: Path) -> None:
+    local, key = store(tmp_path), uuid.uuid4()
+    put = query(local.presign_put(key, "image/png", 10).url)
+    bound = ("image/png", "10")
+    local.verify("PUT", key, put["expires"], put["signature"], bound)
+    for method, other_key, values in (
+        ("GET", key, bound),  # a PUT URL is no download URL
+        ("PUT", uuid.uuid4(), bound),  # nor another upload's
+        ("PUT", key, ("text/html", "10")),  # nor for another type
+        ("PUT", key, ("image/png", "11")),  # nor another size
+    ):
+        with pytest.raises(BadSignature, match="does not match"):
+            local.verify(method, other_key, put["expires"], put["signature"], values)
+    with pytest.raises(BadSignature, match="expired"):
+        local.verify("PUT", key, put["expires"], put["signature"], bound, now=time.time() + 61)
+    with pytest.raises(BadSignature, match="does not match"):
+        store(tmp_path, b"another key" * 3).verify("PUT", key, put["expires"], put["signature"], bound)
+    for expires, signature in (
+        (None, put["signature"]),
+        (put["expires"], None),
+        ("-1", "x"),
+        ("9" * 13, "x"),
+    ):
+        with pytest.raises(BadSignature, match="missing"):
+            local.verify("PUT", key, expires, signature, bound)
+    get = query(local.presign_get(key, "a b.png"))
+    local.verify("GET", key, get["expires"], get["signature"], ("a b.png",))
+    with pytest.raises(BadSignature):
+        local.verify("GET", key, get["expires"], get["signature"], ("other.png",))
+
+
+async def put(api: ApiClient, url: str, data: bytes, headers: dict[str, str]) -> Result:
+    parts = urlsplit(url)
+    result: Result = await api.conductor.simulate_put(
+        parts.path, query_string=parts.query, body=data, headers=headers
+    )
+    return result
+
+
+async def get(api: ApiClient, url: str) -> Result:
+    parts = urlsplit(url)
+    result: Result = await api.conductor.simulate_get(parts.path, query_string=parts.query)
+    return result
+
+
+async def test_the_whole_flow_on_local_disk(api: ApiClient, run_worker: RunWorker) -> None:
+    alice, bob, cid = await api.pair()
+    body = {"filename": "ü.bin", "content_type": "application/octet-stream", "size": len(DATA)}
+    ticket = (await api.post("/uploads", alice, json=body)).json
+    url, headers = ticket["upload_url"], ticket["headers"]
+    assert url.startswith(f"/api/v1/uploads/{ticket['id']}/content?")  # relative: no PUBLIC_API_URL
+
+    # Refusals: a forged signature, another type, more bytes, fewer bytes; none stores anything.
+    assert_problem(await put(api, url.replace("signature=", "signature=0"), DATA, headers), 403)
+    wrong_type = {**headers, "Content-Type": "text/html"}
+    assert_problem(await put(api, url, DATA, wrong_type), 422)
+    assert_problem(await put(api, url, DATA + b"!", {"Content-Type": headers["Content-Type"]}), 413)
+    assert_problem(await put(api, url, DATA[:-1], {"Content-Type": headers["Content-Type"]}), 422)
+    early = await api.post(
+        f"/conversations/{cid}/messages", alice, json={"body": "x", "attachments": [ticket["id"]]}
+    )
+    assert "not uploaded yet" in assert_problem(early, 422)["errors"][0]["message"]
+
+    assert (await put(api, url, DATA, headers)).status_code == 204
+    assert_problem(await put(api, url, DATA, headers), 409)  # stored bytes stay as they were checked
+    sent = await api.post(
+        f"/conversations/{cid}/messages", alice, json={"body": "x", "attachments": [ticket["id"]]}
+    )
+    assert sent.status_code == 202, sent.text
+    assert await run_worker() == 1
+    [attachment] = (await api.get(f"/messages/{sent.json['id']}", bob)).json["attachments"]
+    assert (attachment["filename"], attachment["size"]) == ("ü.bin", len(DATA))
+    got = await get(api, attachment["url"])
+    assert got.status_code == 200
+    assert got.content == DATA
+    assert got.headers["content-type"] == "application/octet-stream"
+    assert got.headers["content-disposition"] == "attachment; filename*=UTF-8''%C3%BC.bin"
+    assert_problem(await get(api, attachment["url"].replace("filename=", "filename=x")), 403)
+
+
+async def test_claims_on_sqlite_are_idempotent_and_released_only_by_their_message() -> None:
+    async with sqlite_world() as world:
+        ids = [uuid.uuid4(), uuid.uuid4()]
+        async with world.sessions() as session:
+            for n, upload_id in enumerate(ids):
+                session.add(
+                    Upload(
+                        id=upload_id,
+                        owner_id=world.user,
+                        filename=f"{n}.txt",
+                        content_type="text/plain",
+                        size=1,
+                    )
+                )
+            await session.commit()
+        other = uuid.uuid4()
+        async with world.sessions() as session:
+            assert await attachments.claim(session, ids[::-1], world.user, world.message) == set(ids)
+            assert await attachments.claim(session, ids[::-1], world.user, world.message) == set(ids)  # again
+            assert await attachments.claim(session, ids, world.user, other) == set()  # taken
+            assert await attachments.claim(session, ids, uuid.uuid4(), world.message) == set()  # not theirs
+            await attachments.release(session, ids, other)  # not its claim: nothing happens
+            await session.commit()
+        async with world.sessions() as session:
+            found = await attachments.of(session, [world.message])
+            # In the order the sender listed them.
+            assert [u.id for u in found[world.message]] == ids[::-1]
+            await attachments.release(session, ids, world.message)
+            await session.commit()
+            assert await attachments.of(session, [world.message]) == {}
