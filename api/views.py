@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import mentions, reactions
+from chat import mentions, reading
 from chat.errors import NotFound, Unprocessable, field_error
 from chat.models import Conversation, Message, Participant, User
 from chat.schemas import ConversationOut, MessageOut, ParticipantOut
@@ -98,7 +98,7 @@ async def conversation_views(
     mentioned = {
         cid: int(n) for cid, n in (await session.execute(mentions.unread_query(viewer, ids, mine))).all()
     }
-    shown = await reactions.as_read(session, list(last_messages.values()), viewer, storage)
+    shown = await reading.as_read(session, list(last_messages.values()), viewer, storage)
     last_messages = {m.conversation_id: m for m in shown}
 
     return [

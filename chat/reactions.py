@@ -1,8 +1,5 @@
 """Reactions as readers see them: per message, each emoji with its count and whether the reader
-is among those who reacted so. `as_read` gives messages as a reader sees them, with their reactions
-and their mentions: the api for history and single messages, the worker for the messages its
-`message.updated` and `message.deleted` events carry (with no reader). Their attachments come
-with download URLs presigned for this read; a deleted message shows none."""
+is among those who reacted so."""
 
 from __future__ import annotations
 
@@ -14,10 +11,8 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from chat import attachments, mentions
 from chat.models import Reaction
-from chat.schemas import MessageOut, ReactionOut
-from chat.storage import Storage
+from chat.schemas import ReactionOut
 
 MAX_EMOJI = 32
 
@@ -47,22 +42,3 @@ async def counts(
         me = bool(reader_reacted[0]) if reader_reacted else False
         found[message_id].append(ReactionOut(emoji=emoji, count=int(count), me=me))
     return found
-
-
-async def as_read(
-    db: AsyncSession, messages: Sequence[MessageOut], reader: uuid.UUID | None, storage: Storage
-) -> list[MessageOut]:
-    """The messages as a reader sees them: with their reactions, mentions and attachments."""
-    ids = [m.id for m in messages]
-    found, named = await counts(db, ids, reader), await mentions.of(db, ids)
-    files = await attachments.of(db, [m.id for m in messages if not m.deleted])
-    return [
-        m.model_copy(
-            update={
-                "reactions": found.get(m.id, []),
-                "mentions": named.get(m.id, []),
-                "attachments": attachments.shown(files.get(m.id, []), storage),
-            }
-        )
-        for m in messages
-    ]

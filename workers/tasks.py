@@ -16,7 +16,7 @@ from typing import Any
 from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import attachments, deadletters, metrics, reactions
+from chat import attachments, deadletters, metrics, reading
 from chat.eventbus import Publisher, RedisPublisher
 from chat.events import (
     MessageCreated,
@@ -171,7 +171,7 @@ async def _change(
             return False
         members = await store.recipients(session, [message.conversation_id])
         # The message's state for everyone alike: its reactions counted, `me` false.
-        [state] = await reactions.as_read(session, [MessageOut.model_validate(message)], None, ctx["storage"])
+        [state] = await reading.as_read(session, [MessageOut.model_validate(message)], None, ctx["storage"])
         await session.commit()
     users = members.get(message.conversation_id, [])
     published = event(conversation_id=message.conversation_id, data=state)

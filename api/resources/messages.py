@@ -20,7 +20,7 @@ from api.auth import current_user
 from api.fields import PG_INT_MAX, NoNul, NotBlankNoNul
 from api.http import limit_param, parse, path_uuid, query_int, send
 from api.views import require_participant
-from chat import attachments, blocks, membership, metrics, reactions
+from chat import attachments, blocks, membership, metrics, reactions, reading
 from chat.errors import (
     Conflict,
     Forbidden,
@@ -319,7 +319,7 @@ class ConversationMessages:
             if after is None:
                 rows.reverse()
             shown = [MessageOut.model_validate(m) for m in rows]
-            items = await reactions.as_read(session, shown, me, self.storage)
+            items = await reading.as_read(session, shown, me, self.storage)
         send(resp, {"items": items, "has_more": has_more})
 
 
@@ -359,7 +359,7 @@ class MessageById:
     async def on_get(self, req: Request, resp: Response, message_id: str) -> None:
         message, _ = await self._visible(req, message_id)
         async with self.sessions() as session:
-            [out] = await reactions.as_read(
+            [out] = await reading.as_read(
                 session, [MessageOut.model_validate(message)], current_user(req), self.storage
             )
         send(resp, out)

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
 from api.http import limit_param, send
-from chat import reactions, search
+from chat import reading, search
 from chat.errors import field_error
 from chat.schemas import MessageOut
 from chat.storage import Storage
@@ -35,7 +35,7 @@ class MessageSearch:
                 return
             rows = (await session.execute(search.query(dialect, me, text, limit + 1, after))).all()
             page = rows[:limit]
-            items = await reactions.as_read(
+            items = await reading.as_read(
                 session, [MessageOut.model_validate(m) for m, _ in page], me, self.storage
             )
         cursor = None

@@ -1,0 +1,33 @@
+"""Messages as a reader sees them: with their reactions (and whether the reader is among them),
+their mentions and their attachments, whose download URLs are presigned for this read (a deleted
+message shows none). The api reads them so for history, threads, search and single messages; the
+worker for the messages its `message.updated` and `message.deleted` events carry (no reader)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat import attachments, mentions, reactions
+from chat.schemas import MessageOut
+from chat.storage import Storage
+
+
+async def as_read(
+    db: AsyncSession, messages: Sequence[MessageOut], reader: uuid.UUID | None, storage: Storage
+) -> list[MessageOut]:
+    ids = [m.id for m in messages]
+    found, named = await reactions.counts(db, ids, reader), await mentions.of(db, ids)
+    files = await attachments.of(db, [m.id for m in messages if not m.deleted])
+    return [
+        m.model_copy(
+            update={
+                "reactions": found.get(m.id, []),
+                "mentions": named.get(m.id, []),
+                "attachments": attachments.shown(files.get(m.id, []), storage),
+            }
+        )
+        for m in messages
+    ]
