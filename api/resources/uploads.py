@@ -82,11 +82,14 @@ class Uploads:
             session.add(upload)
             await session.commit()
         presigned = self.storage.presign_put(upload.id, upload.content_type, upload.size)
+        # Local disk without PUBLIC_API_URL hands out a path: made absolute on this request's own
+        # address, so any HTTP client can PUT to it as it is.
+        url = presigned.url if "://" in presigned.url else req.forwarded_prefix + presigned.url
         send(
             resp,
             {
                 "id": upload.id,
-                "upload_url": presigned.url,
+                "upload_url": url,
                 "method": "PUT",
                 "headers": presigned.headers,
                 "expires_at": presigned.expires_at,

@@ -79,7 +79,15 @@ async def test_the_whole_flow_on_local_disk(api: ApiClient, run_worker: RunWorke
     body = {"filename": "ü.bin", "content_type": "application/octet-stream", "size": len(DATA)}
     ticket = (await api.post("/uploads", alice, json=body)).json
     url, headers = ticket["upload_url"], ticket["headers"]
-    assert url.startswith(f"/api/v1/uploads/{ticket['id']}/content?")  # relative: no PUBLIC_API_URL
+    # No PUBLIC_API_URL: on the address the request came to (falcon's test client: example.com).
+    assert url.startswith(f"http://falconframework.org/api/v1/uploads/{ticket['id']}/content?")
+    forwarded = await api.post(
+        "/uploads",
+        alice,
+        json=body,
+        headers={"X-Forwarded-Host": "chat.example.org", "X-Forwarded-Proto": "https"},
+    )
+    assert forwarded.json["upload_url"].startswith("https://chat.example.org/api/v1/uploads/")
 
     # Refusals: a forged signature, another type, more bytes, fewer bytes; none stores anything.
     assert_problem(await put(api, url.replace("signature=", "signature=0"), DATA, headers), 403)
