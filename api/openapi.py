@@ -265,6 +265,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 'The words to find (required). Every word must match; `"quoted words"` are a phrase, '
                 "`-word` excludes.",
             ),
+            Param("conversation_id", ID, "Only this conversation (`404` unless I am in it)."),
             LIMIT,
             CURSOR,
         ),

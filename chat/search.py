@@ -60,10 +60,15 @@ def in_schema_comparison(
 
 
 def query(
-    dialect: str, reader: uuid.UUID, text: str, limit: int, after: Position | None
+    dialect: str,
+    reader: uuid.UUID,
+    text: str,
+    limit: int,
+    after: Position | None,
+    conversation: uuid.UUID | None = None,
 ) -> Select[Message, float]:
     """Up to `limit` (message, rank) rows matching `text`, best first, from the reader's
-    conversations, never sent by someone the reader blocked, never deleted."""
+    conversations (or the one given), never sent by someone the reader blocked, never deleted."""
     if dialect == "postgresql":
         tsquery = func.websearch_to_tsquery(literal(TS_CONFIG, REGCONFIG), text)
         vector = literal_column(f"messages.{VECTOR_COLUMN}", TSVECTOR)
@@ -82,6 +87,8 @@ def query(
         )
         .where(match, Message.deleted.is_(False), ~blocked)
     )
+    if conversation is not None:
+        found = found.where(Message.conversation_id == conversation)
     if after is not None:
         found = found.where(
             tuple_(rank, Message.created_at, Message.id) < tuple_(after.rank, after.created_at, after.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from falcon.asgi import Request, Response
@@ -9,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
 from api.http import limit_param, send
+from api.views import require_participant
 from chat import reading, search
 from chat.errors import field_error
 from chat.schemas import MessageOut
@@ -17,8 +19,9 @@ from chat.storage import Storage
 
 @dataclass(frozen=True, slots=True)
 class MessageSearch:
-    """`{items: [message], next_cursor}`, ranked, only from conversations the caller is in, never
-    a message of someone the caller blocked."""
+    """`{items: [message], next_cursor}`, ranked, only from conversations the caller is in (or
+    the one `conversation_id` names: 404 unless the caller is in it), never a message of someone
+    the caller blocked."""
 
     sessions: async_sessionmaker[AsyncSession]
     storage: Storage
@@ -28,12 +31,15 @@ class MessageSearch:
         text = _query_text(req)
         limit = limit_param(req)
         after = _position(req.get_param("cursor"))
+        within = _conversation(req)
         async with self.sessions() as session:
+            if within is not None:
+                await require_participant(session, within, me)
             dialect = session.get_bind().dialect.name
             if not search.has_terms(dialect, text):
                 send(resp, {"items": [], "next_cursor": None})
                 return
-            rows = (await session.execute(search.query(dialect, me, text, limit + 1, after))).all()
+            rows = (await session.execute(search.query(dialect, me, text, limit + 1, after, within))).all()
             page = rows[:limit]
             items = await reading.as_read(
                 session, [MessageOut.model_validate(m) for m, _ in page], me, self.storage
@@ -52,6 +58,16 @@ def _query_text(req: Request) -> str:
     if len(text) > search.MAX_QUERY_CHARS or "\x00" in text:
         raise field_error("query.q", f"At most {search.MAX_QUERY_CHARS} characters, and no NUL.")
     return text
+
+
+def _conversation(req: Request) -> uuid.UUID | None:
+    raw = req.get_param("conversation_id")
+    if raw is None:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise field_error("query.conversation_id", "Must be a conversation id (a UUID).") from None
 
 
 def _position(raw: str | None) -> search.Position | None:

@@ -449,6 +449,10 @@ async def test_an_uninvolved_user_gets_only_what_is_theirs(api: ApiClient, world
     for caller, hits in ((eve, set()), (world.carol, set()), (world.alice, {world.group, world.direct})):
         found = (await api.get("/search/messages?q=hello", caller)).json["items"]
         assert {m["conversation_id"] for m in found} == hits
+    # Searching into one: a 404 to whoever is not in it, as every conversation route answers.
+    for caller in (eve, world.carol):
+        searched = await api.get(f"/search/messages?q=hello&conversation_id={world.group}", caller)
+        assert_problem(searched, 404)
     # eve's logout with alice's refresh token was a 204 that ended nothing: alice's login lives on.
     refreshed = await api.post("/auth/refresh", json={"refresh_token": world.alice.refresh_token})
     assert refreshed.status_code == 200, refreshed.text

@@ -56,6 +56,11 @@ async def test_results_are_ranked_and_only_from_my_conversations(
     assert [h["id"] for h in await found(api, alice, "pineapple -side")] == [thrice["id"]]
     assert len(await found(api, alice, "side or nothing")) == 2
     assert await found(api, dave, "nothing") == []
+    # One conversation: mine narrows; theirs is a 404 to me, exactly as for one that does not exist.
+    assert len(await found(api, alice, "pineapple", conversation_id=mine)) == 2
+    assert await found(api, alice, "nothing", conversation_id=mine) != []
+    for other in (theirs, "00000000-0000-4000-8000-000000000000"):
+        assert_problem(await api.get(f"/search/messages?q=pineapple&conversation_id={other}", alice), 404)
     # Nothing to look for once punctuation is gone: no results, not an error.
     assert await found(api, alice, "!!! ???") == []
 
@@ -125,6 +130,7 @@ async def test_bad_queries_are_clear_errors(api: ApiClient) -> None:
         ("q=a&cursor=nonsense", "query.cursor"),
         ("q=a&limit=0", "query.limit"),
         ("q=a&limit=1000", "query.limit"),
+        ("q=a&conversation_id=nope", "query.conversation_id"),
     ):
         problem = assert_problem(await api.get(f"/search/messages?{query}", alice), 422)
         assert [p["field"] for p in problem["errors"]] == [field], query
