@@ -653,7 +653,9 @@ class ChatWorker(Worker):
                 running = self._running.pop(outcome.job.id, None)
                 if running is not None and running.timer is not None:
                     running.timer.cancel()
-            if self._starved or self._stopping:
+            # A retry due later than this loop's next claim would sleep until the idle poll: one
+            # more claim learns its due time (the claim answers the queue's next due score).
+            if self._starved or self._stopping or any(o.kind == "retry" for o in batch):
                 self._wake.set()
 
     async def _write(self, batch: list[_Outcome]) -> None:

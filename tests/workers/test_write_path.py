@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import redis.exceptions
+from arq import Retry
 
 from api.deps import Deps
 from chat import arqseam, heartbeats
@@ -326,3 +327,31 @@ async def test_read_marker_only_moves_forward(api: ApiClient, deps: Deps, run_wo
     assert [(str(e.data.user_id), e.data.seq) for e in reads] == [(bob.id, 3), (bob.id, 4)]
     for bad in ({"seq": -1}, {"seq": "3"}, {}, {"seq": 1.5}):
         assert_problem(await api.post(f"/conversations/{cid}/read", bob, json=bad), 422)
+
+
+async def test_an_idle_worker_runs_a_retry_when_it_falls_due(deps: Deps, settings: Settings) -> None:
+    """A job that asks to be tried again in 0.2 s is, even by a worker that otherwise sleeps
+    between wake-ups (arqseam.IDLE_POLL_SECONDS): nothing else wakes it for that retry."""
+    tried: list[float] = []
+
+    async def flaky(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
+        tried.append(asyncio.get_running_loop().time())
+        if len(tried) < 3:
+            raise Retry(defer=0.2)
+        return "third time"
+
+    flaky.__qualname__ = flaky.__name__ = "flaky"
+    worker = create_worker(settings, handle_signals=False, functions=[flaky])
+    task = asyncio.create_task(worker.main())
+    try:
+        await asyncio.sleep(0.5)  # subscribed to wake-ups, idle
+        await arqseam.QueueWriter(deps.redis, settings.queue_name).enqueue("flaky", [{}], "flaky:1")
+        async with asyncio.timeout(4):  # well short of an idle poll after each retry
+            while len(tried) < 3:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await worker.close()
+    gaps = [later - earlier for earlier, later in zip(tried, tried[1:], strict=False)]
+    assert all(0.19 <= gap < 1.0 for gap in gaps), gaps
