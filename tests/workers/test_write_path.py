@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from typing import Any
 
@@ -353,5 +354,5 @@ async def test_an_idle_worker_runs_a_retry_when_it_falls_due(deps: Deps, setting
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await worker.close()
-    gaps = [later - earlier for earlier, later in zip(tried, tried[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tried)]
     assert all(0.19 <= gap < 1.0 for gap in gaps), gaps
