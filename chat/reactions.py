@@ -15,11 +15,18 @@ from chat.models import Reaction
 from chat.schemas import ReactionOut
 
 MAX_EMOJI = 32
+# Invisible, yet part of emoji: ZERO WIDTH JOINER (👩‍💻, families, the rainbow flag) and the tag
+# characters of subdivision flags (England, Scotland, Wales).
+_JOINING = "\u200d" + "".join(map(chr, range(0xE0020, 0xE0080)))
 
 
 def valid_emoji(emoji: str) -> bool:
-    """1 to 32 characters, none of them whitespace or unprintable."""
-    return 1 <= len(emoji) <= MAX_EMOJI and emoji.isprintable() and not any(c.isspace() for c in emoji)
+    """1 to 32 characters, visible ones: no whitespace, no control or format characters but the
+    joiner and tag characters emoji sequences are built with, and no U+FFFD (what invalid UTF-8
+    in the path decodes to)."""
+    if not 1 <= len(emoji) <= MAX_EMOJI or "\ufffd" in emoji or not emoji.strip(_JOINING):
+        return False
+    return all((c.isprintable() or c in _JOINING) and not c.isspace() for c in emoji)
 
 
 async def counts(

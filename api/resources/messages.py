@@ -412,7 +412,11 @@ class MessageReaction:
     ) -> None:
         message, _ = await visible(self.sessions, req, message_id)
         if not reactions.valid_emoji(emoji):
-            raise field_error("path.emoji", "An emoji is 1 to 32 characters, none of them whitespace.")
+            raise field_error(
+                "path.emoji",
+                "An emoji is 1 to 32 visible characters in UTF-8, none of them whitespace "
+                "(zero width joiners and tag characters of emoji sequences are fine).",
+            )
         if present and message.deleted:
             raise Conflict("The message was deleted.")
         me = current_user(req)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import timedelta
+
+import pytest
 from urllib.parse import quote
 
 from api.deps import Deps
@@ -121,3 +123,25 @@ async def test_reactions_on_sqlite_apply_in_order_like_on_postgres() -> None:
         async with world.sessions() as session:
             found = await reactions.counts(session, [world.message], world.user)
         assert [(r.emoji, r.count, r.me) for r in found[world.message]] == [(THUMBS, 1, True)]
+
+
+@pytest.mark.parametrize(
+    ("emoji", "valid"),
+    [
+        ("\N{WOMAN}\u200d\N{PERSONAL COMPUTER}", True),  # joined with ZERO WIDTH JOINER
+        ("\N{MAN}\u200d\N{WOMAN}\u200d\N{GIRL}\u200d\N{BOY}", True),
+        ("\N{WAVING WHITE FLAG}\ufe0f\u200d\N{RAINBOW}", True),
+        # England's flag: a black flag and tag characters.
+        ("\N{WAVING BLACK FLAG}\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f", True),
+        ("\N{REGIONAL INDICATOR SYMBOL LETTER F}\N{REGIONAL INDICATOR SYMBOL LETTER R}", True),
+        ("\N{THUMBS UP SIGN}\N{EMOJI MODIFIER FITZPATRICK TYPE-4}", True),
+        ("a\u200bb", False),  # ZERO WIDTH SPACE
+        ("\u202eab", False),  # RIGHT-TO-LEFT OVERRIDE
+        ("a\u00a0b", False),  # NO-BREAK SPACE
+        ("\ufffd", False),  # what a path of invalid UTF-8 decodes to
+        ("\u200d", False),  # a joiner joins something
+        ("", False),
+    ],
+)
+def test_an_emoji_may_be_any_visible_sequence_without_whitespace(emoji: str, valid: bool) -> None:
+    assert reactions.valid_emoji(emoji) is valid
