@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
-from urllib.parse import quote
 
 from api.deps import Deps
 from chat import reactions
