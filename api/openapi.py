@@ -140,7 +140,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         query=(Param("q", {"type": "string"}, "Username prefix, case-insensitive."), LIMIT, CURSOR),
     ),
     ("/api/v1/users/me", "GET"): Op("users", "The signed-in user", {200: ("The user.", UserOut)}),
-    ("/api/v1/users/me/blocks", "GET"): Op("users", "The users I blocked", {200: ("My blocks.", r.Blocks)}),
+    ("/api/v1/users/me/blocks", "GET"): Op(
+        "users", "The users I blocked", {200: ("My blocks.", r.Blocks)}, query=(LIMIT, CURSOR)
+    ),
     ("/api/v1/users/me/blocks/{user_id}", "PUT"): Op(
         "users",
         "Block a user",

@@ -67,6 +67,7 @@ class BlockedUser(Shape):
 
 class Blocks(Shape):
     items: list[BlockedUser] = Field(description="Newest first.")
+    next_cursor: str | None
 
 
 class Settings(Shape):

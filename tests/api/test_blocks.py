@@ -17,7 +17,7 @@ async def test_a_blocked_user_can_neither_send_nor_open_a_direct_conversation(
     assert (await api.put(f"/users/me/blocks/{bob.id}", alice)).status_code == 204
     [listed] = (await api.get("/users/me/blocks", alice)).json["items"]
     assert listed["user_id"] == bob.id and listed["created_at"]
-    assert (await api.get("/users/me/blocks", bob)).json == {"items": []}  # bob is not told
+    assert (await api.get("/users/me/blocks", bob)).json == {"items": [], "next_cursor": None}  # bob is not told
 
     path = f"/conversations/{cid}/messages"
     refused = assert_problem(await api.post(path, bob, json={"body": "hi"}), 403)
@@ -38,7 +38,7 @@ async def test_a_blocked_user_can_neither_send_nor_open_a_direct_conversation(
 
     assert (await api.delete(f"/users/me/blocks/{bob.id}", alice)).status_code == 204
     assert (await api.post(path, bob, json={"body": "hi again"})).status_code == 202
-    assert (await api.get("/users/me/blocks", alice)).json == {"items": []}
+    assert (await api.get("/users/me/blocks", alice)).json == {"items": [], "next_cursor": None}
 
 
 async def test_a_block_before_the_conversation_holds_from_its_start(api: ApiClient) -> None:
@@ -55,9 +55,31 @@ async def test_a_block_before_the_conversation_holds_from_its_start(api: ApiClie
 
 
 async def test_block_calls_check_their_target(api: ApiClient) -> None:
+    alice, bob = await api.user(), await api.user()
+    for call in (api.put, api.delete):  # a block and an unblock answer alike
+        problem = assert_problem(await call(f"/users/me/blocks/{alice.id}", alice), 422)
+        assert [e["field"] for e in problem["errors"]] == ["path.user_id"]
+        assert_problem(await call(f"/users/me/blocks/{uuid.uuid4()}", alice), 404)
+        assert_problem(await call("/users/me/blocks/not-a-uuid", alice), 404)
+    # Unblocking someone never blocked is done already.
+    assert (await api.delete(f"/users/me/blocks/{bob.id}", alice)).status_code == 204
+
+
+async def test_my_blocks_are_a_cursor_list_newest_first(api: ApiClient) -> None:
     alice = await api.user()
-    problem = assert_problem(await api.put(f"/users/me/blocks/{alice.id}", alice), 422)
-    assert [e["field"] for e in problem["errors"]] == ["path.user_id"]
-    assert_problem(await api.put(f"/users/me/blocks/{uuid.uuid4()}", alice), 404)
-    assert_problem(await api.put("/users/me/blocks/not-a-uuid", alice), 404)
-    assert (await api.delete(f"/users/me/blocks/{uuid.uuid4()}", alice)).status_code == 204  # idempotent
+    others = [await api.user() for _ in range(5)]
+    for other in others:
+        assert (await api.put(f"/users/me/blocks/{other.id}", alice)).status_code == 204
+    seen: list[str] = []
+    cursor = None
+    for _ in range(5):
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = (await api.get(f"/users/me/blocks?{query}", alice)).json
+        assert len(page["items"]) <= 2
+        seen += [item["user_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [o.id for o in reversed(others)]
+    for bad in ("limit=0", "limit=201", "cursor=nonsense"):
+        assert_problem(await api.get(f"/users/me/blocks?{bad}", alice), 422)
