@@ -17,7 +17,10 @@ async def test_a_blocked_user_can_neither_send_nor_open_a_direct_conversation(
     assert (await api.put(f"/users/me/blocks/{bob.id}", alice)).status_code == 204
     [listed] = (await api.get("/users/me/blocks", alice)).json["items"]
     assert listed["user_id"] == bob.id and listed["created_at"]
-    assert (await api.get("/users/me/blocks", bob)).json == {"items": [], "next_cursor": None}  # bob is not told
+    assert (await api.get("/users/me/blocks", bob)).json == {
+        "items": [],
+        "next_cursor": None,
+    }  # bob is not told
 
     path = f"/conversations/{cid}/messages"
     refused = assert_problem(await api.post(path, bob, json={"body": "hi"}), 403)
