@@ -149,12 +149,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         {204: NO_CONTENT},
         errors={404: "No such user.", 422: "Blocking myself."},
         description=(
-            "Idempotent. The blocked user can no longer open a direct conversation with me or send "
-            "into ours (`403`); no event tells them. Blocking myself is `422`."
+            "Idempotent. The blocked user can no longer open a direct conversation with me, or send, "
+            "react or type in ours (`403`); no event tells them. Blocking myself is `422`."
         ),
     ),
     ("/api/v1/users/me/blocks/{user_id}", "DELETE"): Op(
-        "users", "Unblock a user", {204: NO_CONTENT}, description="Idempotent."
+        "users",
+        "Unblock a user",
+        {204: NO_CONTENT},
+        errors={404: "No such user.", 422: "Unblocking myself."},
+        description="Idempotent.",
     ),
     ("/api/v1/users/me", "PATCH"): Op(
         "users",
@@ -228,6 +232,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Tell the others I am typing",
         {204: NO_CONTENT},
         limited=True,
+        errors={403: "The other participant of this direct conversation blocked me."},
         description="At most one per second per user and conversation.",
     ),
     ("/api/v1/conversations/{conversation_id}/messages", "POST"): Op(
@@ -298,11 +303,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         MESSAGES,
         "React with an emoji (queued)",
         {204: NO_CONTENT},
-        errors={409: "The message was deleted."},
+        errors={
+            403: "The other participant of this direct conversation blocked me.",
+            409: "The message was deleted.",
+        },
         description=(
             "Idempotent. A worker stores the reaction in the order the api accepted changes to it and "
-            "publishes `reaction.added` when it appears. The emoji is 1 to 32 characters, no whitespace "
-            "(`422`); URL-encode it."
+            "publishes `reaction.added` when it appears. The emoji is 1 to 32 visible characters, no "
+            "whitespace (`422`); URL-encode it."
         ),
     ),
     ("/api/v1/messages/{message_id}/reactions/{emoji}", "DELETE"): Op(

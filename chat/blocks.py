@@ -1,6 +1,6 @@
 """Blocking: a user who blocked another is never opened a direct conversation by them, and their
-sends into the direct conversation they share are refused (the api's send script reads that from
-the conversation's members set in Redis; see chat.membership)."""
+sends, reactions and typing in the direct conversation they share are refused (the api's send
+script reads that from the conversation's members set in Redis; see chat.membership)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import aliased
 
 from chat.models import Block, Conversation, Participant
+
+BLOCKED = "This user has blocked you: you cannot send, react or type in your direct conversation."
 
 
 def direct_key(a: uuid.UUID, b: uuid.UUID) -> str:
@@ -38,3 +40,8 @@ def refused_senders(conversation_id: uuid.UUID) -> Any:
 def blocked_by(blocker: uuid.UUID, user: uuid.UUID) -> Any:
     """Whether `blocker` blocked `user`."""
     return select(exists().where(Block.blocker_id == blocker, Block.blocked_id == user))
+
+
+def refused(conversation_id: uuid.UUID, user: uuid.UUID) -> Any:
+    """Whether `user` is in a direct conversation with someone who blocked them."""
+    return select(exists(refused_senders(conversation_id).where(Participant.user_id == user)))

@@ -192,7 +192,7 @@ class ConversationMessages:
         if isinstance(result, NotMember):
             raise NotFound("No such conversation.")
         if isinstance(result, Blocked):
-            raise Forbidden("This user has blocked you: you cannot send into your direct conversation.")
+            raise Forbidden(blocks.BLOCKED)
         if isinstance(result, RateLimited):
             raise TooManyRequests(
                 "Too many messages; slow down.", retry_after=math.ceil(result.retry_after_ms / 1000)
@@ -420,6 +420,11 @@ class MessageReaction:
         if present and message.deleted:
             raise Conflict("The message was deleted.")
         me = current_user(req)
+        if present:
+            # Taking a reaction back stays possible; adding one is a message to the blocker.
+            async with self.sessions() as session:
+                if await session.scalar(blocks.refused(message.conversation_id, me)):
+                    raise Forbidden(blocks.BLOCKED)
         payload = React(
             message_id=message.id,
             conversation_id=message.conversation_id,

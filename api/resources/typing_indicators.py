@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.auth import current_user
 from api.http import path_uuid
 from api.views import participant_ids, require_participant
-from chat import presence
-from chat.errors import TooManyRequests
+from chat import blocks, presence
+from chat.blocks import BLOCKED
+from chat.errors import Forbidden, TooManyRequests
 from chat.eventbus import Publisher
 from chat.events import Typing, UserRef
 
@@ -30,6 +31,8 @@ class TypingIndicator:
         me = current_user(req)
         async with self.sessions() as session:
             await require_participant(session, cid, me)
+            if await session.scalar(blocks.refused(cid, me)):
+                raise Forbidden(BLOCKED)
             recipients = [u for u in await participant_ids(session, cid) if u != me]
         wait_ms = await presence.typing_slot(self.redis, cid, me, self.typing_interval)
         if wait_ms is not None:

@@ -7,6 +7,8 @@ import uuid
 from api.deps import Deps
 from chat.membership import members_key
 from tests.support import ApiClient, assert_problem
+from tests.support.messages import send
+from tests.support.settings import RunWorker
 
 
 async def test_a_blocked_user_can_neither_send_nor_open_a_direct_conversation(
@@ -86,3 +88,28 @@ async def test_my_blocks_are_a_cursor_list_newest_first(api: ApiClient) -> None:
     assert seen == [o.id for o in reversed(others)]
     for bad in ("limit=0", "limit=201", "cursor=nonsense"):
         assert_problem(await api.get(f"/users/me/blocks?{bad}", alice), 422)
+
+
+async def test_a_blocked_user_can_neither_react_nor_type_in_the_direct_conversation(
+    api: ApiClient, run_worker: RunWorker
+) -> None:
+    alice, bob, cid = await api.pair()
+    group = (await api.conversation(alice, bob))["id"]
+    direct_message = await send(api, alice, cid, "hello")
+    group_message = await send(api, alice, group, "hello all")
+    await run_worker()
+    assert (await api.put(f"/messages/{direct_message['id']}/reactions/x", bob)).status_code == 204
+    assert (await api.put(f"/users/me/blocks/{bob.id}", alice)).status_code == 204
+
+    refused = assert_problem(await api.put(f"/messages/{direct_message['id']}/reactions/y", bob), 403)
+    assert "blocked" in refused["detail"]
+    assert_problem(await api.post(f"/conversations/{cid}/typing", bob), 403)
+    # Taking a reaction back is still bob's; groups carry on; alice is not held back.
+    assert (await api.delete(f"/messages/{direct_message['id']}/reactions/x", bob)).status_code == 204
+    assert (await api.put(f"/messages/{group_message['id']}/reactions/y", bob)).status_code == 204
+    assert (await api.post(f"/conversations/{group}/typing", bob)).status_code == 204
+    assert (await api.put(f"/messages/{direct_message['id']}/reactions/z", alice)).status_code == 204
+    assert (await api.post(f"/conversations/{cid}/typing", alice)).status_code == 204
+
+    assert (await api.delete(f"/users/me/blocks/{bob.id}", alice)).status_code == 204
+    assert (await api.put(f"/messages/{direct_message['id']}/reactions/y", bob)).status_code == 204
