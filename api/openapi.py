@@ -416,6 +416,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             " `WEBHOOK_REGISTRY_REFRESH_SECONDS`."
         ),
     ),
+    ("/api/v1/admin/webhooks/{webhook_id}", "GET"): Op(
+        ADMIN, "One webhook", {200: ("The webhook, with its secret.", r.WebhookView)}, admin=True
+    ),
     ("/api/v1/admin/webhooks/{webhook_id}", "DELETE"): Op(
         ADMIN,
         "Delete a webhook",

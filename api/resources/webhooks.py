@@ -104,9 +104,18 @@ class Webhooks(AdminOnly):
 
 @dataclass(frozen=True, slots=True)
 class WebhookById(AdminOnly):
-    """`DELETE`: `204`; deliveries still queued for it end without a request."""
+    """`GET` one webhook; `DELETE`: `204`, deliveries still queued for it end without a request."""
 
     sessions: async_sessionmaker[AsyncSession]
+
+    async def on_get(self, req: Request, resp: Response, webhook_id: str) -> None:
+        await self._require_admin(req)
+        hook_id = path_uuid(webhook_id, "webhook")
+        async with self.sessions() as session:
+            hook = await session.get(Webhook, hook_id)
+            if hook is None:
+                raise NotFound("No such webhook.")
+            send(resp, view(hook))
 
     async def on_delete(self, req: Request, resp: Response, webhook_id: str) -> None:
         await self._require_admin(req)

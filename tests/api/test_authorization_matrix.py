@@ -274,6 +274,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", f"{PREFIX}/admin/jobs/{{job_id}}"): Row("admin", 200),
     ("GET", f"{PREFIX}/admin/webhooks"): Row("admin", 200),
     ("POST", f"{PREFIX}/admin/webhooks"): Row("admin", 201, _json(WEBHOOK)),
+    ("GET", f"{PREFIX}/admin/webhooks/{{webhook_id}}"): Row("admin", 200),
     ("DELETE", f"{PREFIX}/admin/webhooks/{{webhook_id}}"): Row("admin", 204),
 }
 

@@ -45,8 +45,11 @@ async def test_register_list_and_delete(api: ApiClient, deps: Deps) -> None:
     listed = await api.get("/admin/webhooks", admin)
     assert listed.status_code == 200
     assert listed.json == {"items": [hook, given]}
+    # The Location of a registration reads back the same webhook.
+    assert (await api.get(generated.headers["location"].removeprefix("/api/v1"), admin)).json == hook
 
     assert (await api.delete(f"/admin/webhooks/{hook['id']}", admin)).status_code == 204
+    assert_problem(await api.get(f"/admin/webhooks/{hook['id']}", admin), 404)
     assert_problem(await api.delete(f"/admin/webhooks/{hook['id']}", admin), 404)
     assert_problem(await api.delete(f"/admin/webhooks/{uuid.uuid4()}", admin), 404)
     assert_problem(await api.delete("/admin/webhooks/not-an-id", admin), 404)
