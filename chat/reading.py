@@ -1,6 +1,6 @@
 """Messages as a reader sees them: with their reactions (and whether the reader is among them),
 their mentions and their attachments, whose download URLs are presigned for this read (a deleted
-message shows none). The api reads them so for history, threads, search and single messages; the
+message shows none of the three). The api reads them so for history, threads, search and single messages; the
 worker for the messages its `message.updated` and `message.deleted` events carry (no reader)."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from chat.storage import Storage
 async def as_read(
     db: AsyncSession, messages: Sequence[MessageOut], reader: uuid.UUID | None, storage: Storage
 ) -> list[MessageOut]:
-    ids = [m.id for m in messages]
+    # A deleted message keeps its place in history and nothing else: no reactions, mentions or files.
+    ids = [m.id for m in messages if not m.deleted]
     found, named = await reactions.counts(db, ids, reader), await mentions.of(db, ids)
-    files = await attachments.of(db, [m.id for m in messages if not m.deleted])
+    files = await attachments.of(db, ids)
     return [
         m.model_copy(
             update={

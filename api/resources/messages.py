@@ -11,7 +11,7 @@ from typing import Annotated
 
 import limits
 from falcon.asgi import Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -64,6 +64,12 @@ class SendBody(BaseModel):
     client_id: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul] | None = None
     reply_to: uuid.UUID | None = None
     attachments: list[uuid.UUID] = Field(default=[], max_length=attachments.MAX_ATTACHMENTS)
+
+    @field_validator("attachments", mode="before")
+    @classmethod
+    def _none_is_none(cls, value: object) -> object:
+        # `null` means none, as it does for reply_to and client_id.
+        return [] if value is None else value
 
 
 class EditBody(BaseModel):

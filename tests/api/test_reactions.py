@@ -9,7 +9,7 @@ import pytest
 
 from api.deps import Deps
 from chat import reactions
-from chat.events import MessageUpdated, ReactionAdded, ReactionRemoved
+from chat.events import MessageDeleted, MessageUpdated, ReactionAdded, ReactionRemoved
 from chat.jobs import React
 from tests.support import ApiClient, assert_problem
 from tests.support.messages import send, stream
@@ -145,3 +145,25 @@ async def test_reactions_on_sqlite_apply_in_order_like_on_postgres() -> None:
 )
 def test_an_emoji_may_be_any_visible_sequence_without_whitespace(emoji: str, valid: bool) -> None:
     assert reactions.valid_emoji(emoji) is valid
+
+
+async def test_a_deleted_message_shows_no_reactions_or_mentions(
+    api: ApiClient, deps: Deps, run_worker: RunWorker
+) -> None:
+    alice, bob, cid = await api.pair()
+    sent = await send(api, alice, cid, f"hey @{bob.username}")
+    await run_worker()
+    assert (await api.put(path(sent["id"], THUMBS), bob)).status_code == 204
+    await run_worker()
+    shown = (await api.get(f"/messages/{sent['id']}", bob)).json
+    assert shown["mentions"] == [bob.id] and shown["reactions"] == [{"emoji": THUMBS, "count": 1, "me": True}]
+
+    assert (await api.delete(f"/messages/{sent['id']}", alice)).status_code == 202
+    await run_worker()
+    shown = (await api.get(f"/messages/{sent['id']}", bob)).json
+    assert (shown["deleted"], shown["body"], shown["mentions"], shown["reactions"]) == (True, None, [], [])
+    [deleted] = [e for e in await stream(deps.redis, bob.id) if isinstance(e, MessageDeleted)]
+    assert (deleted.data.mentions, deleted.data.reactions) == ([], [])
+    # A send may say `attachments: null` for none, as it may for reply_to.
+    none = await api.post(f"/conversations/{cid}/messages", alice, json={"body": "x", "attachments": None})
+    assert none.status_code == 202, none.text
