@@ -547,12 +547,43 @@ def describe(routes: Iterable[tuple[str, object]]) -> dict[str, Any]:
     return _document(tuple(sorted(routed)))
 
 
+def _webhook(body_ref: str) -> dict[str, Any]:
+    """What a registered webhook URL receives (`POST /api/v1/admin/webhooks`), as OpenAPI 3.1's
+    `webhooks` describes requests the api makes."""
+    headers = [
+        ("X-Webhook-Id", {"type": "string", "format": "uuid"}, "The delivery's id, the same on every retry."),
+        ("X-Webhook-Timestamp", {"type": "string", "pattern": "^[0-9]+$"}, "Unix seconds of this attempt."),
+        (
+            "X-Webhook-Signature",
+            {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
+            '`sha256=` + hex HMAC-SHA256, keyed with the webhook\'s secret, of `"{timestamp}.{raw body}"`.',
+        ),
+    ]
+    return {
+        "post": {
+            "summary": "An event, to each webhook subscribed to its type",
+            "description": (
+                "Any `2xx` answer takes it. A timeout, a connection error or any other status is "
+                "retried with exponential back-off, then dead-lettered. docs/api.md shows how to "
+                "verify the signature."
+            ),
+            "parameters": [
+                {"name": name, "in": "header", "required": True, "schema": schema, "description": text}
+                for name, schema, text in headers
+            ],
+            "requestBody": {"required": True, "content": {JSON: {"schema": {"$ref": body_ref}}}},
+            "responses": {"2XX": {"description": "Delivered."}},
+        }
+    }
+
+
 @cache
 def _document(routed: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     # Built once per route table: generating the schemas is the slowest part of building an app.
 
     requests = {op.body for op in OPERATIONS.values() if op.body is not None}
-    replies = {m for op in OPERATIONS.values() for _, m in op.ok.values() if m is not None} | {r.Problem}
+    replies = {m for op in OPERATIONS.values() for _, m in op.ok.values() if m is not None}
+    replies |= {r.Problem, r.WebhookDelivery}
     pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in requests]
     pairs += [(m, "serialization") for m in replies]
     keys, definitions = models_json_schema(
@@ -576,6 +607,7 @@ def _document(routed: tuple[tuple[str, str], ...]) -> dict[str, Any]:
             ),
         },
         "paths": paths,
+        "webhooks": {"event": _webhook(refs["WebhookDelivery"])},
         "components": {
             "schemas": definitions.get("$defs", {}),
             "securitySchemes": {

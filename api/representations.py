@@ -193,6 +193,21 @@ class WebhookList(Shape):
     items: list[WebhookView] = Field(description="Oldest first.")
 
 
+class WebhookDelivery(Shape):
+    """The body a webhook receives: one event."""
+
+    id: uuid.UUID = Field(description="The event's id: de-duplicate on it (delivery is at least once).")
+    type: str = Field(description="The event type, as on the WebSocket: `message.created` and so on.")
+    created_at: datetime = Field(description="When the event was dispatched.")
+    data: dict[str, Any] = Field(
+        description=(
+            "The WebSocket event's `data` (a message, a conversation, `{message_id, emoji, user_id}`, "
+            "`{user_id}`, `{user_id, seq}`), plus `conversation_id` where it has none; a "
+            "`message.created` adds `offline_recipient_ids`: the recipients with no open WebSocket."
+        )
+    )
+
+
 class FieldError(Shape):
     field: str = Field(description="body.<name>, query.<name> or path.<name>.")
     message: str

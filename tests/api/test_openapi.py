@@ -45,6 +45,14 @@ async def test_the_document_describes_every_route_and_is_valid(api: ApiClient) -
                 assert "401" in op["responses"], where
             assert "500" not in op["responses"], where
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    # What webhook receivers get is described too (OpenAPI 3.1 `webhooks`): the signed headers and
+    # the body, whose schema names every field a delivery carries.
+    delivery = document["webhooks"]["event"]["post"]
+    headers = {p["name"] for p in delivery["parameters"] if p["in"] == "header"}
+    assert headers == {"X-Webhook-Id", "X-Webhook-Timestamp", "X-Webhook-Signature"}
+    ref = delivery["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert set(body["required"]) == {"id", "type", "created_at", "data"}
 
 
 def test_a_route_without_a_description_is_an_error(deps: Deps) -> None:
