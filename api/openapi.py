@@ -265,6 +265,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         MESSAGES,
         "Search my messages",
         {200: ("A page of matches.", r.SearchPage)},
+        errors={404: "`conversation_id` names a conversation I am not in (or none)."},
         query=(
             Param(
                 "q",

@@ -159,11 +159,13 @@ def web_of(stack: Stack) -> Process:
     return next(p for p in stack.processes if p.name == "web" and p.popen.poll() is None)
 
 
-async def drain_rate(stack: Stack, e2e_database: str, workers: int, total: int = 3000) -> int:
+async def drain_rate(
+    stack: Stack, e2e_database: str, workers: int, total: int = 3000, **worker_env: str
+) -> int:
     backlog = Backlog(E2E_REDIS_URL, e2e_database)
     try:
         await backlog.build(web_of(stack), total, conversations=50)
-        started = [stack.start("worker") for _ in range(workers)]
+        started = [stack.start("worker", **worker_env) for _ in range(workers)]
         t0 = await backlog.release()
         t1 = await backlog.drained(timeout=60)
         for process in started:
@@ -177,16 +179,25 @@ async def drain_rate(stack: Stack, e2e_database: str, workers: int, total: int =
 async def test_backlog_drains_fast_and_a_second_worker_adds_throughput(
     tier: Stack, e2e_database: str
 ) -> None:
+    # 6,000 jobs: one worker drains 3,000 in well under a second, too short to measure.
+    one = await drain_rate(tier, e2e_database, workers=1, total=6000)
+    print(f"backlog of 6000: one worker {one} jobs/s")
+    assert one >= 500, f"one worker drained {one:.0f} jobs/s"
+    # Scaling out, shown where a worker's own capacity is the limit: one job at a time each, so a
+    # worker waits on its round trips, as a worker does on a machine with cores to spare. With its
+    # default 50 slots one worker takes most of a core here, and on this 2-core machine a second
+    # one competes with Postgres and Redis for the other: it measured 1.2 to 1.7 times one, which
+    # says more about the machine than about how workers share a queue.
     # A drain takes a second or two, so one sample is at the mercy of whatever else the machine
     # does; alternating the two set-ups and keeping the best of each compares like with like.
-    # 6,000 jobs: one worker drains 3,000 in well under a second now, too short to measure.
     rates: dict[int, list[float]] = {1: [], 2: []}
     for workers in (1, 2, 1, 2):
-        rates[workers].append(await drain_rate(tier, e2e_database, workers=workers, total=6000))
-    one, two = max(rates[1]), max(rates[2])
-    print(f"backlog of 6000: one worker {rates[1]} jobs/s, two workers {rates[2]} jobs/s ({two / one:.2f}x)")
-    assert one >= 500, f"one worker drained {one:.0f} jobs/s"
-    assert two >= 1.3 * one, f"two workers {two:.0f} jobs/s vs one {one:.0f} jobs/s"
+        rates[workers].append(
+            await drain_rate(tier, e2e_database, workers=workers, total=1500, WORKER_MAX_JOBS="1")
+        )
+    single, double = max(rates[1]), max(rates[2])
+    print(f"one slot each: one worker {rates[1]} jobs/s, two workers {rates[2]} ({double / single:.2f}x)")
+    assert double >= 1.5 * single, f"two workers {double:.0f} jobs/s vs one {single:.0f} jobs/s"
 
 
 async def test_sigkilled_worker_jobs_come_back_within_15_seconds_each_once(
