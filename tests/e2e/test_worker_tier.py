@@ -160,12 +160,12 @@ def web_of(stack: Stack) -> Process:
 
 
 async def drain_rate(
-    stack: Stack, e2e_database: str, workers: int, total: int = 3000, **worker_env: str
+    stack: Stack, e2e_database: str, workers: int, total: int = 3000, worker_env: dict[str, str] | None = None
 ) -> int:
     backlog = Backlog(E2E_REDIS_URL, e2e_database)
     try:
         await backlog.build(web_of(stack), total, conversations=50)
-        started = [stack.start("worker", **worker_env) for _ in range(workers)]
+        started = [stack.start("worker", **(worker_env or {})) for _ in range(workers)]
         t0 = await backlog.release()
         t1 = await backlog.drained(timeout=60)
         for process in started:
@@ -193,7 +193,7 @@ async def test_backlog_drains_fast_and_a_second_worker_adds_throughput(
     rates: dict[int, list[float]] = {1: [], 2: []}
     for workers in (1, 2, 1, 2):
         rates[workers].append(
-            await drain_rate(tier, e2e_database, workers=workers, total=1500, WORKER_MAX_JOBS="1")
+            await drain_rate(tier, e2e_database, workers, total=1500, worker_env={"WORKER_MAX_JOBS": "1"})
         )
     single, double = max(rates[1]), max(rates[2])
     print(f"one slot each: one worker {rates[1]} jobs/s, two workers {rates[2]} ({double / single:.2f}x)")
