@@ -165,7 +165,7 @@ async def drain_rate(
     backlog = Backlog(E2E_REDIS_URL, e2e_database)
     try:
         await backlog.build(web_of(stack), total, conversations=50)
-        started = [stack.start("worker", env_of=worker_env) for _ in range(workers)]
+        started = [stack.start("worker", wait=True, **(worker_env or {})) for _ in range(workers)]
         t0 = await backlog.release()
         t1 = await backlog.drained(timeout=60)
         for process in started:

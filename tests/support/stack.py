@@ -77,11 +77,9 @@ class Stack:
         self.processes: list[Process] = []
         self.lines = procfile()
 
-    def start(
-        self, kind: str, *, wait: bool = True, env_of: dict[str, str] | None = None, **extra_env: str
-    ) -> Process:
+    def start(self, kind: str, *, wait: bool = True, **extra_env: str) -> Process:
         port = free_port()
-        env = {**os.environ, **self.env, "PORT": str(port), **(env_of or {}), **extra_env}
+        env = {**os.environ, **self.env, "PORT": str(port), **extra_env}
         log = self.logs / f"{kind}-{port}.log"
         command = self.lines[kind].strip()
         with log.open("wb") as out:
