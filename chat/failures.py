@@ -81,6 +81,10 @@ def unavailable(exc: BaseException) -> str | None:
             and str(getattr(error, "sqlstate", "")).startswith(TRANSIENT_SQLSTATES)
         ):
             return "the database"
+        # A pooled connection to a server that went away, met by the batch write's asyncpg calls.
+        # Not every InterfaceError is this (some are misuse), so only the closed connection counts.
+        if apg is not None and isinstance(error, apg.InterfaceError) and "closed" in str(error):
+            return "the database"
         if isinstance(error, OSError | TimeoutError):
             # redis-py wraps its socket errors; a bare one comes from the database driver.
             return "the database"

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -126,6 +127,21 @@ async def test_deadlocks_and_serialization_failures_are_transient(deps: Deps) ->
             await second.execute(text("COMMIT"))
         await second.rollback()
     assert "serialize" in str(caught.value).lower()
+    assert is_transient(caught.value)
+
+
+async def test_a_pooled_connection_closed_under_the_batch_is_transient(deps: Deps) -> None:
+    """After Postgres restarts, the pool still holds connections to the old server; the batch
+    write, which speaks to asyncpg directly, meets one as `InterfaceError: connection is closed`.
+    That is the database having been away, not a broken job: it must be retried, not dead-lettered."""
+    async with deps.engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.close()
+        with pytest.raises(asyncpg.InterfaceError) as caught:
+            await driver.fetch("SELECT 1")
+        await connection.invalidate()
+    assert "closed" in str(caught.value)
     assert is_transient(caught.value)
 
 
