@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, TypeVar, overload
 from urllib.parse import parse_qsl
 
@@ -10,6 +11,7 @@ import orjson
 from falcon.asgi import Request, Response
 from pydantic import BaseModel, ValidationError
 
+from chat import cursors
 from chat.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable, field_error
 
 M = TypeVar("M", bound=BaseModel)
@@ -128,3 +130,14 @@ def path_uuid(value: str, what: str = "resource") -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise NotFound(f"No such {what}.") from None
+
+
+def time_cursor(req: Request) -> tuple[datetime, uuid.UUID] | None:
+    """The `cursor` of a list ordered by (time, id); 422 for one this api did not issue."""
+    raw = req.get_param("cursor")
+    if not raw:
+        return None
+    try:
+        return cursors.decode_at(raw)
+    except ValueError:
+        raise field_error("query.cursor", "Not a cursor this endpoint issued.") from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
+from datetime import datetime
 
 _SEPARATOR = "|"
 
@@ -22,3 +24,17 @@ def decode(raw: str, count: int) -> list[str]:
     if len(fields) != count or not all(fields):
         raise ValueError("not a cursor")
     return fields
+
+
+def encode_at(at: datetime, key: uuid.UUID) -> str:
+    """A position in a list ordered by time, ties broken by id."""
+    return encode(at.isoformat(), str(key))
+
+
+def decode_at(raw: str) -> tuple[datetime, uuid.UUID]:
+    """What `encode_at` wrote; ValueError for anything else."""
+    at, key = decode(raw, 2)
+    when = datetime.fromisoformat(at)
+    if when.tzinfo is None:
+        raise ValueError("not a cursor")
+    return when, uuid.UUID(key)

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
-from api.http import limit_param, path_uuid, send
+from api.http import limit_param, path_uuid, send, time_cursor
 from chat import cursors, membership
 from chat.blocks import direct_key
 from chat.db import upsert_insert
@@ -33,29 +33,16 @@ class Blocks:
         me = current_user(req)
         limit = limit_param(req)
         query = select(Block.blocked_id, Block.created_at).where(Block.blocker_id == me)
-        after = _position(req.get_param("cursor"))
+        after = time_cursor(req)
         if after is not None:
             query = query.where(tuple_(Block.created_at, Block.blocked_id) < after)
         query = query.order_by(Block.created_at.desc(), Block.blocked_id.desc()).limit(limit + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).all()
         page = rows[:limit]
-        cursor = cursors.encode(page[-1][1].isoformat(), str(page[-1][0])) if len(rows) > limit else None
+        cursor = cursors.encode_at(page[-1][1], page[-1][0]) if len(rows) > limit else None
         items = [{"user_id": user_id, "created_at": at} for user_id, at in page]
         send(resp, {"items": items, "next_cursor": cursor})
-
-
-def _position(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if raw is None:
-        return None
-    try:
-        at, user_id = cursors.decode(raw, 2)
-        created_at = datetime.fromisoformat(at)
-        if created_at.tzinfo is None:
-            raise ValueError("not a cursor")
-        return created_at, uuid.UUID(user_id)
-    except ValueError:
-        raise field_error("query.cursor", "Not a cursor this endpoint issued.") from None
 
 
 @dataclass(frozen=True, slots=True)

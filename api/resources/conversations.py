@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
 from api.fields import NoNul
-from api.http import limit_param, parse, path_uuid, send
+from api.http import limit_param, parse, path_uuid, send, time_cursor
 from api.views import (
     MAX_PARTICIPANTS,
     conversation_view,
@@ -141,7 +141,7 @@ class Conversations:
     async def on_get(self, req: Request, resp: Response) -> None:
         me = current_user(req)
         limit = limit_param(req)
-        after = _read_cursor(req.get_param("cursor"))
+        after = time_cursor(req)
         query = (
             select(Conversation)
             .join(
@@ -163,7 +163,7 @@ class Conversations:
             more = len(page) > limit
             page = page[:limit]
             items = await conversation_views(session, page, me, self.storage)
-        cursor = cursors.encode(page[-1].last_activity_at.isoformat(), str(page[-1].id)) if more else None
+        cursor = cursors.encode_at(page[-1].last_activity_at, page[-1].id) if more else None
         send(resp, {"items": items, "next_cursor": cursor})
 
 
@@ -178,16 +178,3 @@ class ConversationById:
         async with self.sessions() as session:
             await require_participant(session, cid, me)
             send(resp, await conversation_view(session, cid, me, self.storage))
-
-
-def _read_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if not raw:
-        return None
-    try:
-        at, cid = cursors.decode(raw, 2)
-        when = datetime.fromisoformat(at)
-        if when.tzinfo is None:
-            raise ValueError("naive")
-        return when, uuid.UUID(cid)
-    except ValueError:
-        raise field_error("query.cursor", "Not a cursor this endpoint issued.") from None
