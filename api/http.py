@@ -120,6 +120,17 @@ def query_int(
     return value
 
 
+def query_uuid(req: Request, name: str, what: str) -> uuid.UUID | None:
+    """An optional id in the query; 422 naming `query.<name>` for anything but a UUID."""
+    raw = req.get_param(name)
+    if raw is None:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise field_error(f"query.{name}", f"Must be {what} (a UUID).") from None
+
+
 def limit_param(req: Request) -> int:
     return query_int(req, "limit", default=50, lo=1, hi=200)
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.auth import current_user
 from api.fields import PG_INT_MAX, NoNul, NotBlankNoNul
-from api.http import limit_param, parse, path_uuid, query_int, send
+from api.http import limit_param, parse, path_uuid, query_int, query_uuid, send
 from api.views import require_participant
 from chat import attachments, blocks, membership, metrics, reactions, reading
 from chat.errors import (
@@ -76,16 +76,6 @@ class EditBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     body: MessageText
-
-
-def _thread_param(req: Request) -> uuid.UUID | None:
-    thread = req.get_param("thread")
-    if thread is None:
-        return None
-    try:
-        return uuid.UUID(thread)
-    except ValueError:
-        raise field_error("query.thread", "Must be a message id (a UUID).") from None
 
 
 async def _stored_in(session: AsyncSession, message_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
@@ -296,7 +286,7 @@ class ConversationMessages:
             # Lists elsewhere page with cursors; history pages by seq. Silently ignoring it would
             # hand the client the newest page again, forever.
             raise field_error("query.cursor", "History pages by seq: use before=SEQ or after=SEQ.")
-        parent = _thread_param(req)
+        parent = query_uuid(req, "thread", "a message id")
         before = query_int(req, "before", lo=0, hi=PG_INT_MAX)
         after = query_int(req, "after", lo=0, hi=PG_INT_MAX)
         limit = limit_param(req)

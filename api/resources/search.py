@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from falcon.asgi import Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
-from api.http import limit_param, send
+from api.http import limit_param, query_uuid, send
 from api.views import require_participant
 from chat import reading, search
 from chat.errors import field_error
@@ -31,7 +30,7 @@ class MessageSearch:
         text = _query_text(req)
         limit = limit_param(req)
         after = _position(req.get_param("cursor"))
-        within = _conversation(req)
+        within = query_uuid(req, "conversation_id", "a conversation id")
         async with self.sessions() as session:
             if within is not None:
                 await require_participant(session, within, me)
@@ -58,16 +57,6 @@ def _query_text(req: Request) -> str:
     if len(text) > search.MAX_QUERY_CHARS or "\x00" in text:
         raise field_error("query.q", f"At most {search.MAX_QUERY_CHARS} characters, and no NUL.")
     return text
-
-
-def _conversation(req: Request) -> uuid.UUID | None:
-    raw = req.get_param("conversation_id")
-    if raw is None:
-        return None
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise field_error("query.conversation_id", "Must be a conversation id (a UUID).") from None
 
 
 def _position(raw: str | None) -> search.Position | None:
