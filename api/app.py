@@ -29,7 +29,7 @@ from api.resources import (
     users,
     webhooks,
 )
-from api.throttle import AddressLimit, FailureLimit
+from api.throttle import AddressLimit, FailureLimit, UserLimit
 from chat import probes, ratelimit, wsprotocol
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
@@ -187,7 +187,21 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
         ("/messages/{message_id}", messages.MessageById(sessions, deps.queue, body, storage)),
         ("/messages/{message_id}/reactions/{emoji}", messages.MessageReaction(sessions, deps.queue)),
         ("/search/messages", search.MessageSearch(sessions, storage)),
-        ("/uploads", uploads.Uploads(sessions, storage, settings.upload_max_bytes, body)),
+        (
+            "/uploads",
+            uploads.Uploads(
+                sessions,
+                storage,
+                settings.upload_max_bytes,
+                body,
+                UserLimit(
+                    deps.limiter,
+                    ratelimit.parse(settings.rate_limit_uploads_per_user),
+                    name="uploads",
+                    refusal="Too many uploads; slow down.",
+                ),
+            ),
+        ),
         ("/uploads/{upload_id}/content", uploads.UploadContent(local, settings.upload_max_bytes)),
         ("/jobs/{job_id}", jobs.JobById(sessions, redis, settings.queue_name)),
         ("/admin/queue", admin.Queue(*monitored)),

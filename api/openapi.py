@@ -326,6 +326,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         {201: ("A presigned upload URL and the headers to send with it.", r.UploadTicket)},
         body=uploads.UploadBody,
         example={"filename": "cat.png", "content_type": "image/png", "size": 48213},
+        limited=True,
         errors={422: "A bad filename or content type, or a size of 0 or over UPLOAD_MAX_BYTES."},
         description=(
             "Then `PUT` the bytes to `upload_url` with exactly `headers`, before `expires_at`, and "

@@ -32,6 +32,23 @@ class AddressLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class UserLimit:
+    """A limit per signed-in user."""
+
+    limiter: Limiter
+    item: limits.RateLimitItem | None
+    name: str
+    refusal: str
+
+    async def count(self, user_id: object) -> None:
+        if self.item is None:
+            return
+        verdict = await self.limiter.hit(self.item, self.name, str(user_id))
+        if not verdict.allowed:
+            raise TooManyRequests(self.refusal, verdict.retry_after, verdict)
+
+
+@dataclass(frozen=True, slots=True)
 class FailureLimit:
     """A limit on failures for one key (a username): over it, even a success must wait."""
 

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     rate_limit_login_per_address: str = "100/minute"
     rate_limit_register_per_address: str = "20/hour"
     rate_limit_sends_per_user: str = "20/second"
+    rate_limit_uploads_per_user: str = "60/minute"
     rate_limit_sockets_per_user: int | None = 20
     rate_limit_client_frames: str = "20/second"
     # Browser origins allowed to call the api (comma-separated, e.g. https://app.example.com);
@@ -126,6 +127,7 @@ class Settings(BaseSettings):
         "rate_limit_login_per_address",
         "rate_limit_register_per_address",
         "rate_limit_sends_per_user",
+        "rate_limit_uploads_per_user",
         "rate_limit_client_frames",
     )
     @classmethod

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
 from api.http import parse, path_uuid, send
+from api.throttle import UserLimit
 from chat import attachments
 from chat.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, field_error
 from chat.models import Upload
@@ -60,6 +61,7 @@ class Uploads:
     storage: Storage
     max_upload: int
     max_body: int
+    limit: UserLimit
 
     async def on_post(self, req: Request, resp: Response) -> None:
         me = current_user(req)
@@ -70,6 +72,8 @@ class Uploads:
                 f"A file is 1 to {self.max_upload} bytes ({_mebibytes(self.max_upload)}); "
                 f"this one says {body.size}.",
             )
+        # Counted once the request is valid: each one is a row and a signed URL.
+        await self.limit.count(me)
         upload = Upload(
             id=uuid.uuid4(),
             owner_id=me,

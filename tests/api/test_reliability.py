@@ -184,6 +184,7 @@ async def limited(settings: Settings) -> AsyncIterator[ApiClient]:
         rate_limit_login_per_address="8/minute",
         rate_limit_register_per_address="6/hour",
         rate_limit_sends_per_user="5/second",
+        rate_limit_uploads_per_user="3/minute",
     ) as strict:
         yield strict
 
@@ -240,6 +241,17 @@ async def test_sends_per_user(limited: ApiClient) -> None:
     assert other.status_code == 202
     await asyncio.sleep(1.1)
     assert (await limited.post(path, alice, json={"body": "later"})).status_code == 202
+
+
+async def test_uploads_per_user(limited: ApiClient) -> None:
+    alice, bob = await limited.user(), await limited.user()
+    body = {"filename": "a.txt", "content_type": "text/plain", "size": 3}
+    # An invalid request is refused for what it is, and counts for nothing.
+    assert_problem(await limited.post("/uploads", alice, json={**body, "size": 0}), 422)
+    results = [await limited.post("/uploads", alice, json=body) for _ in range(4)]
+    assert [r.status_code for r in results] == [201, 201, 201, 429]
+    assert int(results[-1].headers["retry-after"]) >= 1
+    assert (await limited.post("/uploads", bob, json=body)).status_code == 201  # per user
 
 
 def test_client_address_believes_only_trusted_proxies() -> None:
