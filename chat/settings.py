@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     webhook_max_tries: int = Field(default=8, ge=1)
     webhook_backoff_seconds: float = Field(default=1, gt=0)
     webhook_backoff_max_seconds: float = Field(default=600, gt=0)
-    # How stale a process's copy of the registered webhooks may get: every process re-reads a
-    # version key at most this often and the list itself only when an admin changed it.
+    # How stale a process's copy of the registered webhooks may get for deliveries (a deleted
+    # webhook's last attempts). Dispatch asks for the list as of its job's enqueue time instead.
     webhook_registry_refresh_seconds: float = Field(default=1.0, ge=0)
     # Attachments. With S3_BUCKET set they live in that S3-compatible bucket, reached through
     # presigned URLs; without it, in UPLOADS_DIR on local disk, served by the api itself under

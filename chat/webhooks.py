@@ -102,6 +102,11 @@ class Registry:
 
     Costs one GET of the version key per refresh interval, and a Postgres read only when an admin
     changed something; with no webhooks at all that GET is the whole price of the feature.
+
+    A caller may ask for the list as of a moment (`since`, unix seconds): a job passes its enqueue
+    time, so a webhook registered before its message was accepted is never missed however long
+    the interval. A batch of jobs claimed together shares one read: it began after all of them
+    were enqueued.
     """
 
     def __init__(
@@ -112,22 +117,31 @@ class Registry:
         self._refresh = refresh_seconds
         self._hooks: list[Hook] | None = None
         self._version: bytes | None = None
-        self._checked = float("-inf")
+        self._checked = float("-inf")  # monotonic, when the last version read began
+        self._checked_at = float("-inf")  # the same moment in unix seconds, to compare with `since`
         self._lock = asyncio.Lock()
 
-    async def hooks(self) -> list[Hook]:
-        if self._hooks is not None and time.monotonic() - self._checked < self._refresh:
+    def _fresh(self, since: float | None) -> bool:
+        if self._hooks is None or time.monotonic() - self._checked >= self._refresh:
+            return False
+        return since is None or self._checked_at >= since
+
+    async def hooks(self, since: float | None = None) -> list[Hook]:
+        if self._fresh(since):
+            assert self._hooks is not None  # noqa: S101 - _fresh says so
             return self._hooks
         # One refresh at a time: a burst of jobs that find the copy stale waits for one read.
         async with self._lock:
-            if self._hooks is None or time.monotonic() - self._checked >= self._refresh:
-                return await self._reload()
-            return self._hooks
+            if self._fresh(since):
+                assert self._hooks is not None  # noqa: S101 - _fresh says so
+                return self._hooks
+            return await self._reload()
 
     async def _reload(self) -> list[Hook]:
+        began, began_at = time.monotonic(), time.time()
         version = await self._redis.get(VERSION_KEY)
         if self._hooks is not None and version == self._version:
-            self._checked = time.monotonic()
+            self._checked, self._checked_at = began, began_at
             return self._hooks
         try:
             # Read after the version: a change landing in between is read now and again next time.
@@ -137,13 +151,14 @@ class Registry:
                 raise
             # Events keep flowing to the webhooks known before Postgres went away.
             log.warning("could not reload the webhooks; using the list read before", exc_info=True)
-            self._checked = time.monotonic()
+            self._checked, self._checked_at = began, began_at
             return self._hooks
-        self._hooks, self._version, self._checked = hooks, version, time.monotonic()
+        self._hooks, self._version = hooks, version
+        self._checked, self._checked_at = began, began_at
         return hooks
 
-    async def subscribed(self, event_type: str) -> list[Hook]:
-        return [hook for hook in await self.hooks() if event_type in hook.events]
+    async def subscribed(self, event_type: str, since: float | None = None) -> list[Hook]:
+        return [hook for hook in await self.hooks(since) if event_type in hook.events]
 
     async def get(self, webhook_id: uuid.UUID) -> Hook | None:
         return next((hook for hook in await self.hooks() if hook.id == webhook_id), None)
@@ -180,9 +195,11 @@ class Dispatcher:
         *,
         outbox: Outbox | None = None,
         source: str | None = None,
+        since: float | None = None,
     ) -> int:
-        """Enqueue the deliveries of `event` (staged in `outbox` when given); how many."""
-        hooks = await self.registry.subscribed(event.type)
+        """Enqueue the deliveries of `event` (staged in `outbox` when given); how many. `since`:
+        the webhooks registered by then get it (by default, those registered by now)."""
+        hooks = await self.registry.subscribed(event.type, time.time() if since is None else since)
         if not hooks:
             return 0
         payload = await self.body(event, recipients, source)
@@ -230,6 +247,8 @@ class WebhookPublisher:
     `outbox`: the publishing job's (ChatWorker), so the deliveries are enqueued in the transaction
     that finishes it; without one (the api, the stock arq worker) they are enqueued right after
     the publish, and a crash between the two loses the deliveries of that one event.
+    `since`: when the publishing job was enqueued (unix seconds); every webhook registered by then
+    gets its events (without one: every webhook registered by the time of the publish).
     """
 
     def __init__(
@@ -239,22 +258,26 @@ class WebhookPublisher:
         *,
         outbox: Outbox | None = None,
         source: str | None = None,
+        since: float | None = None,
     ) -> None:
         self._inner = inner
         self._dispatcher = dispatcher
         self._outbox = outbox
         self._source = source
+        self._since = since
 
     async def publish(self, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> Sequence[str]:
         users = list(dict.fromkeys(recipients))
         ids = await self._inner.publish(event, users)
-        await self._dispatcher.dispatch(event, users, outbox=self._outbox, source=self._source)
+        await self._dispatcher.dispatch(
+            event, users, outbox=self._outbox, source=self._source, since=self._since
+        )
         return ids
 
     async def publish_many(self, batch: Sequence[tuple[StoredEvent, Sequence[uuid.UUID]]]) -> None:
         await self._inner.publish_many(batch)
         for event, recipients in batch:
-            await self._dispatcher.dispatch(event, recipients, outbox=self._outbox, source=None)
+            await self._dispatcher.dispatch(event, recipients, outbox=self._outbox, since=self._since)
 
     async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None:
         await self._inner.publish_ephemeral(event, recipients)

@@ -102,7 +102,9 @@ def publisher(ctx: Ctx) -> Publisher:
     dispatcher = ctx.get("webhooks")
     if dispatcher is None:
         return inner
-    return WebhookPublisher(inner, dispatcher, outbox=outbox, source=ctx.get("job_id"))
+    enqueued = ctx.get("enqueue_time")
+    since = enqueued.timestamp() if enqueued is not None else None
+    return WebhookPublisher(inner, dispatcher, outbox=outbox, source=ctx.get("job_id"), since=since)
 
 
 @job

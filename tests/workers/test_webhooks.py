@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -18,6 +19,7 @@ from tests.support import ApiClient, TestUser
 from tests.support.messages import message_created, send
 from tests.support.settings import RunWorker
 from tests.support.webhooks import Received, Receiver, receiving, verify
+from workers.main import create_worker
 
 MAX_TRIES = 3
 
@@ -215,6 +217,32 @@ async def test_the_registry_reads_postgres_only_after_a_change(deps: Deps) -> No
     await webhooks.bump(deps.redis)
     await cached.hooks()
     assert loads == 3  # within the refresh interval even the version key is not read
+
+
+async def test_a_webhook_registered_before_a_message_was_accepted_gets_it(
+    api: ApiClient, deps: Deps, settings: Settings
+) -> None:
+    """However long a worker may keep its copy of the list, a message accepted after a webhook's
+    201 is delivered to it: the job's enqueue time says how fresh the copy must be."""
+    admin = await _admin(api, deps)
+    alice, _bob, cid = await api.pair()
+    patient = settings.model_copy(update={"webhook_registry_refresh_seconds": 3600})
+    worker = create_worker(patient, handle_signals=False)
+    task = asyncio.create_task(worker.main())
+    try:
+        async with receiving(Receiver(script=["ok"])) as receiver:
+            await send(api, alice, cid, "before any webhook")  # the worker reads the (empty) list
+            await asyncio.sleep(0.5)
+            await _register(api, admin, receiver.url, "message.created")
+            sent = await send(api, alice, cid, "right after the 201")
+            async with asyncio.timeout(10):
+                await receiver.arrived.wait()
+            [delivery] = receiver.received
+            assert delivery.json["data"]["id"] == sent["id"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await worker.close()
 
 
 async def test_in_a_worker_the_deliveries_wait_in_the_outbox_of_the_job_that_published(
