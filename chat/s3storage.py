@@ -51,6 +51,8 @@ class S3Storage:
 
     def presign_put(self, key: uuid.UUID, content_type: str, size: int) -> Presigned:
         # Content-Type and Content-Length are signed headers: S3 refuses a PUT with other values.
+        # If-None-Match: * makes the PUT a create: once the bytes are stored (and checked, and
+        # sent), a second PUT with the same URL is refused (412) instead of replacing them.
         url = self._client.generate_presigned_url(
             "put_object",
             Params={
@@ -58,10 +60,11 @@ class S3Storage:
                 "Key": str(key),
                 "ContentType": content_type,
                 "ContentLength": size,
+                "IfNoneMatch": "*",
             },
             ExpiresIn=self._put_seconds,
         )
-        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        headers = {"Content-Type": content_type, "Content-Length": str(size), "If-None-Match": "*"}
         return Presigned(url, headers, datetime.now(UTC) + timedelta(seconds=self._put_seconds))
 
     def presign_get(self, key: uuid.UUID, filename: str) -> str:

@@ -49,10 +49,14 @@ async def upload(
     """Announce a file and PUT its bytes to the presigned URL, as a client does; its upload id."""
     ticket = await announce(api, user, len(data), filename=filename, content_type=content_type)
     assert ticket["method"] == "PUT"
-    assert ticket["headers"] == {"Content-Type": content_type, "Content-Length": str(len(data))}
+    expected = {"Content-Type": content_type, "Content-Length": str(len(data)), "If-None-Match": "*"}
+    assert ticket["headers"] == expected
     async with httpx.AsyncClient() as http:
         put = await http.put(ticket["upload_url"], content=data, headers=ticket["headers"])
-    assert put.status_code == 200, put.text
+        assert put.status_code == 200, put.text
+        # Stored bytes stay as they were checked: the same URL cannot replace them.
+        again = await http.put(ticket["upload_url"], content=b"x" * len(data), headers=ticket["headers"])
+        assert again.status_code == 412, again.text
     upload_id: str = ticket["id"]
     return upload_id
 
