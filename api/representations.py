@@ -203,7 +203,8 @@ class WebhookDelivery(Shape):
         description=(
             "The WebSocket event's `data` (a message, a conversation, `{message_id, emoji, user_id}`, "
             "`{user_id}`, `{user_id, seq}`), plus `conversation_id` where it has none; a "
-            "`message.created` adds `offline_recipient_ids`: the recipients with no open WebSocket."
+            "`message.created` adds `offline_recipient_ids`, the recipients with no open WebSocket, "
+            "and `recipient_offline`, whether there is any."
         )
     )
 

@@ -237,7 +237,9 @@ class Dispatcher:
         if isinstance(event, MessageCreated):
             # For mobile push: who would not see the message live. Asked only when a webhook wants it.
             others = [user for user in recipients if user != event.data.sender_id]
-            data["offline_recipient_ids"] = [str(user) for user in await offline(self._redis, others)]
+            away = [str(user) for user in await offline(self._redis, others)]
+            data["offline_recipient_ids"] = away
+            data["recipient_offline"] = bool(away)  # the flag alone, for a receiver that needs no more
         return {"id": str(event_id), "type": event.type, "created_at": _iso_now(), "data": data}
 
 

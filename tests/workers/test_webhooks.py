@@ -165,8 +165,13 @@ async def test_offline_recipients_are_those_without_a_live_websocket(
         await _register(api, admin, receiver.url, "message.created")
         await send(api, alice, cid, "who is there?")
         await run_worker()
-    [delivery] = receiver.accepted
-    assert delivery.json["data"]["offline_recipient_ids"] == [carol.id]
+        # Everyone online: the flag says so, and the list is empty.
+        assert await presence.claim(deps.redis, carol.id, f"conn-{carol.id}", ttl_seconds=60, cap=None)
+        await send(api, alice, cid, "all here")
+        await run_worker()
+    first, second = (delivery.json["data"] for delivery in receiver.accepted)
+    assert (first["offline_recipient_ids"], first["recipient_offline"]) == ([carol.id], True)
+    assert (second["offline_recipient_ids"], second["recipient_offline"]) == ([], False)
 
 
 async def test_events_the_api_publishes_are_delivered_too(
