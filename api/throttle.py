@@ -9,7 +9,7 @@ from falcon.asgi import Request, Response
 
 from api.clientaddr import Network, client_address
 from chat.errors import TooManyRequests
-from chat.ratelimit import Limiter
+from chat.ratelimit import Limiter, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +23,10 @@ class AddressLimit:
     refusal: str
 
     async def count(self, req: Request, resp: Response) -> None:
-        if self.item is None:
-            return
-        verdict = await self.limiter.hit(self.item, self.name, client_address(req, self.trusted))
-        resp.set_headers(verdict.headers())
-        if not verdict.allowed:
-            raise TooManyRequests(self.refusal, verdict.retry_after, verdict)
+        key = client_address(req, self.trusted)
+        verdict = await _hit(self.limiter, self.item, self.name, key, self.refusal)
+        if verdict is not None:
+            resp.set_headers(verdict.headers())
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +39,19 @@ class UserLimit:
     refusal: str
 
     async def count(self, user_id: object) -> None:
-        if self.item is None:
-            return
-        verdict = await self.limiter.hit(self.item, self.name, str(user_id))
-        if not verdict.allowed:
-            raise TooManyRequests(self.refusal, verdict.retry_after, verdict)
+        await _hit(self.limiter, self.item, self.name, str(user_id), self.refusal)
+
+
+async def _hit(
+    limiter: Limiter, item: limits.RateLimitItem | None, name: str, key: str, refusal: str
+) -> Verdict | None:
+    """Count one for `key`: its verdict, or 429 (with the limit's headers) over the limit."""
+    if item is None:
+        return None
+    verdict = await limiter.hit(item, name, key)
+    if not verdict.allowed:
+        raise TooManyRequests(refusal, verdict.retry_after, verdict)
+    return verdict
 
 
 @dataclass(frozen=True, slots=True)
