@@ -9,7 +9,7 @@ from typing import Annotated
 
 from falcon.asgi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -139,8 +139,9 @@ class Refresh:
             token = await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
             if token is None or token.revoked_at is not None or token.expires_at <= now:
                 raise Unauthorized("The refresh token is invalid or expired.")
+            await lock_login(session, token.family_id)
             # Claim the token atomically: of two concurrent uses, exactly one rotates it; and none
-            # once a logout or a re-use revoked the login while this request waited for the row.
+            # once a logout or a re-use revoked the login while this request waited for the lock.
             claimed = await session.execute(
                 update(RefreshToken)
                 .where(
@@ -174,6 +175,7 @@ class Logout:
             )
             # Unknown or foreign tokens are ignored: logout is idempotent and reveals nothing.
             if token is not None and token.user_id == user_id:
+                await lock_login(session, token.family_id)
                 await revoke_family(session, token.family_id, datetime.now(UTC))
                 await session.commit()
         resp.status = 204
@@ -202,18 +204,24 @@ async def issue_pair(
     }
 
 
+async def lock_login(session: AsyncSession, family_id: uuid.UUID) -> None:
+    """Hold one login (a token family) until this transaction ends: its refreshes and revocations
+    run one after another.
+
+    Row locks cannot do this without deadlocks. A refresh that lost the race for its token still
+    holds that row (Postgres locks the newest version before it re-checks the WHERE), and a
+    revocation then locking the family's rows in id order waits for it while it waits for them.
+    Taken first, before any row, this one lock is the only thing a login's transactions wait for;
+    and each runs its statements after the previous one committed, so a revocation sees the token
+    a refresh just issued. SQLite runs one writer at a time already.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(family_id.bytes[:8], "big", signed=True)
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
 async def revoke_family(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> None:
-    # Lock the login's live tokens first. A refresh in flight holds its token's row until it
-    # commits; waiting for it here lets the UPDATE below, a statement of its own and so (under READ
-    # COMMITTED) with a newer snapshot, see the token that refresh issued. A single UPDATE would
-    # miss it, and a logout racing a refresh would leave the login alive. (Revoked rows are not
-    # locked: of many revocations at once, the later ones find nothing left and wait for nobody.)
-    await session.execute(
-        select(RefreshToken.id)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .order_by(RefreshToken.id)
-        .with_for_update()
-    )
+    """End a login; the caller holds `lock_login` for it."""
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
