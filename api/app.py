@@ -34,6 +34,7 @@ from chat import probes, ratelimit, wsprotocol
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.queue import JobQueue
+from chat.queues import Queues
 from chat.ratelimit import Limiter
 from chat.redis import create_redis
 from chat.security import Passwords, Tokens
@@ -62,7 +63,7 @@ def build_deps(settings: Settings) -> Deps:
     dispatcher = create_dispatcher(
         redis,
         sessions,
-        queue_name=settings.queue_name,
+        queue_name=settings.webhook_queue_name,
         refresh_seconds=settings.webhook_registry_refresh_seconds,
     )
     return Deps(
@@ -135,7 +136,8 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
         name="login-failed",
         refusal="Too many failed logins for this user.",
     )
-    monitored = (deps.reader, redis, settings.queue_name)
+    queues = Queues.from_settings(settings)
+    monitored = (deps.reader, redis, queues)
     storage = deps.storage
     local = storage if isinstance(storage, LocalStorage) else None
     api: list[tuple[str, object]] = [
@@ -203,7 +205,7 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
             ),
         ),
         ("/uploads/{upload_id}/content", uploads.UploadContent(local, settings.upload_max_bytes)),
-        ("/jobs/{job_id}", jobs.JobById(sessions, redis, settings.queue_name)),
+        ("/jobs/{job_id}", jobs.JobById(sessions, redis, queues)),
         ("/admin/queue", admin.Queue(*monitored)),
         ("/admin/queue/history", admin.QueueHistory(*monitored)),
         ("/admin/workers", admin.Workers(*monitored)),

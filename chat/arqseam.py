@@ -44,13 +44,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import secrets
 import socket
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from signal import Signals
 from typing import Any, Literal
@@ -335,6 +337,7 @@ Outbox = list[Callable[[Pipeline], Awaitable[Any]]]
 
 @dataclasses.dataclass(slots=True)
 class _Claimed:
+    queue: str
     id: str
     score: int
     body: bytes | None
@@ -363,6 +366,7 @@ class _Outcome:
 @dataclasses.dataclass(slots=True)
 class _Running:
     task: asyncio.Task[None]
+    queue: str
     timer: asyncio.TimerHandle | None = None  # cancels the job at its timeout
     timed_out: bool = False
 
@@ -389,6 +393,8 @@ class ChatWorker(Worker):
     - Beats a heartbeat record, and releases the jobs of workers whose record expired.
     - Rides out Redis outages: it backs off, logs the outage once, keeps finished results until
       they can be written, and carries on by itself.
+    - `lanes`: more queues to serve, each with slots of its own (`{queue name: slots}`), so that
+      jobs that wait on someone else (webhook deliveries) never take the slots of `queue_name`'s.
     """
 
     def __init__(
@@ -399,9 +405,11 @@ class ChatWorker(Worker):
         shutdown_grace_seconds: float = 5.0,
         dead_letter_max_count: int = 10_000,
         dead_letter_max_age_seconds: float = 7 * 86400,
+        lanes: Mapping[str, int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.slots: dict[str, int] = {self.queue_name: self.max_jobs, **(lanes or {})}
         self.worker_id = new_worker_id()
         self.started_at = time.time()
         self._heartbeat_s = heartbeat_seconds
@@ -417,7 +425,8 @@ class ChatWorker(Worker):
         self._stopping = False
         self._connected_since: float | None = None
         self._outage = Outage(log, "Redis")
-        self._claim_script: Any = None
+        # Loaded into Redis by the first claim that finds it missing.
+        self._claim_sha = hashlib.sha1(_CLAIM.encode(), usedforsecurity=False).hexdigest()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -436,7 +445,6 @@ class ChatWorker(Worker):
         self.ctx[WORKER_RECORDS_FAILURES] = True
         if self.on_startup:
             await self.on_startup(self.ctx)
-        self._claim_script = self.pool.register_script(_CLAIM)
         background = [
             asyncio.create_task(self._listen(), name="worker-wake"),
             asyncio.create_task(self._beat(), name="worker-heartbeat"),
@@ -484,23 +492,24 @@ class ChatWorker(Worker):
             # While wake-ups arrive, polling only catches what bypassed them (arq's own
             # enqueue_job, a job whose holder's in-progress key expired); an idle worker sleeps.
             timeout = self.poll_delay_s if self.burst or not self._listening else IDLE_POLL_SECONDS
-            free = self.max_jobs - len(self._running)
-            if self.burst and self.max_burst_jobs >= 0:
-                free = min(free, self.max_burst_jobs - self._jobs_started())
-            if free > 0 and self.allow_pick_jobs:
+            wants = self._free_slots()
+            if wants and self.allow_pick_jobs:
                 try:
-                    claimed, next_due = await self._claim(free)
+                    claims = await self._claim(wants)
                 except REDIS_DOWN as exc:
                     self._outage.down(exc)
                     await asyncio.sleep(backoff.next())
                     continue
                 self._outage.up()
                 backoff.reset()
-                for job in claimed:
-                    self._start(job)
-                self._starved = len(claimed) == free
-                if next_due is not None:
-                    timeout = min(timeout, max(0.0, (next_due - timestamp_ms()) / 1000))
+                # Starved: some queue may hold more than we could take, so a freed slot claims again.
+                self._starved = len(wants) < len(self.slots)
+                for want, (claimed, next_due) in zip(wants.values(), claims, strict=True):
+                    for job in claimed:
+                        self._start(job)
+                    self._starved |= len(claimed) == want
+                    if next_due is not None:
+                        timeout = min(timeout, max(0.0, (next_due - timestamp_ms()) / 1000))
                 if self.burst and not self._running and await self._burst_done():
                     return
             else:
@@ -510,32 +519,61 @@ class ChatWorker(Worker):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def _free_slots(self) -> dict[str, int]:
+        """How many jobs each queue may start now (the queues that may start any)."""
+        busy = Counter(running.queue for running in self._running.values())
+        burst_left = (
+            self.max_burst_jobs - self._jobs_started() if self.burst and self.max_burst_jobs >= 0 else None
+        )
+        wants: dict[str, int] = {}
+        for queue, slots in self.slots.items():
+            free = slots - busy[queue]
+            if burst_left is not None:
+                free = min(free, burst_left)
+            if free > 0:
+                wants[queue] = free
+        return wants
+
     async def _burst_done(self) -> bool:
         if 0 <= self.max_burst_jobs <= self._jobs_started():
             return True
-        return int(await self.pool.zcard(self.queue_name)) == 0
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for queue in self.slots:
+                pipe.zcard(queue)
+            return not any(int(n) for n in await pipe.execute())
 
-    async def _claim(self, want: int) -> tuple[list[_Claimed], int | None]:
-        raw = await self._claim_script(
-            keys=[self.queue_name, heartbeats.held_key(self.worker_id)],
-            args=[
-                timestamp_ms(),
-                int(self.in_progress_timeout_s * 1000),
-                self.worker_id,
-                want,
-                want * 10 + 1000,
-            ],
-        )
-        next_due = int(float(raw[0])) if int(float(raw[0])) >= 0 else None
-        claimed = [
-            _Claimed(_text(raw[i]), int(float(raw[i + 1])), raw[i + 2] or None, int(raw[i + 3]))
-            for i in range(1, len(raw), 4)
-        ]
-        return claimed, next_due
+    async def _claim(self, wants: dict[str, int]) -> list[tuple[list[_Claimed], int | None]]:
+        """From each queue, up to its number of due jobs; with each, the queue's next due score."""
+        now = timestamp_ms()
+        held = heartbeats.held_key(self.worker_id)
+        life = int(self.in_progress_timeout_s * 1000)
+        # Every queue in one round trip: a busy worker claims on every wake-up. (A pipeline given
+        # a Script object would ask Redis whether it knows the script first, every time.)
+        for attempt in range(2):
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for queue, want in wants.items():
+                    argv = (now, life, self.worker_id, want, want * 10 + 1000)
+                    pipe.evalsha(self._claim_sha, 2, queue, held, *map(str, argv))
+                replies = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                # Redis restarted and forgot it; the scripts that failed claimed nothing.
+                continue
+            break
+        claims: list[tuple[list[_Claimed], int | None]] = []
+        for queue, raw in zip(wants, replies, strict=True):
+            if isinstance(raw, Exception):
+                raise raw
+            next_due = int(float(raw[0])) if int(float(raw[0])) >= 0 else None
+            claimed = [
+                _Claimed(queue, _text(raw[i]), int(float(raw[i + 1])), raw[i + 2] or None, int(raw[i + 3]))
+                for i in range(1, len(raw), 4)
+            ]
+            claims.append((claimed, next_due))
+        return claims
 
     def _start(self, job: _Claimed) -> None:
         task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}")
-        self._running[job.id] = _Running(task)
+        self._running[job.id] = _Running(task, job.queue)
 
     def _jobs_started(self) -> int:
         return self.jobs_complete + self.jobs_retried + self.jobs_failed + len(self._running)
@@ -664,7 +702,7 @@ class ChatWorker(Worker):
         # The batch's keys go in one DEL, one ZREM and one SREM, not three commands a job: on a
         # busy worker, redis-py's cost per command was a fifth of its CPU.
         gone: list[str] = []
-        done: list[str] = []
+        done: dict[str, list[str]] = {}
         async with self.pool.pipeline(transaction=True) as pipe:
             for outcome in batch:
                 job_id = outcome.job.id
@@ -675,21 +713,21 @@ class ChatWorker(Worker):
                     if data is not None and (outcome.keep_result_ms is None or outcome.keep_result_ms > 0):
                         pipe.set(result_key(job_id), data, px=outcome.keep_result_ms)
                     gone += (retry_key(job_id), job_key(job_id), in_progress_key(job_id))
-                    done.append(job_id)
+                    done.setdefault(outcome.job.queue, []).append(job_id)
                     if outcome.kind == "failed":
                         await deadletters.record(pipe, self._dead_letter(outcome), *self._dead_letter_limits)
                     counts["complete" if outcome.kind == "complete" else "failed"] += 1
                 elif outcome.kind == "retry":
                     # XX: a job that left the queue meanwhile (released and finished elsewhere) stays gone.
-                    pipe.zadd(self.queue_name, {job_id: outcome.due_ms}, xx=True)
+                    pipe.zadd(outcome.job.queue, {job_id: outcome.due_ms}, xx=True)
                     gone.append(in_progress_key(job_id))
                     counts["retried"] += 1
                 else:
                     gone.append(in_progress_key(job_id))
             if gone:
                 pipe.delete(*gone)
-            if done:
-                pipe.zrem(self.queue_name, *done)
+            for queue, ids in done.items():
+                pipe.zrem(queue, *ids)
             pipe.srem(held, *(outcome.job.id for outcome in batch))
             jobstats.add(pipe, self.queue_name, counts)
             replies = await pipe.execute(raise_on_error=False)
@@ -710,7 +748,7 @@ class ChatWorker(Worker):
             "r": outcome.result,
             "st": outcome.started_ms,
             "ft": outcome.finished_ms,
-            "q": self.queue_name,
+            "q": outcome.job.queue,
             "id": outcome.job.id,
             "w": self.worker_id,
             "tb": outcome.traceback,
@@ -815,9 +853,11 @@ class ChatWorker(Worker):
     async def _gauges(self) -> None:
         from chat import monitor
 
+        for queue in self.slots:
+            lane = await monitor.queue_counts(self.pool, queue)
+            for state in ("queued", "deferred", "in_progress"):
+                metrics.QUEUE_JOBS.labels(queue, state).set(lane[state])
         stats = await monitor.queue_counts(self.pool, self.queue_name)
-        for state in ("queued", "deferred", "in_progress"):
-            metrics.QUEUE_JOBS.labels(self.queue_name, state).set(stats[state])
         metrics.DEAD_LETTERS.labels(self.queue_name).set(stats["dead"])
         metrics.WORKERS.labels(self.queue_name).set(stats["workers"])
         metrics.ARQ_QUEUED.set(stats["queued"])
@@ -830,7 +870,7 @@ class ChatWorker(Worker):
         while True:
             try:
                 async with self.pool.pubsub() as pubsub:
-                    await pubsub.subscribe(wake_channel(self.queue_name))
+                    await pubsub.subscribe(*(wake_channel(queue) for queue in self.slots))
                     async for message in pubsub.listen():
                         if message["type"] == "subscribe":
                             # Anything enqueued while no wake-up could reach us is claimed now.

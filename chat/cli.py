@@ -25,6 +25,7 @@ from sqlalchemy import update
 from chat import arqseam, deadletters, heartbeats, monitor
 from chat.db import create_engine
 from chat.models import User
+from chat.queues import Queues
 from chat.redis import create_redis
 from chat.settings import EMBEDDED_DATABASE_URL, Settings
 
@@ -109,29 +110,33 @@ def _job_text(job: dict[str, Any]) -> str:
 async def _jobs(settings: Settings, args: argparse.Namespace) -> int:
     redis = create_redis(settings)
     try:
-        return await _jobs_command(redis, settings.queue_name, args)
+        return await _jobs_command(redis, Queues.from_settings(settings), args)
     finally:
         await redis.aclose(close_connection_pool=True)
 
 
-async def _jobs_command(redis: Redis, queue: str, args: argparse.Namespace) -> int:
+async def _jobs_command(redis: Redis, queues: Queues, args: argparse.Namespace) -> int:
     action = args.action
     if action == "stats":
-        _print(args, await monitor.queue_counts(redis, queue, by_function=True), _stats_text)
+        _print(args, await monitor.queue_counts(redis, queues.all, by_function=True), _stats_text)
     elif action == "workers":
         _print(args, await heartbeats.live(redis), _workers_text)
     elif action == "failed":
         entries, _ = await deadletters.page(redis, limit=args.limit, function=args.function)
         _print(args, entries, _failed_text)
     elif action == "show":
-        job = await monitor.job_detail(redis, queue, args.job_id)
+        job = await monitor.job_detail(redis, queues.for_job(args.job_id), args.job_id)
         if job is None:
             print(f"no job {args.job_id!r}", file=sys.stderr)
             return EXIT_FAILED
         _print(args, job, _job_text)
     elif action == "retry":
         entry = await deadletters.get(redis, args.job_id)
-        done = await arqseam.requeue_dead_letter(redis, queue, entry) if entry else -1
+        done = (
+            await arqseam.requeue_dead_letter(redis, queues.for_function(entry["function"]), entry)
+            if entry
+            else -1
+        )
         if done != 1:
             why = "is queued or running already" if done == 0 else "is not a dead letter"
             print(f"{args.job_id} {why}", file=sys.stderr)
@@ -143,7 +148,9 @@ async def _jobs_command(redis: Redis, queue: str, args: argparse.Namespace) -> i
             return EXIT_FAILED
         print(f"{args.job_id} discarded")
     elif action == "check":
-        counts = await monitor.queue_counts(redis, queue)
+        # The messages' queue: deliveries waiting on a customer's slow receiver are no sign that
+        # the workers fall behind, and scaling workers would not make that receiver faster.
+        counts = await monitor.queue_counts(redis, queues.messages)
         code, reason = monitor.check(counts, args.max_latency)
         _print(args, {"status": code, "reason": reason, **counts}, lambda _: reason)
         return code

@@ -6,6 +6,7 @@ Shared by the admin REST routes, the `headless-chat jobs` command line and the w
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
@@ -58,31 +59,42 @@ return out
 """
 
 
-async def queue_counts(redis: Redis, queue_name: str, *, by_function: bool = False) -> dict[str, Any]:
-    """`{queued, deferred, in_progress, dead, oldest_queued_age_s, workers}` (+ `functions`)."""
+async def queue_counts(
+    redis: Redis, queues: str | Sequence[str], *, by_function: bool = False
+) -> dict[str, Any]:
+    """`{queued, deferred, in_progress, dead, oldest_queued_age_s, workers}` (+ `functions`), over
+    one queue or several together (the messages' and the webhook deliveries')."""
+    names = [queues] if isinstance(queues, str) else list(queues)
     now_ms = int(time.time() * 1000)
-    raw = await redis.register_script(_COUNT)(
-        keys=[queue_name], args=[now_ms, "1" if by_function else "0", SCAN_LIMIT]
-    )
-    due, deferred, running, oldest, scanned = (int(float(x)) for x in raw[:5])
-    if scanned < due and scanned:
-        running = round(running * due / scanned)  # a backlog past the scan limit: extrapolate
+    count = redis.register_script(_COUNT)
+    queued = deferred = in_progress = 0
+    oldest = -1
+    functions: dict[str, dict[str, int]] = {}
+    for name in names:
+        raw = await count(keys=[name], args=[now_ms, "1" if by_function else "0", SCAN_LIMIT])
+        due, waiting, running, first, scanned = (int(float(x)) for x in raw[:5])
+        if scanned < due and scanned:
+            running = round(running * due / scanned)  # a backlog past the scan limit: extrapolate
+        queued, deferred, in_progress = queued + due - running, deferred + waiting, in_progress + running
+        if first >= 0 and (oldest < 0 or first < oldest):
+            oldest = first
+        rest = raw[5:]
+        for i in range(0, len(rest), 3):
+            function = functions.setdefault(_text(rest[i]), {"queued": 0, "in_progress": 0})
+            function["queued"] += int(rest[i + 1])
+            function["in_progress"] += int(rest[i + 2])
     dead = await deadletters.count(redis)
     workers = await heartbeats.live(redis)
     counts: dict[str, Any] = {
-        "queued": due - running,
+        "queued": queued,
         "deferred": deferred,
-        "in_progress": running,
+        "in_progress": in_progress,
         "dead": dead,
         "oldest_queued_age_s": round(max(0, now_ms - oldest) / 1000, 3) if oldest >= 0 else 0.0,
         "workers": len(workers),
     }
     if by_function:
-        rest = raw[5:]
-        counts["functions"] = {
-            _text(rest[i]): {"queued": int(rest[i + 1]), "in_progress": int(rest[i + 2])}
-            for i in range(0, len(rest), 3)
-        }
+        counts["functions"] = functions
     return counts
 
 

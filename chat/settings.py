@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # answer, BACKOFF * 2^(try - 1) seconds later (capped), and dead-lettered after MAX_TRIES.
     webhook_timeout_seconds: float = Field(default=10, gt=0)
     webhook_max_tries: int = Field(default=8, ge=1)
+    # Deliveries run in slots of their own (`webhook_queue_name`), beside WORKER_MAX_JOBS: a
+    # receiver that hangs holds these, never the slots that store messages.
+    webhook_max_jobs: int = Field(default=20, ge=1)
     webhook_backoff_seconds: float = Field(default=1, gt=0)
     webhook_backoff_max_seconds: float = Field(default=600, gt=0)
     # How stale a process's copy of the registered webhooks may get for deliveries (a deleted
@@ -145,6 +148,11 @@ class Settings(BaseSettings):
         for part in filter(None, (p.strip() for p in value.split(","))):
             ipaddress.ip_network(part, strict=False)  # a ValueError names the bad entry
         return value
+
+    @property
+    def webhook_queue_name(self) -> str:
+        """The queue of webhook deliveries: next to `queue_name`, served by the same workers."""
+        return f"{self.queue_name}:webhooks"
 
     @property
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -34,10 +34,10 @@ from chat.arqseam import Outbox, QueueWriter
 from chat.eventbus import Publisher
 from chat.events import MessageCreated, StoredEvent, Typing
 from chat.models import Webhook
+from chat.queues import DELIVER_WEBHOOK, WEBHOOK_JOB_PREFIX
 
 log = logging.getLogger("chat.webhooks")
 
-DELIVER_WEBHOOK = "deliver_webhook"
 VERSION_KEY = "chat:webhooks:version"
 
 # Every durable event type; the api and the workers publish all of them (typing is ephemeral).
@@ -205,7 +205,7 @@ class Dispatcher:
         payload = await self.body(event, recipients, source)
         jobs = [
             (
-                f"webhook:{delivery}",
+                f"{WEBHOOK_JOB_PREFIX}{delivery}",
                 {"webhook_id": str(hook.id), "delivery_id": str(delivery), "event": payload},
             )
             for hook in hooks

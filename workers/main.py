@@ -1,4 +1,5 @@
-"""The `worker` process: ChatWorker (see `chat.arqseam`) over the message jobs.
+"""The `worker` process: ChatWorker (see `chat.arqseam`) over the message jobs, and in slots of
+their own the webhook deliveries (`chat.queues`).
 
 `worker_options(settings)` is the one place that turns settings into worker options, for
 `python -m workers` (the Procfile's line) and for arq's own command line alike.
@@ -58,7 +59,7 @@ def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
         ctx["webhooks"] = create_dispatcher(
             ctx["redis"],
             ctx["sessions"],
-            queue_name=settings.queue_name,
+            queue_name=settings.webhook_queue_name,
             refresh_seconds=settings.webhook_registry_refresh_seconds,
         )
         # One client, and so one connection pool, for every delivery this worker makes.
@@ -122,6 +123,7 @@ def create_worker(settings: Settings, **overrides: Any) -> ChatWorker:
         "shutdown_grace_seconds": settings.worker_shutdown_grace_seconds,
         "dead_letter_max_count": limit,
         "dead_letter_max_age_seconds": age,
+        "lanes": {settings.webhook_queue_name: settings.webhook_max_jobs},
     }
     options.update(overrides)
     return ChatWorker(**options)
@@ -136,8 +138,20 @@ def arq_cli_settings(settings: Settings) -> dict[str, Any]:
     return {**worker_options(settings), "redis_settings": redis}
 
 
+def arq_cli_webhook_settings(settings: Settings) -> dict[str, Any]:
+    """`arq workers.main.WebhookWorkerSettings`: the stock arq worker for webhook deliveries,
+    which ChatWorker serves beside the messages (arq's worker takes one queue)."""
+    return {
+        **arq_cli_settings(settings),
+        "queue_name": settings.webhook_queue_name,
+        "max_jobs": settings.webhook_max_jobs,
+    }
+
+
 def __getattr__(name: str) -> Any:
     # Built when arq's CLI asks for it, not at import: settings come from the environment then.
     if name == "WorkerSettings":
         return arq_cli_settings(Settings())
+    if name == "WebhookWorkerSettings":
+        return arq_cli_webhook_settings(Settings())
     raise AttributeError(name)

@@ -15,6 +15,7 @@ from api.http import limit_param, query_int, send
 from chat import arqseam, deadletters, heartbeats, jobstats, monitor
 from chat.errors import Conflict, Forbidden, NotFound, Unauthorized, field_error
 from chat.models import User
+from chat.queues import Queues
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,7 @@ class AdminOnly:
 
     reader: AsyncEngine
     redis: Redis
-    queue_name: str
+    queues: Queues
 
     async def _require_admin(self, req: Request) -> None:
         async with self.reader.connect() as conn:
@@ -38,7 +39,7 @@ class AdminOnly:
 class Queue(AdminOnly):
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
-        send(resp, await monitor.queue_counts(self.redis, self.queue_name, by_function=True))
+        send(resp, await monitor.queue_counts(self.redis, self.queues.all, by_function=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ class QueueHistory(AdminOnly):
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
         minutes = query_int(req, "minutes", default=60, lo=1, hi=120)
-        send(resp, {"items": await jobstats.history(self.redis, self.queue_name, minutes)})
+        send(resp, {"items": await jobstats.history(self.redis, self.queues.messages, minutes)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,9 @@ class DeadLetterRetry(AdminOnly):
     async def on_post(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
         entry = await _dead_letter(self.redis, job_id)
-        done = await arqseam.requeue_dead_letter(self.redis, self.queue_name, entry)
+        done = await arqseam.requeue_dead_letter(
+            self.redis, self.queues.for_function(entry["function"]), entry
+        )
         if done == -1:
             raise NotFound("No such dead letter.")
         if done == 0:
@@ -113,7 +116,7 @@ class AdminJob(AdminOnly):
 
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        view = await monitor.job_detail(self.redis, self.queue_name, job_id)
+        view = await monitor.job_detail(self.redis, self.queues.for_job(job_id), job_id)
         if view is None:
             raise NotFound("No such job.")
         send(resp, view)

@@ -16,6 +16,7 @@ from chat.arqseam import JobState, job_state
 from chat.errors import NotFound
 from chat.models import Message, User
 from chat.monitor import job_view
+from chat.queues import Queues
 
 
 def _owner(state: JobState) -> str | None:
@@ -40,11 +41,11 @@ def _message_id(job_id: str) -> uuid.UUID | None:
 class JobById:
     sessions: async_sessionmaker[AsyncSession]
     redis: Redis
-    queue_name: str
+    queues: Queues
 
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         me = current_user(req)
-        state = await job_state(self.redis, self.queue_name, job_id)
+        state = await job_state(self.redis, self.queues.for_job(job_id), job_id)
         view = job_view(state)
         owner = _owner(state)
         async with self.sessions() as session:

@@ -151,6 +151,8 @@ async def test_arq_cli_settings_come_from_the_same_place(monkeypatch: pytest.Mon
     assert stock.max_tries == 12 and stock.queue_name == "arq:queue"
     assert stock.job_serializer is serialize and stock.job_deserializer is deserialize
     assert cli["redis_settings"].database == 14
+    hooks = Worker(**{**worker_main.WebhookWorkerSettings, "handle_signals": False})
+    assert hooks.queue_name == "arq:queue:webhooks" and hooks.max_jobs == 20
     # Dev mode's in-process Redis cannot be joined by another process; resolving still works.
     monkeypatch.setenv("REDIS_URL", "memory://")
     assert worker_main.WorkerSettings["redis_settings"].host == "localhost"

@@ -14,6 +14,7 @@ from chat import deadletters, presence, webhooks
 from chat.arqseam import Outbox, QueueWriter, job_state
 from chat.cli import set_admin
 from chat.eventbus import RedisPublisher
+from chat.queues import DELIVER_WEBHOOK
 from chat.settings import Settings
 from tests.support import ApiClient, TestUser
 from tests.support.messages import message_created, send
@@ -114,6 +115,14 @@ async def test_after_the_last_try_the_delivery_is_a_dead_letter_and_retrying_it_
         receiver.then = "ok"  # the receiver is back
         retried = await api.post(f"/admin/dead-letters/{entry['job_id']}/retry", admin)
         assert retried.status_code == 202, retried.text
+        # Back on the deliveries' own queue, and seen there by the admin views of the whole queue.
+        job_id = entry["job_id"]
+        assert await deps.redis.zscore(deps.settings.webhook_queue_name, job_id) is not None
+        assert await deps.redis.zscore(deps.settings.queue_name, job_id) is None
+        job = (await api.get(f"/admin/jobs/{job_id}", admin)).json
+        assert (job["status"], job["function"]) == ("queued", DELIVER_WEBHOOK)
+        queue = (await api.get("/admin/queue", admin)).json
+        assert queue["queued"] == 1 and queue["functions"][DELIVER_WEBHOOK]["queued"] == 1
         await run_worker()
 
     assert len(receiver.accepted) == 1
@@ -194,8 +203,8 @@ async def test_a_delivery_for_a_deleted_webhook_ends_quietly(
     api: ApiClient, deps: Deps, run_worker: RunWorker
 ) -> None:
     args = {"webhook_id": str(uuid.uuid4()), "delivery_id": str(uuid.uuid4()), "event": {"type": "x"}}
-    await QueueWriter(deps.redis, deps.settings.queue_name).enqueue(
-        webhooks.DELIVER_WEBHOOK, [args], "webhook:gone"
+    await QueueWriter(deps.redis, deps.settings.webhook_queue_name).enqueue(
+        DELIVER_WEBHOOK, [args], "webhook:gone"
     )
     assert await run_worker() == 1
     assert await deadletters.page(deps.redis, limit=10) == ([], None)
@@ -258,7 +267,7 @@ async def test_in_a_worker_the_deliveries_wait_in_the_outbox_of_the_job_that_pub
     await _register(api, admin, "http://127.0.0.1:9/hook", "message.created")
     alice, bob, _ = await api.pair()
     dispatcher = webhooks.create_dispatcher(
-        deps.redis, deps.sessions, queue_name=deps.settings.queue_name, refresh_seconds=0
+        deps.redis, deps.sessions, queue_name=deps.settings.webhook_queue_name, refresh_seconds=0
     )
     outbox: Outbox = []
     event = message_created(uuid.UUID(alice.id), 1, "staged")
@@ -267,7 +276,7 @@ async def test_in_a_worker_the_deliveries_wait_in_the_outbox_of_the_job_that_pub
         publisher.staged(outbox), dispatcher, outbox=outbox, source="persist:x"
     )
     await staged.publish(event, [uuid.UUID(alice.id), uuid.UUID(bob.id)])
-    queue = deps.settings.queue_name
+    queue = deps.settings.webhook_queue_name
     assert await deps.redis.zcard(queue) == 0 and len(outbox) == 2  # the event, then its delivery
     async with deps.redis.pipeline(transaction=True) as pipe:
         for stage in outbox:
@@ -275,7 +284,7 @@ async def test_in_a_worker_the_deliveries_wait_in_the_outbox_of_the_job_that_pub
         await pipe.execute()
     [job_id] = [j.decode() for j in await deps.redis.zrange(queue, 0, -1)]
     state = await job_state(deps.redis, queue, job_id)
-    assert state.function == webhooks.DELIVER_WEBHOOK
+    assert state.function == DELIVER_WEBHOOK
     assert state.args[0]["event"]["data"]["offline_recipient_ids"] == [bob.id]
     # The same job again (a retry after a crash) dispatches the same delivery: nothing new is queued.
     again: Outbox = []
@@ -287,3 +296,39 @@ async def test_in_a_worker_the_deliveries_wait_in_the_outbox_of_the_job_that_pub
             await stage(pipe)
         await pipe.execute()
     assert await deps.redis.zcard(queue) == 1
+
+
+async def test_a_receiver_that_hangs_holds_up_no_message(
+    api: ApiClient, deps: Deps, settings: Settings
+) -> None:
+    """Deliveries have slots of their own: with every one of them taken by a receiver that does
+    not answer, messages are still stored at once."""
+    admin = await _admin(api, deps)
+    alice, _bob, cid = await api.pair()
+    slow = settings.model_copy(
+        update={
+            "worker_max_jobs": 4,
+            "webhook_max_jobs": 2,
+            "webhook_timeout_seconds": 3,
+            "webhook_max_tries": 1,
+        }
+    )
+    worker = create_worker(slow, handle_signals=False, poll_delay=0.05)
+    task = asyncio.create_task(worker.main())
+    try:
+        async with receiving(Receiver(then="hang", hang_seconds=5)) as receiver:
+            await _register(api, admin, receiver.url, "message.created")
+            waits = []
+            for n in range(8):  # twice as many deliveries as the worker has slots in all
+                sent = await send(api, alice, cid, f"message {n}")
+                began = time.monotonic()
+                async with asyncio.timeout(10):
+                    while (await job_state(deps.redis, slow.queue_name, sent["job_id"])).status != "complete":
+                        await asyncio.sleep(0.02)
+                waits.append(time.monotonic() - began)
+            assert max(waits) < 1.5, [round(w, 2) for w in waits]
+            assert 1 <= len(receiver.received) <= 2  # the deliveries' own slots, and no more
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await worker.close()
