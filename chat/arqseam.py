@@ -557,6 +557,7 @@ class ChatWorker(Worker):
                 replies = await pipe.execute(raise_on_error=False)
             if attempt == 0 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                 # Redis restarted and forgot it; the scripts that failed claimed nothing.
+                self._claim_sha = await self.pool.script_load(_CLAIM)
                 continue
             break
         claims: list[tuple[list[_Claimed], int | None]] = []

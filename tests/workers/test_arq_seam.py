@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import inspect
 import uuid
+from pathlib import Path
 
 import arq.constants
 import pytest
 from arq import Worker
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus, deserialize_job_raw, deserialize_result
+from redis.asyncio import Redis
 
 from api.deps import Deps
 from chat import arqseam
 from chat.arqseam import ChatWorker, QueueWriter, deserialize, serialize
+from chat.queues import DELIVER_WEBHOOK
 from chat.settings import Settings
-from tests.support import ApiClient
+from tests.support import ApiClient, services
 from tests.support.messages import send, stored_count
 from tests.support.settings import RunWorker
 from workers import main as worker_main
@@ -156,3 +159,30 @@ async def test_arq_cli_settings_come_from_the_same_place(monkeypatch: pytest.Mon
     # Dev mode's in-process Redis cannot be joined by another process; resolving still works.
     monkeypatch.setenv("REDIS_URL", "memory://")
     assert worker_main.WorkerSettings["redis_settings"].host == "localhost"
+
+
+async def test_a_worker_claims_from_both_queues_of_a_redis_that_does_not_know_its_script(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # A fresh or restarted Redis has no scripts: the first claim loads it and claims all the same.
+    server = services.private_redis(str(tmp_path))
+    own = settings.model_copy(update={"redis_url": server.url})
+    redis = Redis.from_url(server.url)
+    try:
+        for round_ in range(2):
+            args = {"webhook_id": str(uuid.uuid4()), "delivery_id": str(uuid.uuid4()), "event": {}}
+            await QueueWriter(redis, own.webhook_queue_name).enqueue(
+                DELIVER_WEBHOOK, [args], f"webhook:{round_}"
+            )
+            await QueueWriter(redis, own.queue_name).enqueue("no_such_function", [], f"unknown:{round_}")
+            worker = worker_main.create_worker(own, burst=True, handle_signals=False, poll_delay=0.01)
+            try:
+                await worker.main()
+            finally:
+                await worker.close()
+            assert (worker.jobs_complete, worker.jobs_failed) == (1, 1)
+            assert await redis.zcard(own.queue_name) == await redis.zcard(own.webhook_queue_name) == 0
+            await redis.script_flush()  # as a restart would
+    finally:
+        await redis.aclose()
+        server.stop()
