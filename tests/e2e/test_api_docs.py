@@ -127,8 +127,10 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_spec(
             checks,
             "--max-examples",
             "25",
+            # One thread: CPython 3.11 can fail hypothesis's compiling in two at once ("SystemError:
+            # AST constructor recursion depth mismatch"), which failed this test once for nothing.
             "--workers",
-            "2",
+            "1",
             "--seed",
             "1",
             "--no-color",
