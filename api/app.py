@@ -184,6 +184,7 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
                 claim_seconds=settings.client_id_claim_seconds,
                 max_body=body,
                 storage=storage,
+                unsent_upload_seconds=settings.upload_unsent_ttl_seconds,
             ),
         ),
         ("/messages/{message_id}", messages.MessageById(sessions, deps.queue, body, storage)),

@@ -6,6 +6,12 @@ of two sends naming one upload exactly one gets it. The worker checks the stored
 before it stores the message (a missing one is retried, then dead-lettered) and links them in the
 transaction that records the message's mentions: the same statement as the claim, so a retried
 job finds them linked to its own message and goes on.
+
+Bytes do not outlive their use. Deleting a message discards its uploads (in the delete's
+transaction); an upload no send named within UPLOAD_UNSENT_TTL_SECONDS is discarded by the sweep,
+and no send may claim a discarded upload. The sweep, which one worker runs every
+UPLOAD_SWEEP_SECONDS, deletes each discarded upload's object and then its row: a store that is
+away leaves the rows for the next sweep, so no object is ever left without a row that names it.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat.models import Upload
@@ -78,9 +85,15 @@ async def objects_problem(storage: Storage, uploads: Sequence[Upload]) -> str | 
 
 
 async def owned(
-    db: AsyncSession, ids: Sequence[uuid.UUID], owner: uuid.UUID, message_id: uuid.UUID
+    db: AsyncSession,
+    ids: Sequence[uuid.UUID],
+    owner: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    unsent_before: datetime | None = None,
 ) -> list[Upload]:
-    """The uploads, in the order given, if each is the owner's and free or this message's already."""
+    """The uploads, in the order given, if each is the owner's and free or this message's already,
+    and not discarded (nor, free ones, announced before `unsent_before`: about to be)."""
     rows = {u.id: u for u in await db.scalars(select(Upload).where(Upload.id.in_(ids)))}
     for upload_id in ids:
         upload = rows.get(upload_id)
@@ -89,6 +102,11 @@ async def owned(
             raise AttachmentRefused(f"No upload {upload_id} of yours.")
         if upload.message_id not in (None, message_id):
             raise AttachmentRefused(f"Upload {upload_id} is attached to another message already.")
+        unsent_too_long = (
+            upload.message_id is None and unsent_before is not None and upload.created_at < unsent_before
+        )
+        if upload.discarded_at is not None or unsent_too_long:
+            raise AttachmentRefused(f"Upload {upload_id} has expired unsent; upload the file again.")
     return [rows[i] for i in ids]
 
 
@@ -105,6 +123,7 @@ async def claim(
             Upload.id.in_(ids),
             Upload.owner_id == owner,
             or_(Upload.message_id.is_(None), Upload.message_id == message_id),
+            Upload.discarded_at.is_(None),
         )
         .values(message_id=message_id, position=case({i: n for n, i in enumerate(ids)}, value=Upload.id))
         .returning(Upload.id)
@@ -180,3 +199,54 @@ def shown(uploads: Sequence[Upload], storage: Storage) -> list[AttachmentOut]:
         )
         for u in uploads
     ]
+
+
+async def discard_of_message(session: AsyncSession, message_id: uuid.UUID, now: datetime) -> None:
+    """A deleted message's uploads go to the sweep, in the caller's (the delete's) transaction."""
+    await session.execute(
+        update(Upload)
+        .where(Upload.message_id == message_id, Upload.discarded_at.is_(None))
+        .values(discarded_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def sweep(
+    sessions: async_sessionmaker[AsyncSession],
+    storage: Storage,
+    *,
+    now: datetime,
+    unsent_before: datetime,
+    limit: int = 200,
+) -> int:
+    """Discard the uploads never sent since `unsent_before`, then delete the objects and rows of
+    up to `limit` discarded ones; how many went. StorageUnavailable leaves every row for next time."""
+    async with sessions() as session:
+        # Marked in one statement with the test a claim makes, so of a send claiming an upload
+        # and the sweep discarding it, exactly one wins.
+        await session.execute(
+            update(Upload)
+            .where(
+                Upload.message_id.is_(None),
+                Upload.discarded_at.is_(None),
+                Upload.created_at < unsent_before,
+            )
+            .values(discarded_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        ids = list(
+            await session.scalars(
+                select(Upload.id)
+                .where(Upload.discarded_at.is_not(None))
+                .order_by(Upload.discarded_at)
+                .limit(limit)
+            )
+        )
+        await session.commit()
+    if not ids:
+        return 0
+    await asyncio.gather(*(storage.delete(upload_id) for upload_id in ids))
+    async with sessions() as session:
+        await session.execute(delete(Upload).where(Upload.id.in_(ids)))
+        await session.commit()
+    return len(ids)

@@ -92,3 +92,15 @@ class S3Storage:
         except (BotoConnectionError, HTTPClientError) as exc:
             raise StorageUnavailable(f"object storage did not answer: {exc}") from exc
         return StoredObject(int(found["ContentLength"]), found.get("ContentType", ""))
+
+    async def delete(self, key: uuid.UUID) -> None:
+        # S3 answers 204 whether or not the key held anything.
+        try:
+            await asyncio.to_thread(self._client.delete_object, Bucket=self._bucket, Key=str(key))
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if status >= 500 or status == 429:
+                raise StorageUnavailable(f"object storage answered {status}") from exc
+            raise
+        except (BotoConnectionError, HTTPClientError) as exc:
+            raise StorageUnavailable(f"object storage did not answer: {exc}") from exc

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     upload_url_expire_seconds: int = Field(default=900, ge=1, le=7 * 86400)
     download_url_expire_seconds: int = Field(default=3600, ge=1, le=7 * 86400)
     uploads_dir: str = "./uploads"
+    # An upload no send named within this long is discarded, and no send may name it any more.
+    upload_unsent_ttl_seconds: int = Field(default=86400, ge=60)
+    # How often one of the workers deletes the bytes of discarded uploads (and of deleted messages).
+    upload_sweep_seconds: float = Field(default=300, gt=0)
     # Where clients reach the api (https://chat.example.com), prefixed to local-disk upload and
     # download URLs; empty leaves them relative to the api's own address.
     public_api_url: str = ""
@@ -166,6 +170,9 @@ class Settings(BaseSettings):
     def _check_production(self) -> Settings:
         if self.worker_heartbeat_ttl_seconds <= self.worker_heartbeat_seconds:
             raise ValueError("WORKER_HEARTBEAT_TTL_SECONDS must be longer than WORKER_HEARTBEAT_SECONDS")
+        if self.upload_unsent_ttl_seconds < self.upload_url_expire_seconds:
+            # Else an upload would be discarded while its client may still be sending the bytes.
+            raise ValueError("UPLOAD_UNSENT_TTL_SECONDS must be at least UPLOAD_URL_EXPIRE_SECONDS")
         if self.environment != "production":
             if not self.secret_key.get_secret_value():
                 # A per-process random key: tokens survive only within one dev process, by design.

@@ -57,6 +57,10 @@ class Storage(Protocol):
         """The object's size and content type, or None while nothing was uploaded under the key."""
         ...
 
+    async def delete(self, key: uuid.UUID) -> None:
+        """Remove the object; nothing to remove is no error."""
+        ...
+
 
 def create_storage(settings: Settings) -> Storage:
     if settings.s3_bucket:
@@ -157,6 +161,14 @@ class LocalStorage:
             return StoredObject(data.stat().st_size, kind.read_text())
         except FileNotFoundError:
             return None
+
+    async def delete(self, key: uuid.UUID) -> None:
+        await asyncio.to_thread(self._delete, key)
+
+    def _delete(self, key: uuid.UUID) -> None:
+        # The bytes first: a head() between the two finds nothing, never bytes without a type.
+        for path in self._paths(key):
+            path.unlink(missing_ok=True)
 
     async def write(
         self, key: uuid.UUID, content_type: str, chunks: AsyncIterator[bytes], *, size: int

@@ -39,3 +39,13 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ALGORITHM", "none")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_an_upload_cannot_expire_unsent_before_its_url_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "test")
+    with pytest.raises(ValidationError, match="UPLOAD_UNSENT_TTL_SECONDS"):
+        Settings(upload_url_expire_seconds=3600, upload_unsent_ttl_seconds=600)
+    assert (
+        Settings(upload_url_expire_seconds=600, upload_unsent_ttl_seconds=600).upload_unsent_ttl_seconds
+        == 600
+    )

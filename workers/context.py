@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import TypedDict
 
@@ -42,3 +43,4 @@ class JobContext(TypedDict, total=False):
     outages: Outages
     webhooks: Dispatcher  # the webhook registry and dispatch
     http: httpx.AsyncClient  # webhook deliveries' client: one pool per worker
+    sweeper: asyncio.Task[None]  # deletes the bytes of discarded uploads (workers.sweeper)

@@ -7,6 +7,7 @@ their own the webhook deliveries (`chat.queues`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -27,6 +28,7 @@ from chat.storage import create_storage
 from chat.webhooks import create_dispatcher
 from workers.batch import PersistBatcher
 from workers.context import JobContext
+from workers.sweeper import sweep_forever
 from workers.tasks import delete_message, edit_message, persist_message, react
 from workers.webhooks import deliver_webhook
 
@@ -68,6 +70,9 @@ def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
             follow_redirects=False,
             headers={"User-Agent": "headless-chat-webhooks"},
         )
+        ctx["sweeper"] = asyncio.create_task(
+            sweep_forever(ctx["redis"], ctx["sessions"], ctx["storage"], settings), name="uploads-sweep"
+        )
         ctx["batcher"] = PersistBatcher(
             ctx["sessions"],
             Sequencer(ctx["redis"]),
@@ -79,6 +84,10 @@ def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
 
 
 async def on_shutdown(ctx: JobContext) -> None:
+    sweeper = ctx.get("sweeper")
+    if sweeper is not None:
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
     batcher = ctx.get("batcher")
     if batcher is not None:
         await batcher.close()

@@ -12,6 +12,7 @@ import asyncpg
 from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat import attachments
 from chat.db import upsert_insert as _insert
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage, React
 from chat.models import Conversation, Message, Participant, Reaction, UTCDateTime
@@ -298,7 +299,11 @@ async def delete_message(session: AsyncSession, job: DeleteMessage) -> Message |
         .where(Message.id == job.message_id, Message.deleted.is_(False))
         .values(deleted=True, body=None)
     )
-    return await session.get(Message, job.message_id, populate_existing=True)
+    message = await session.get(Message, job.message_id, populate_existing=True)
+    if message is not None and message.deleted:
+        # Its files go with it: readers see none from now on, and the sweep deletes the bytes.
+        await attachments.discard_of_message(session, message.id, datetime.now(UTC))
+    return message
 
 
 _participants = cast(Table, Participant.__table__)

@@ -117,6 +117,7 @@ class ConversationMessages:
     claim_seconds: int
     max_body: int
     storage: Storage
+    unsent_upload_seconds: int
 
     async def on_post(self, req: Request, resp: Response, conversation_id: str) -> None:
         cid = path_uuid(conversation_id, "conversation")
@@ -211,7 +212,8 @@ class ConversationMessages:
         async with self.sessions() as session:
             await require_participant(session, cid, me)
             try:
-                uploads = await attachments.owned(session, ids, me, message_id)
+                unsent_before = datetime.now(UTC) - timedelta(seconds=self.unsent_upload_seconds)
+                uploads = await attachments.owned(session, ids, me, message_id, unsent_before=unsent_before)
             except attachments.AttachmentRefused as exc:
                 raise field_error("body.attachments", str(exc)) from None
         problem = await attachments.objects_problem(self.storage, uploads)

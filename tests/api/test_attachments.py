@@ -4,23 +4,28 @@ uploads, the worker's check and link, and the attachments every message read car
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from falcon.testing import Result
+from sqlalchemy import update
 
 from api.deps import Deps
-from chat import deadletters
+from chat import attachments, deadletters
 from chat.cli import set_admin
 from chat.events import MessageCreated, MessageDeleted, MessageUpdated
 from chat.jobs import PERSIST_MESSAGE, PersistMessage
+from chat.models import Upload
+from chat.s3storage import S3Storage
 from chat.settings import Settings
+from chat.storage import StorageUnavailable
 from tests.support import ApiClient, TestUser, assert_problem
 from tests.support.messages import stream
 from tests.support.s3 import S3Server
 from tests.support.settings import RunWorker, make_settings
+from workers import sweeper
 from workers.main import create_worker
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -269,3 +274,102 @@ async def test_an_object_gone_before_the_worker_is_retried_then_dead_lettered_wi
     assert_problem(await api.get(f"/messages/{sent.json['id']}", alice), 404)
     assert (await api.get(f"/conversations/{cid}/messages", alice)).json["items"] == []
     assert not [e for e in await stream(deps.redis, bob.id) if isinstance(e, MessageCreated)]
+
+
+async def _sweep(deps: Deps) -> int | None:
+    # Every call sweeps: the interval between two is the test's, not the default five minutes.
+    quick = deps.settings.model_copy(update={"upload_sweep_seconds": 0.001})
+    await deps.redis.delete(sweeper.LOCK_KEY)
+    return await sweeper.sweep_once(deps.redis, deps.sessions, deps.storage, quick)
+
+
+async def test_deleting_a_message_deletes_its_files_from_the_store(
+    api: ApiClient, deps: Deps, run_worker: RunWorker
+) -> None:
+    alice, bob, cid = await api.pair()
+    picture, kept = await upload(api, alice, PNG), await upload(api, alice, TEXT, content_type="text/plain")
+    doomed = await send(api, alice, cid, [picture])
+    other = await send(api, alice, cid, [kept])
+    await run_worker()
+    [url] = [a["url"] for a in (await api.get(f"/messages/{doomed.json['id']}", bob)).json["attachments"]]
+    assert (await download(url)).status_code == 200
+
+    assert (await api.delete(f"/messages/{doomed.json['id']}", alice)).status_code == 202
+    await run_worker()
+    assert await _sweep(deps) == 1
+    # The bytes are gone from the store, even under a download URL handed out before the delete.
+    # (S3 answers a missing key with 403 to whoever may not list the bucket, as presigned GETs may not.)
+    assert (await download(url)).status_code in (403, 404)
+    assert await deps.storage.head(uuid.UUID(picture)) is None
+    async with deps.sessions() as session:
+        assert await session.get(Upload, uuid.UUID(picture)) is None
+    # The other message keeps its file; a second sweep finds nothing more to do.
+    assert await _sweep(deps) == 0
+    [still] = (await api.get(f"/messages/{other.json['id']}", bob)).json["attachments"]
+    assert (await download(still["url"])).content == TEXT
+
+
+async def test_an_upload_not_sent_in_time_expires_and_its_file_goes(
+    api: ApiClient, deps: Deps, run_worker: RunWorker
+) -> None:
+    alice, _bob, cid = await api.pair()
+    old, fresh = await upload(api, alice, PNG), await upload(api, alice, PNG)
+    ttl = deps.settings.upload_unsent_ttl_seconds
+    async with deps.sessions() as session:
+        await session.execute(
+            update(Upload)
+            .where(Upload.id == uuid.UUID(old))
+            .values(created_at=datetime.now(UTC) - timedelta(seconds=ttl + 1))
+        )
+        await session.commit()
+    # Refused before the sweep has run, so what a send may name does not depend on its timing.
+    [error] = assert_problem(await send(api, alice, cid, [old]), 422)["errors"]
+    assert error["field"] == "body.attachments" and "expired" in error["message"]
+
+    assert await _sweep(deps) == 1
+    assert await deps.storage.head(uuid.UUID(old)) is None
+    assert_problem(await send(api, alice, cid, [old]), 422)
+    # A fresh upload is untouched and still sendable.
+    assert await deps.storage.head(uuid.UUID(fresh)) is not None
+    assert (await send(api, alice, cid, [fresh])).status_code == 202
+    await run_worker()
+
+
+async def test_a_send_and_the_sweep_racing_for_an_expiring_upload_never_both_win(
+    api: ApiClient, deps: Deps
+) -> None:
+    # The sweep marks an unsent upload in one statement with the test a claim makes: once it is
+    # marked, no claim takes it, and an upload a claim took is never marked.
+    alice, _bob, _cid = await api.pair()
+    taken, swept = await upload(api, alice, PNG), await upload(api, alice, PNG)
+    message_id = uuid.uuid4()
+    async with deps.sessions() as session:
+        assert await attachments.claim(session, [uuid.UUID(taken)], uuid.UUID(alice.id), message_id)
+        await session.commit()
+    later = datetime.now(UTC) + timedelta(days=30)  # as if both had waited far too long
+    assert await attachments.sweep(deps.sessions, deps.storage, now=later, unsent_before=later) == 1
+    assert await deps.storage.head(uuid.UUID(taken)) is not None
+    async with deps.sessions() as session:
+        assert not await attachments.claim(session, [uuid.UUID(swept)], uuid.UUID(alice.id), uuid.uuid4())
+
+
+async def test_only_one_worker_sweeps_in_an_interval_and_a_store_that_is_away_loses_no_row(
+    api: ApiClient, deps: Deps, run_worker: RunWorker
+) -> None:
+    alice, _bob, cid = await api.pair()
+    picture = await upload(api, alice, PNG)
+    sent = await send(api, alice, cid, [picture])
+    await run_worker()
+    await api.delete(f"/messages/{sent.json['id']}", alice)
+    await run_worker()
+    away = S3Storage(deps.settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:9"}))
+    with pytest.raises(StorageUnavailable):
+        await attachments.sweep(deps.sessions, away, now=datetime.now(UTC), unsent_before=datetime.now(UTC))
+    async with deps.sessions() as session:
+        assert await session.get(Upload, uuid.UUID(picture)) is not None  # left for the next sweep
+    assert await deps.storage.head(uuid.UUID(picture)) is not None
+
+    settings = deps.settings  # the default interval: five minutes
+    assert await sweeper.sweep_once(deps.redis, deps.sessions, deps.storage, settings) == 1
+    assert await sweeper.sweep_once(deps.redis, deps.sessions, deps.storage, settings) is None
+    assert await deps.storage.head(uuid.UUID(picture)) is None
