@@ -410,6 +410,7 @@ class ChatWorker(Worker):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.slots: dict[str, int] = {self.queue_name: self.max_jobs, **(lanes or {})}
+        self._turn = 0
         self.worker_id = new_worker_id()
         self.started_at = time.time()
         self._heartbeat_s = heartbeat_seconds
@@ -525,11 +526,18 @@ class ChatWorker(Worker):
         burst_left = (
             self.max_burst_jobs - self._jobs_started() if self.burst and self.max_burst_jobs >= 0 else None
         )
+        lanes = list(self.slots.items())
+        if burst_left is not None:
+            # What is left of a burst goes to each lane first in turn, so one with nothing due
+            # cannot keep it from the others.
+            self._turn = (self._turn + 1) % len(lanes)
+            lanes = lanes[self._turn :] + lanes[: self._turn]
         wants: dict[str, int] = {}
-        for queue, slots in self.slots.items():
+        for queue, slots in lanes:
             free = slots - busy[queue]
             if burst_left is not None:
                 free = min(free, burst_left)
+                burst_left -= max(free, 0)
             if free > 0:
                 wants[queue] = free
         return wants

@@ -186,3 +186,20 @@ async def test_a_worker_claims_from_both_queues_of_a_redis_that_does_not_know_it
     finally:
         await redis.aclose()
         server.stop()
+
+
+async def test_max_burst_jobs_counts_the_jobs_of_every_lane(settings: Settings, deps: Deps) -> None:
+    for n in range(2):
+        args = {"webhook_id": str(uuid.uuid4()), "delivery_id": str(uuid.uuid4()), "event": {}}
+        await QueueWriter(deps.redis, settings.webhook_queue_name).enqueue(
+            DELIVER_WEBHOOK, [args], f"webhook:{n}"
+        )
+        await QueueWriter(deps.redis, settings.queue_name).enqueue("no_such_function", [], f"unknown:{n}")
+    worker = worker_main.create_worker(
+        settings, burst=True, handle_signals=False, poll_delay=0.01, max_burst_jobs=3
+    )
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    assert worker.jobs_complete + worker.jobs_failed == 3
