@@ -129,6 +129,12 @@ class QueueHistory(Shape):
     items: list[QueueMinute]
 
 
+class WorkerLane(Shape):
+    queue: str
+    max_jobs: int
+    running: int
+
+
 class WorkerRecord(Shape):
     id: str
     host: str
@@ -136,8 +142,12 @@ class WorkerRecord(Shape):
     queue: str
     started_at: datetime
     last_beat_at: datetime
-    max_jobs: int
-    running: int
+    max_jobs: int = Field(description="Slots for `queue`'s jobs, the message writes.")
+    running: int = Field(description="Jobs of `queue` running now.")
+    lanes: list[WorkerLane] = Field(
+        default=[],
+        description="Every queue this worker serves, each with slots of its own (webhook deliveries').",
+    )
     done: int
     failed: int
     job_ids: list[str]

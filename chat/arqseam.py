@@ -845,6 +845,7 @@ class ChatWorker(Worker):
             await asyncio.sleep(self._heartbeat_s)
 
     def _record(self) -> dict[str, Any]:
+        busy = Counter(running.queue for running in self._running.values())
         return {
             "id": self.worker_id,
             "host": socket.gethostname(),
@@ -852,8 +853,10 @@ class ChatWorker(Worker):
             "queue": self.queue_name,
             "started_at": _iso(int(self.started_at * 1000)),
             "last_beat_at": _iso(timestamp_ms()),
+            # `queue`'s slots; `lanes` has every queue's, that of webhook deliveries included.
             "max_jobs": self.max_jobs,
-            "running": len(self._running),
+            "running": busy[self.queue_name],
+            "lanes": [{"queue": q, "max_jobs": n, "running": busy[q]} for q, n in self.slots.items()],
             "done": self.jobs_complete,
             "failed": self.jobs_failed,
             "job_ids": list(self._running),

@@ -28,7 +28,7 @@ from datetime import datetime
 from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat.models import Upload
+from chat.models import Message, Upload
 from chat.schemas import AttachmentOut
 from chat.storage import Storage, StoredObject
 
@@ -133,14 +133,25 @@ async def claim(
 
 
 async def release(db: AsyncSession, ids: Sequence[uuid.UUID], message_id: uuid.UUID) -> None:
-    """Free uploads a send claimed and then did not queue (refused, rate limited, a conflict)."""
-    if ids:
-        await db.execute(
-            update(Upload)
-            .where(Upload.id.in_(ids), Upload.message_id == message_id)
-            .values(message_id=None, position=None)
-            .execution_options(synchronize_session=False)
-        )
+    """Free uploads a send claimed and then did not queue (refused, rate limited, a conflict),
+    unless a message with this id has been stored: a repeat of a client_id shares the id of the
+    send it repeats, and the stored message keeps its files. (Accepted but not stored yet, the
+    worker claims them again when it stores the message.)"""
+    if not ids:
+        return
+    # The rows first: a worker storing the message links them in its transaction, so once we
+    # hold them that transaction is over, and the next statement sees the message if it exists.
+    mine = await db.scalars(
+        select(Upload.id).where(Upload.id.in_(ids), Upload.message_id == message_id).with_for_update()
+    )
+    if not list(mine) or await db.scalar(select(Message.id).where(Message.id == message_id)) is not None:
+        return
+    await db.execute(
+        update(Upload)
+        .where(Upload.id.in_(ids), Upload.message_id == message_id)
+        .values(message_id=None, position=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def ready(
@@ -217,10 +228,15 @@ async def sweep(
     *,
     now: datetime,
     unsent_before: datetime,
+    urls_expired_before: datetime,
     limit: int = 200,
 ) -> int:
     """Discard the uploads never sent since `unsent_before`, then delete the objects and rows of
-    up to `limit` discarded ones; how many went. StorageUnavailable leaves every row for next time."""
+    up to `limit` discarded ones announced before `urls_expired_before`; how many went.
+    StorageUnavailable leaves every row for next time.
+
+    An object goes only once its upload URL has expired: the store refuses a second PUT only
+    while it holds the bytes, so deleting them earlier would let the URL write them back."""
     async with sessions() as session:
         # Marked in one statement with the test a claim makes, so of a send claiming an upload
         # and the sweep discarding it, exactly one wins.
@@ -237,7 +253,7 @@ async def sweep(
         ids = list(
             await session.scalars(
                 select(Upload.id)
-                .where(Upload.discarded_at.is_not(None))
+                .where(Upload.discarded_at.is_not(None), Upload.created_at < urls_expired_before)
                 .order_by(Upload.discarded_at)
                 .limit(limit)
             )

@@ -19,6 +19,8 @@ def configure_logging() -> None:
     )
     # arq logs every job with its arguments at INFO, and here those are message bodies.
     logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # httpx logs every webhook request at INFO with its URL, which may carry the receiver's token.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def use_uvloop() -> None:

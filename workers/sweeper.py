@@ -21,6 +21,8 @@ log = logging.getLogger("workers.sweeper")
 
 LOCK_KEY = "chat:uploads:sweep"
 BATCH = 200
+# Api hosts sign upload URLs by their own clocks: a minute's grace before one counts as expired.
+CLOCK_SKEW_SECONDS = 60
 
 
 async def sweep_once(
@@ -31,10 +33,17 @@ async def sweep_once(
     if not await redis.set(LOCK_KEY, "1", nx=True, px=interval_ms):
         return None
     gone = 0
+    url_seconds = settings.upload_url_expire_seconds + CLOCK_SKEW_SECONDS
     while True:
         now = datetime.now(UTC)
-        unsent_before = now - timedelta(seconds=settings.upload_unsent_ttl_seconds)
-        swept = await attachments.sweep(sessions, storage, now=now, unsent_before=unsent_before, limit=BATCH)
+        swept = await attachments.sweep(
+            sessions,
+            storage,
+            now=now,
+            unsent_before=now - timedelta(seconds=settings.upload_unsent_ttl_seconds),
+            urls_expired_before=now - timedelta(seconds=url_seconds),
+            limit=BATCH,
+        )
         gone += swept
         if swept < BATCH:
             break

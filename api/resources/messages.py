@@ -132,8 +132,12 @@ class ConversationMessages:
             if body.client_id
             else uuid.uuid4()
         )
-        # Sends without attachments touch neither Postgres nor the store here.
-        claimed = await self._claim(cid, me, body.attachments, message_id) if body.attachments else []
+        # Sends without attachments touch neither Postgres nor the store here. Nor does a repeat
+        # of a client_id whose message is stored: its uploads are that message's (or, deleted,
+        # gone), and accepting it answers the first send's 202, or 409 if it differs.
+        claimed: list[uuid.UUID] = []
+        if body.attachments and not (body.client_id and await self._stored(message_id)):
+            claimed = await self._claim(cid, me, body.attachments, message_id)
         try:
             await self._accept(req, resp, cid, me, body, message_id)
         except BaseException:
@@ -209,10 +213,10 @@ class ConversationMessages:
         A non-participant learns nothing (404) before their uploads are looked at. The objects
         are checked with the store (HEAD) before the claim, outside any transaction.
         """
+        unsent_before = datetime.now(UTC) - timedelta(seconds=self.unsent_upload_seconds)
         async with self.sessions() as session:
             await require_participant(session, cid, me)
             try:
-                unsent_before = datetime.now(UTC) - timedelta(seconds=self.unsent_upload_seconds)
                 uploads = await attachments.owned(session, ids, me, message_id, unsent_before=unsent_before)
             except attachments.AttachmentRefused as exc:
                 raise field_error("body.attachments", str(exc)) from None
@@ -224,14 +228,22 @@ class ConversationMessages:
             await session.commit()
         mine = [u.id for u in uploads if u.message_id is None]
         if len(taken) != len(ids):
-            # Another send claimed one between the check and the claim: it keeps it, this one
-            # gives back what it took.
-            lost = next(i for i in ids if i not in taken)
+            # Another send claimed one between the check and the claim (it keeps it), or the sweep
+            # discarded it: this send gives back what it took, and says which.
+            lost = [i for i in ids if i not in taken]
             async with self.sessions() as session:
                 await attachments.release(session, [i for i in mine if i in taken], message_id)
                 await session.commit()
-            raise field_error("body.attachments", f"Upload {lost} is attached to another message already.")
+                try:
+                    await attachments.owned(session, lost, me, message_id, unsent_before=unsent_before)
+                except attachments.AttachmentRefused as exc:
+                    raise field_error("body.attachments", str(exc)) from None
+            raise field_error("body.attachments", f"Upload {lost[0]} is attached to another message already.")
         return mine
+
+    async def _stored(self, message_id: uuid.UUID) -> bool:
+        async with self.sessions() as session:
+            return await session.scalar(select(Message.id).where(Message.id == message_id)) is not None
 
     async def _check_parent(self, cid: uuid.UUID, me: uuid.UUID, parent: uuid.UUID) -> None:
         """A reply's parent must be a stored message of this conversation (422); only a participant

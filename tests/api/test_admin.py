@@ -80,6 +80,7 @@ async def test_queue_workers_and_history(api: ApiClient, deps: Deps) -> None:
         "last_beat_at": "2026-11-27T00:00:01Z",
         "max_jobs": 50,
         "running": 1,
+        "lanes": [{"queue": queue, "max_jobs": 50, "running": 1}],
         "done": 0,
         "failed": 0,
         "job_ids": ["persist:0"],

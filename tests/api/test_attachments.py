@@ -3,6 +3,7 @@ uploads, the worker's check and link, and the attachments every message read car
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -276,11 +277,22 @@ async def test_an_object_gone_before_the_worker_is_retried_then_dead_lettered_wi
     assert not [e for e in await stream(deps.redis, bob.id) if isinstance(e, MessageCreated)]
 
 
-async def _sweep(deps: Deps) -> int | None:
-    # Every call sweeps: the interval between two is the test's, not the default five minutes.
-    quick = deps.settings.model_copy(update={"upload_sweep_seconds": 0.001})
-    await deps.redis.delete(sweeper.LOCK_KEY)
-    return await sweeper.sweep_once(deps.redis, deps.sessions, deps.storage, quick)
+async def _sweep(deps: Deps) -> int:
+    """One sweep, as if every upload URL had expired (moto does not check their expiry; the sweep
+    waiting for it is tested on local disk, tests/api/test_upload_lifecycle.py)."""
+    now = datetime.now(UTC)
+    unsent_before = now - timedelta(seconds=deps.settings.upload_unsent_ttl_seconds)
+    return await attachments.sweep(
+        deps.sessions, deps.storage, now=now, unsent_before=unsent_before, urls_expired_before=now
+    )
+
+
+async def _age(deps: Deps, upload_id: str, by: timedelta) -> None:
+    async with deps.sessions() as session:
+        row = await session.get(Upload, uuid.UUID(upload_id))
+        assert row is not None
+        row.created_at -= by
+        await session.commit()
 
 
 async def test_deleting_a_message_deletes_its_files_from_the_store(
@@ -347,7 +359,10 @@ async def test_a_send_and_the_sweep_racing_for_an_expiring_upload_never_both_win
         assert await attachments.claim(session, [uuid.UUID(taken)], uuid.UUID(alice.id), message_id)
         await session.commit()
     later = datetime.now(UTC) + timedelta(days=30)  # as if both had waited far too long
-    assert await attachments.sweep(deps.sessions, deps.storage, now=later, unsent_before=later) == 1
+    gone = await attachments.sweep(
+        deps.sessions, deps.storage, now=later, unsent_before=later, urls_expired_before=later
+    )
+    assert gone == 1
     assert await deps.storage.head(uuid.UUID(taken)) is not None
     async with deps.sessions() as session:
         assert not await attachments.claim(session, [uuid.UUID(swept)], uuid.UUID(alice.id), uuid.uuid4())
@@ -364,12 +379,69 @@ async def test_only_one_worker_sweeps_in_an_interval_and_a_store_that_is_away_lo
     await run_worker()
     away = S3Storage(deps.settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:9"}))
     with pytest.raises(StorageUnavailable):
-        await attachments.sweep(deps.sessions, away, now=datetime.now(UTC), unsent_before=datetime.now(UTC))
+        now = datetime.now(UTC)
+        await attachments.sweep(deps.sessions, away, now=now, unsent_before=now, urls_expired_before=now)
     async with deps.sessions() as session:
         assert await session.get(Upload, uuid.UUID(picture)) is not None  # left for the next sweep
     assert await deps.storage.head(uuid.UUID(picture)) is not None
 
+    await _age(deps, picture, timedelta(hours=1))  # its upload URL has expired
     settings = deps.settings  # the default interval: five minutes
     assert await sweeper.sweep_once(deps.redis, deps.sessions, deps.storage, settings) == 1
     assert await sweeper.sweep_once(deps.redis, deps.sessions, deps.storage, settings) is None
     assert await deps.storage.head(uuid.UUID(picture)) is None
+
+
+async def test_a_refused_repeat_of_a_client_id_leaves_the_stored_message_its_files(
+    api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repeat shares the message id its client_id makes. One that found the upload free, then
+    lost (409) after the first send was stored, gave the stored message's upload back: the
+    message lost its file, and the sweep would have deleted it."""
+    alice, bob, cid = await api.pair()
+    picture = await upload(api, alice, PNG)
+    checked, go_on = asyncio.Event(), asyncio.Event()
+    head = attachments.objects_problem
+
+    async def held(storage: Any, uploads: Any) -> str | None:
+        if not checked.is_set():  # the repeat: it has seen the upload free; wait here
+            checked.set()
+            await go_on.wait()
+        return await head(storage, uploads)
+
+    monkeypatch.setattr(attachments, "objects_problem", held)
+    repeat = asyncio.create_task(send(api, alice, cid, [picture], client_id="c-1", body="another body"))
+    await checked.wait()
+    first = await send(api, alice, cid, [picture], client_id="c-1")
+    assert first.status_code == 202, first.text
+    await run_worker()
+    go_on.set()
+    assert (await repeat).status_code == 409
+
+    async with deps.sessions() as session:
+        stored = await session.get(Upload, uuid.UUID(picture))
+        assert stored is not None and stored.message_id == uuid.UUID(first.json["id"])
+    [attachment] = (await api.get(f"/messages/{first.json['id']}", bob)).json["attachments"]
+    assert attachment["id"] == picture
+    again = await send(api, alice, cid, [picture], client_id="c-1")  # the same send: the same message
+    assert (again.status_code, again.json["id"]) == (202, first.json["id"])
+
+
+async def test_a_repeat_of_a_deleted_message_with_files_is_still_the_same_message(
+    api: ApiClient, deps: Deps, run_worker: RunWorker
+) -> None:
+    # As for every send with a client_id (docs/api.md): the same 202, or 409 for another message,
+    # also after the first was deleted, and its files with it.
+    alice, _bob, cid = await api.pair()
+    picture = await upload(api, alice, PNG)
+    first = await send(api, alice, cid, [picture], client_id="c-2")
+    await run_worker()
+    assert (await api.delete(f"/messages/{first.json['id']}", alice)).status_code == 202
+    await run_worker()
+    for swept in (False, True):
+        if swept:
+            assert await _sweep(deps) == 1
+        again = await send(api, alice, cid, [picture], client_id="c-2")
+        assert (again.status_code, again.json["id"]) == (202, first.json["id"]), again.text
+        assert_problem(await send(api, alice, cid, [picture], client_id="c-2", body="another"), 409)
+    assert await run_worker() == 0  # nothing new was queued

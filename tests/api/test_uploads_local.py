@@ -12,16 +12,14 @@ from urllib.parse import urlsplit
 
 import pytest
 from falcon.testing import Result
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from api.deps import Deps
 from chat import attachments
 from chat.models import Upload
 from chat.storage import BadSignature, LocalStorage
 from tests.support import ApiClient, assert_problem
 from tests.support.settings import RunWorker
 from tests.support.sqlite import sqlite_world
-from workers import sweeper
 
 DATA = b"local bytes \x00\xff" * 100
 
@@ -79,7 +77,7 @@ async def get(api: ApiClient, url: str) -> Result:
     return result
 
 
-async def test_the_whole_flow_on_local_disk(api: ApiClient, deps: Deps, run_worker: RunWorker) -> None:
+async def test_the_whole_flow_on_local_disk(api: ApiClient, run_worker: RunWorker) -> None:
     alice, bob, cid = await api.pair()
     body = {"filename": "ü.bin", "content_type": "application/octet-stream", "size": len(DATA)}
     ticket = (await api.post("/uploads", alice, json=body)).json
@@ -121,14 +119,6 @@ async def test_the_whole_flow_on_local_disk(api: ApiClient, deps: Deps, run_work
     assert got.headers["content-disposition"] == "attachment; filename*=UTF-8''%C3%BC.bin"
     assert_problem(await get(api, attachment["url"].replace("filename=", "filename=x")), 403)
 
-    # Deleted: the next sweep takes the file off the disk.
-    assert (await api.delete(f"/messages/{sent.json['id']}", alice)).status_code == 202
-    await run_worker()
-    await deps.redis.delete(sweeper.LOCK_KEY)
-    assert await sweeper.sweep_once(deps.redis, deps.sessions, deps.storage, deps.settings) == 1
-    assert_problem(await get(api, attachment["url"]), 404)
-    assert not any(Path(deps.settings.uploads_dir).glob(f"{ticket['id']}*"))
-
 
 async def test_claims_on_sqlite_are_idempotent_and_released_only_by_their_message() -> None:
     async with sqlite_world() as world:
@@ -157,9 +147,17 @@ async def test_claims_on_sqlite_are_idempotent_and_released_only_by_their_messag
             found = await attachments.of(session, [world.message])
             # In the order the sender listed them.
             assert [u.id for u in found[world.message]] == ids[::-1]
+            # A stored message keeps its uploads; a send that was never stored gives them back.
             await attachments.release(session, ids, world.message)
             await session.commit()
-            assert await attachments.of(session, [world.message]) == {}
+            assert [u.id for u in (await attachments.of(session, [world.message]))[world.message]] == ids[
+                ::-1
+            ]
+            await session.execute(update(Upload).values(message_id=None))
+            assert await attachments.claim(session, ids, world.user, other) == set(ids)
+            await attachments.release(session, ids, other)
+            await session.commit()
+            assert await attachments.of(session, [other]) == {}
 
 
 async def test_the_sweep_on_sqlite_discards_only_what_was_not_sent_in_time(tmp_path: Path) -> None:
@@ -183,7 +181,10 @@ async def test_the_sweep_on_sqlite_discards_only_what_was_not_sent_in_time(tmp_p
                 await local.write(upload_id, "text/plain", _one(b"x"), size=1)
             await session.commit()
         unsent_before = now - timedelta(days=1)
-        assert await attachments.sweep(world.sessions, local, now=now, unsent_before=unsent_before) == 1
+        swept = await attachments.sweep(
+            world.sessions, local, now=now, unsent_before=unsent_before, urls_expired_before=now
+        )
+        assert swept == 1
         assert [await local.head(i) is None for i in (old, fresh, sent)] == [True, False, False]
         async with world.sessions() as session:
             assert {u.id for u in await session.scalars(select(Upload))} == {fresh, sent}

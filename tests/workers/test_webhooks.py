@@ -328,6 +328,12 @@ async def test_a_receiver_that_hangs_holds_up_no_message(
                 waits.append(time.monotonic() - began)
             assert max(waits) < 1.5, [round(w, 2) for w in waits]
             assert 1 <= len(receiver.received) <= 2  # the deliveries' own slots, and no more
+            # What /admin/workers shows of it: the message slots idle, the delivery slots taken.
+            async with asyncio.timeout(2):
+                while (record := worker._record())["lanes"][1]["running"] < 2:
+                    await asyncio.sleep(0.02)
+            assert record["running"] == 0 and record["max_jobs"] == 4
+            assert [(lane["max_jobs"], lane["running"]) for lane in record["lanes"]] == [(4, 0), (2, 2)]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
