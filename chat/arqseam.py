@@ -557,21 +557,31 @@ class ChatWorker(Worker):
         life = int(self.in_progress_timeout_s * 1000)
         # Every queue in one round trip: a busy worker claims on every wake-up. (A pipeline given
         # a Script object would ask Redis whether it knows the script first, every time.)
+        replies: dict[str, Any] = {}
         for attempt in range(2):
+            todo = [queue for queue in wants if queue not in replies]
             async with self.pool.pipeline(transaction=False) as pipe:
-                for queue, want in wants.items():
-                    argv = (now, life, self.worker_id, want, want * 10 + 1000)
+                for queue in todo:
+                    argv = (now, life, self.worker_id, wants[queue], wants[queue] * 10 + 1000)
                     pipe.evalsha(self._claim_sha, 2, queue, held, *map(str, argv))
-                replies = await pipe.execute(raise_on_error=False)
-            if attempt == 0 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-                # Redis restarted and forgot it; the scripts that failed claimed nothing.
-                self._claim_sha = await self.pool.script_load(_CLAIM)
-                continue
-            break
+                answers = await pipe.execute(raise_on_error=False)
+            for queue, answer in zip(todo, answers, strict=True):
+                # A lane whose script Redis did not know (restarted, flushed) claimed nothing: it
+                # runs again below; a lane that did claim keeps its jobs.
+                if attempt == 1 or not isinstance(answer, redis.exceptions.NoScriptError):
+                    replies[queue] = answer
+            if len(replies) == len(wants):
+                break
+            self._claim_sha = await self.pool.script_load(_CLAIM)
         claims: list[tuple[list[_Claimed], int | None]] = []
-        for queue, raw in zip(wants, replies, strict=True):
+        for queue in wants:
+            raw = replies[queue]
             if isinstance(raw, Exception):
-                raise raw
+                # Redis refused this lane's claim (out of memory, busy with a script...): it took
+                # nothing, and the other lanes' jobs still run. The poll asks again.
+                log.error("claiming from %s: %s", queue, raw)
+                claims.append(([], None))
+                continue
             next_due = int(float(raw[0])) if int(float(raw[0])) >= 0 else None
             claimed = [
                 _Claimed(queue, _text(raw[i]), int(float(raw[i + 1])), raw[i + 2] or None, int(raw[i + 3]))

@@ -23,14 +23,15 @@ import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat.models import Message, Upload
 from chat.schemas import AttachmentOut
-from chat.storage import Storage, StoredObject
+from chat.storage import Storage, StorageUnavailable, StoredObject
 
 log = logging.getLogger("chat.attachments")
 
@@ -111,12 +112,24 @@ async def owned(
 
 
 async def claim(
-    db: AsyncSession, ids: Sequence[uuid.UUID], owner: uuid.UUID, message_id: uuid.UUID
+    db: AsyncSession,
+    ids: Sequence[uuid.UUID],
+    owner: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    linked_at: datetime | None = None,
 ) -> set[uuid.UUID]:
     """Attach the owner's uploads that are free (or this message's already) to the message, in the
-    order given; the ids now attached to it. Idempotent: the api's claim and the worker's link."""
+    order given; the ids now attached to it. Idempotent: the api's claim, and with `linked_at` the
+    worker's link in the transaction that stores the message."""
     if not ids:
         return set()
+    values: dict[str, Any] = {
+        "message_id": message_id,
+        "position": case({i: n for n, i in enumerate(ids)}, value=Upload.id),
+    }
+    if linked_at is not None:
+        values["linked_at"] = func.coalesce(Upload.linked_at, linked_at)
     statement = (
         update(Upload)
         .where(
@@ -125,7 +138,7 @@ async def claim(
             or_(Upload.message_id.is_(None), Upload.message_id == message_id),
             Upload.discarded_at.is_(None),
         )
-        .values(message_id=message_id, position=case({i: n for n, i in enumerate(ids)}, value=Upload.id))
+        .values(values)
         .returning(Upload.id)
         .execution_options(synchronize_session=False)
     )
@@ -133,25 +146,18 @@ async def claim(
 
 
 async def release(db: AsyncSession, ids: Sequence[uuid.UUID], message_id: uuid.UUID) -> None:
-    """Free uploads a send claimed and then did not queue (refused, rate limited, a conflict),
-    unless a message with this id has been stored: a repeat of a client_id shares the id of the
-    send it repeats, and the stored message keeps its files. (Accepted but not stored yet, the
-    worker claims them again when it stores the message.)"""
-    if not ids:
-        return
-    # The rows first: a worker storing the message links them in its transaction, so once we
-    # hold them that transaction is over, and the next statement sees the message if it exists.
-    mine = await db.scalars(
-        select(Upload.id).where(Upload.id.in_(ids), Upload.message_id == message_id).with_for_update()
-    )
-    if not list(mine) or await db.scalar(select(Message.id).where(Message.id == message_id)) is not None:
-        return
-    await db.execute(
-        update(Upload)
-        .where(Upload.id.in_(ids), Upload.message_id == message_id)
-        .values(message_id=None, position=None)
-        .execution_options(synchronize_session=False)
-    )
+    """Free uploads a send claimed and then did not queue (refused, rate limited, a conflict), but
+    not those the worker has linked to a stored message: a repeat of a client_id shares the id of
+    the send it repeats, and must not take that message's files away. (Accepted and not stored
+    yet, the worker claims them again when it stores the message.) One statement, whose test is
+    on the row itself: a link committing meanwhile is waited for and then seen."""
+    if ids:
+        await db.execute(
+            update(Upload)
+            .where(Upload.id.in_(ids), Upload.message_id == message_id, Upload.linked_at.is_(None))
+            .values(message_id=None, position=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def ready(
@@ -162,8 +168,12 @@ async def ready(
     message_id: uuid.UUID,
 ) -> list[Upload]:
     """The worker's check before storing a message: its uploads are still the sender's and free
-    or its own, and the store holds each as announced (NotUploaded otherwise: try again later)."""
+    or its own, and the store holds each as announced (NotUploaded otherwise: try again later).
+    A message stored already (its job runs again) has the uploads it was stored with, or, deleted
+    since, none: nothing is checked again."""
     async with sessions() as session:
+        if await session.scalar(select(Message.id).where(Message.id == message_id)) is not None:
+            return (await of(session, [message_id])).get(message_id, [])
         uploads = await owned(session, ids, owner, message_id)
     problem = await objects_problem(storage, uploads)
     if problem is not None:
@@ -175,8 +185,9 @@ async def link(
     session: AsyncSession, messages: Sequence[tuple[uuid.UUID, uuid.UUID, Sequence[uuid.UUID]]]
 ) -> None:
     """Link each stored message (id, sender, upload ids) to its uploads, in the caller's transaction."""
+    now = datetime.now(UTC)
     for message_id, sender, ids in messages:
-        linked = await claim(session, ids, sender, message_id)
+        linked = await claim(session, ids, sender, message_id, linked_at=now)
         if len(linked) != len(ids):
             # Only a claim released under a queued send gets here; the message keeps the rest.
             log.warning("message %s: uploads %s were no longer free", message_id, set(ids) - linked)
@@ -189,7 +200,7 @@ async def of(db: AsyncSession, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UU
     found: dict[uuid.UUID, list[Upload]] = defaultdict(list)
     query = (
         select(Upload)
-        .where(Upload.message_id.in_(set(message_ids)))
+        .where(Upload.message_id.in_(set(message_ids)), Upload.linked_at.is_not(None))
         .order_by(Upload.message_id, Upload.position, Upload.created_at)
     )
     for upload in await db.scalars(query):
@@ -233,17 +244,20 @@ async def sweep(
 ) -> int:
     """Discard the uploads never sent since `unsent_before`, then delete the objects and rows of
     up to `limit` discarded ones announced before `urls_expired_before`; how many went.
-    StorageUnavailable leaves every row for next time.
+    Objects the store does not delete keep their rows for a later sweep, at the back of the line
+    (StorageUnavailable is raised once the rest are done).
 
     An object goes only once its upload URL has expired: the store refuses a second PUT only
     while it holds the bytes, so deleting them earlier would let the URL write them back."""
     async with sessions() as session:
-        # Marked in one statement with the test a claim makes, so of a send claiming an upload
-        # and the sweep discarding it, exactly one wins.
+        # Not stored with a message in time: never sent, or claimed by a send whose message was
+        # never stored (refused, or its job failed for good). Marked in one statement that tests
+        # the row as a link does, so of the worker linking an upload and the sweep discarding it,
+        # exactly one wins.
         await session.execute(
             update(Upload)
             .where(
-                Upload.message_id.is_(None),
+                Upload.linked_at.is_(None),
                 Upload.discarded_at.is_(None),
                 Upload.created_at < unsent_before,
             )
@@ -261,8 +275,27 @@ async def sweep(
         await session.commit()
     if not ids:
         return 0
-    await asyncio.gather(*(storage.delete(upload_id) for upload_id in ids))
+    results = await asyncio.gather(*(storage.delete(upload_id) for upload_id in ids), return_exceptions=True)
+    gone = [upload_id for upload_id, r in zip(ids, results, strict=True) if not isinstance(r, BaseException)]
+    failed = [upload_id for upload_id, r in zip(ids, results, strict=True) if isinstance(r, BaseException)]
     async with sessions() as session:
-        await session.execute(delete(Upload).where(Upload.id.in_(ids)))
+        if gone:
+            await session.execute(delete(Upload).where(Upload.id.in_(gone)))
+        if failed:
+            # To the back of the line: an object the store keeps refusing holds up no other.
+            await session.execute(
+                update(Upload)
+                .where(Upload.id.in_(failed))
+                .values(discarded_at=now)
+                .execution_options(synchronize_session=False)
+            )
         await session.commit()
-    return len(ids)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        unavailable = next((e for e in errors if isinstance(e, StorageUnavailable)), None)
+        if unavailable is not None:
+            raise unavailable
+        log.error(
+            "the store refused to delete %d objects (they are tried again later): %r", len(errors), errors[0]
+        )
+    return len(gone)

@@ -221,6 +221,9 @@ class Upload(Base):
     message_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True, index=True)
     # Where in the message's list the sender put it: attachments are shown in that order.
     position: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    # Set when its bytes are to go: its message was deleted, or it was never sent in time. No send
-    # may claim it from then on; the worker's sweep deletes the object, then the row.
+    # Set by the worker that stores the message, in its transaction: only then is the upload the
+    # message's for good (reads show it; a refused repeat of the send cannot give it back).
+    linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set when its bytes are to go: its message was deleted, or it was not stored with a message in
+    # time. No send may claim it from then on; the worker's sweep deletes the object, then the row.
     discarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)

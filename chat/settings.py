@@ -170,9 +170,9 @@ class Settings(BaseSettings):
     def _check_production(self) -> Settings:
         if self.worker_heartbeat_ttl_seconds <= self.worker_heartbeat_seconds:
             raise ValueError("WORKER_HEARTBEAT_TTL_SECONDS must be longer than WORKER_HEARTBEAT_SECONDS")
-        if self.upload_unsent_ttl_seconds < self.upload_url_expire_seconds:
+        if self.upload_unsent_ttl_seconds <= self.upload_url_expire_seconds:
             # Else an upload would be discarded while its client may still be sending the bytes.
-            raise ValueError("UPLOAD_UNSENT_TTL_SECONDS must be at least UPLOAD_URL_EXPIRE_SECONDS")
+            raise ValueError("UPLOAD_UNSENT_TTL_SECONDS must be longer than UPLOAD_URL_EXPIRE_SECONDS")
         if self.environment != "production":
             if not self.secret_key.get_secret_value():
                 # A per-process random key: tokens survive only within one dev process, by design.

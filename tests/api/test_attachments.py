@@ -250,6 +250,15 @@ async def test_a_retried_job_finds_its_uploads_linked_and_goes_on(
     assert await deadletters.page(deps.redis, limit=10) == ([], None)
     [item] = (await api.get(f"/conversations/{cid}/messages", bob)).json["items"]
     assert [a["id"] for a in item["attachments"]] == [file]
+    # And once more after the message was deleted and its file swept: still nothing to fail over.
+    assert (await api.delete(f"/messages/{sent.json['id']}", alice)).status_code == 202
+    await run_worker()
+    for round_ in ("discarded", "swept"):
+        if round_ == "swept":
+            assert await _sweep(deps) == 1
+        assert await deps.queue.enqueue(PERSIST_MESSAGE, payload, f"persist:{round_}")
+        assert await run_worker() == 1
+        assert await deadletters.page(deps.redis, limit=10) == ([], None)
 
 
 async def test_an_object_gone_before_the_worker_is_retried_then_dead_lettered_with_nothing_stored(
@@ -350,13 +359,16 @@ async def test_an_upload_not_sent_in_time_expires_and_its_file_goes(
 async def test_a_send_and_the_sweep_racing_for_an_expiring_upload_never_both_win(
     api: ApiClient, deps: Deps
 ) -> None:
-    # The sweep marks an unsent upload in one statement with the test a claim makes: once it is
-    # marked, no claim takes it, and an upload a claim took is never marked.
+    # The sweep marks an upload no worker linked in one statement that tests the row as a link
+    # does: once it is marked, no claim takes it, and an upload a worker linked is never marked.
     alice, _bob, _cid = await api.pair()
     taken, swept = await upload(api, alice, PNG), await upload(api, alice, PNG)
     message_id = uuid.uuid4()
     async with deps.sessions() as session:
-        assert await attachments.claim(session, [uuid.UUID(taken)], uuid.UUID(alice.id), message_id)
+        now = datetime.now(UTC)
+        assert await attachments.claim(
+            session, [uuid.UUID(taken)], uuid.UUID(alice.id), message_id, linked_at=now
+        )
         await session.commit()
     later = datetime.now(UTC) + timedelta(days=30)  # as if both had waited far too long
     gone = await attachments.sweep(
@@ -445,3 +457,34 @@ async def test_a_repeat_of_a_deleted_message_with_files_is_still_the_same_messag
         assert (again.status_code, again.json["id"]) == (202, first.json["id"]), again.text
         assert_problem(await send(api, alice, cid, [picture], client_id="c-2", body="another"), 409)
     assert await run_worker() == 0  # nothing new was queued
+
+
+async def test_a_refused_repeat_that_names_other_files_leaves_them_free(
+    api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repeat of a client_id naming another upload, refused (409) after the first send was
+    stored: its upload is free again, and the stored message shows only its own."""
+    alice, bob, cid = await api.pair()
+    mine, other = await upload(api, alice, PNG), await upload(api, alice, TEXT, content_type="text/plain")
+    checked, go_on = asyncio.Event(), asyncio.Event()
+    head = attachments.objects_problem
+
+    async def held(storage: Any, uploads: Any) -> str | None:
+        if not checked.is_set():  # the repeat: past the "stored already?" test; wait here
+            checked.set()
+            await go_on.wait()
+        return await head(storage, uploads)
+
+    monkeypatch.setattr(attachments, "objects_problem", held)
+    repeat = asyncio.create_task(send(api, alice, cid, [other], client_id="c-3"))
+    await checked.wait()
+    first = await send(api, alice, cid, [mine], client_id="c-3")
+    await run_worker()
+    go_on.set()
+    assert (await repeat).status_code == 409
+    [shown] = (await api.get(f"/messages/{first.json['id']}", bob)).json["attachments"]
+    assert shown["id"] == mine
+    async with deps.sessions() as session:
+        freed = await session.get(Upload, uuid.UUID(other))
+        assert freed is not None and freed.message_id is None
+    assert (await send(api, alice, cid, [other])).status_code == 202

@@ -137,7 +137,10 @@ async def test_claims_on_sqlite_are_idempotent_and_released_only_by_their_messag
             await session.commit()
         other = uuid.uuid4()
         async with world.sessions() as session:
-            assert await attachments.claim(session, ids[::-1], world.user, world.message) == set(ids)
+            linked = datetime.now(UTC)  # as the worker links them, storing the message
+            assert await attachments.claim(
+                session, ids[::-1], world.user, world.message, linked_at=linked
+            ) == set(ids)
             assert await attachments.claim(session, ids[::-1], world.user, world.message) == set(ids)  # again
             assert await attachments.claim(session, ids, world.user, other) == set()  # taken
             assert await attachments.claim(session, ids, uuid.uuid4(), world.message) == set()  # not theirs
@@ -153,7 +156,7 @@ async def test_claims_on_sqlite_are_idempotent_and_released_only_by_their_messag
             assert [u.id for u in (await attachments.of(session, [world.message]))[world.message]] == ids[
                 ::-1
             ]
-            await session.execute(update(Upload).values(message_id=None))
+            await session.execute(update(Upload).values(message_id=None, linked_at=None))
             assert await attachments.claim(session, ids, world.user, other) == set(ids)
             await attachments.release(session, ids, other)
             await session.commit()
@@ -176,6 +179,7 @@ async def test_the_sweep_on_sqlite_discards_only_what_was_not_sent_in_time(tmp_p
                         size=1,
                         created_at=now - timedelta(days=age),
                         message_id=message,
+                        linked_at=now - timedelta(days=age) if message else None,
                     )
                 )
                 await local.write(upload_id, "text/plain", _one(b"x"), size=1)
