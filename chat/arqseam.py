@@ -875,11 +875,11 @@ class ChatWorker(Worker):
     async def _gauges(self) -> None:
         from chat import monitor
 
-        for queue in self.slots:
-            lane = await monitor.queue_counts(self.pool, queue)
+        lanes = {queue: await monitor.queue_counts(self.pool, queue) for queue in self.slots}
+        for queue, lane in lanes.items():
             for state in ("queued", "deferred", "in_progress"):
                 metrics.QUEUE_JOBS.labels(queue, state).set(lane[state])
-        stats = await monitor.queue_counts(self.pool, self.queue_name)
+        stats = lanes[self.queue_name]
         metrics.DEAD_LETTERS.labels(self.queue_name).set(stats["dead"])
         metrics.WORKERS.labels(self.queue_name).set(stats["workers"])
         metrics.ARQ_QUEUED.set(stats["queued"])
