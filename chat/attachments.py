@@ -160,6 +160,12 @@ async def release(db: AsyncSession, ids: Sequence[uuid.UUID], message_id: uuid.U
         )
 
 
+async def is_stored(db: AsyncSession, message_id: uuid.UUID) -> bool:
+    """Whether the message is stored: then its uploads are as its worker linked them, and neither a
+    repeat of its send nor its job running again checks them anew."""
+    return await db.scalar(select(Message.id).where(Message.id == message_id)) is not None
+
+
 async def ready(
     sessions: async_sessionmaker[AsyncSession],
     storage: Storage,
@@ -172,7 +178,7 @@ async def ready(
     A message stored already (its job runs again) has the uploads it was stored with, or, deleted
     since, none: nothing is checked again."""
     async with sessions() as session:
-        if await session.scalar(select(Message.id).where(Message.id == message_id)) is not None:
+        if await is_stored(session, message_id):
             return (await of(session, [message_id])).get(message_id, [])
         uploads = await owned(session, ids, owner, message_id)
     problem = await objects_problem(storage, uploads)

@@ -243,7 +243,7 @@ class ConversationMessages:
 
     async def _stored(self, message_id: uuid.UUID) -> bool:
         async with self.sessions() as session:
-            return await session.scalar(select(Message.id).where(Message.id == message_id)) is not None
+            return await attachments.is_stored(session, message_id)
 
     async def _check_parent(self, cid: uuid.UUID, me: uuid.UUID, parent: uuid.UUID) -> None:
         """A reply's parent must be a stored message of this conversation (422); only a participant
