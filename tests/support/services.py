@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -15,8 +16,58 @@ import pytest
 import redis
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _run_redis() -> str:
+    """A redis-server of this test run's own, on a port from the OS, gone when the run ends.
+
+    The tests flush their databases before each test: on a shared server two runs on one machine
+    would flush each other's. `TEST_REDIS_URL` names another server instead; the child processes a
+    run starts inherit the variable, so they use the same server as the run.
+    """
+    import atexit
+    import ctypes
+    import shutil
+    import socket
+
+    if shutil.which("redis-server") is None:
+        return "redis://127.0.0.1:6379/14"  # check_redis() then fails (CI) or skips, naming it
+
+    def die_with_parent() -> None:
+        # PR_SET_PDEATHSIG: a run killed with SIGKILL leaves no server behind.
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+
+    def stop() -> None:
+        server.terminate()
+        server.wait(10)
+
+    atexit.register(stop)
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(redis.exceptions.RedisError):
+                if client.ping():
+                    break
+            time.sleep(0.025)
+    finally:
+        client.close()
+    url = f"redis://127.0.0.1:{port}/14"
+    os.environ["TEST_REDIS_URL"] = url
+    return url
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL") or _run_redis()
 
 
 def unavailable(what: str, error: BaseException) -> None:

@@ -19,7 +19,7 @@ import httpx
 from tests.support import services
 
 ROOT = Path(__file__).resolve().parents[2]
-# The processes' own Redis database; TEST_E2E_REDIS_URL lets two test runs share one server.
+# The processes' own Redis database, on the run's own server (services.REDIS_URL).
 E2E_REDIS_URL = os.environ.get("TEST_E2E_REDIS_URL", services.REDIS_URL.rsplit("/", 1)[0] + "/13")
 SECRET = "e2e-secret-" + "k" * 40
 
