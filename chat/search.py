@@ -44,10 +44,7 @@ class Position:
     def from_cursor(cls, raw: str) -> Position:
         """ValueError for anything this module did not write."""
         rank, at, mid = cursors.decode(raw, 3)
-        created_at = datetime.fromisoformat(at)
-        if created_at.tzinfo is None:
-            raise ValueError("not a cursor")
-        return cls(float(rank), created_at, uuid.UUID(mid))
+        return cls(cursors.parse_rank(rank), cursors.parse_time(at), cursors.parse_uuid(mid))
 
 
 def in_schema_comparison(
