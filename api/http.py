@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from chat import cursors
 from chat.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable, field_error
+from chat.numbers import parse_int
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -111,9 +112,9 @@ def query_int(
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse_int(raw, negative=True)
     except ValueError:
-        raise field_error(f"query.{name}", "Must be an integer.") from None
+        raise field_error(f"query.{name}", "Must be an integer (ASCII digits).") from None
     if value < lo or (hi is not None and value > hi):
         bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
         raise field_error(f"query.{name}", f"Must be {bounds}.")

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chat import cursors
+from chat.numbers import parse_int
 
 HASH = "chat:dead-letters"
 INDEX = "chat:dead-letters:by-time"
@@ -117,4 +118,4 @@ def encode_cursor(score: int, job_id: str) -> str:
 
 def decode_cursor(raw: str) -> tuple[int, str]:
     score, job_id = cursors.decode(raw, 2)
-    return int(score), job_id
+    return parse_int(score), job_id

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Protocol
 from urllib.parse import quote, urlencode
 
+from chat.numbers import parse_int
 from chat.settings import Settings
 
 CONTENT_PATH = "/api/v1/uploads/{upload_id}/content"
@@ -141,12 +142,13 @@ class LocalStorage:
     ) -> None:
         """Raise BadSignature unless the URL's signature is ours, for this request and the values it
         binds (a PUT's content type and size, a GET's filename), and current."""
-        if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+        when = _expiry(expires)
+        if when is None or not signature:
             raise BadSignature("The URL is missing its expiry or signature.")
-        expected = self._signature(method, key, int(expires), bound)
+        expected = self._signature(method, key, when, bound)
         if not hmac.compare_digest(expected, signature):
             raise BadSignature("The URL's signature does not match.")
-        if int(expires) < (time.time() if now is None else now):
+        if when < (time.time() if now is None else now):
             raise BadSignature("The URL has expired.")
 
     def _paths(self, key: uuid.UUID) -> tuple[Path, Path]:
@@ -219,3 +221,13 @@ async def _chunks(handle: IO[bytes]) -> AsyncIterator[bytes]:
     with handle:
         while chunk := await asyncio.to_thread(handle.read, _CHUNK):
             yield chunk
+
+
+def _expiry(text: str | None) -> int | None:
+    """A signed URL's `expires`, exactly as `presign_*` write it (unix seconds); None for anything
+    else, which no signature of ours covers."""
+    try:
+        when = parse_int(text or "", max_digits=12)
+    except ValueError:
+        return None
+    return when if str(when) == text else None

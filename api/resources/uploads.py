@@ -24,6 +24,7 @@ from api.throttle import UserLimit
 from chat import attachments
 from chat.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, field_error
 from chat.models import Upload
+from chat.numbers import parse_int
 from chat.storage import BadSignature, LocalStorage, Storage, content_disposition
 
 
@@ -135,7 +136,7 @@ class UploadContent:
             )
         except BadSignature as exc:
             raise Forbidden(str(exc)) from None
-        announced = int(size)  # signed by us: a decimal integer
+        announced = parse_int(size)  # signed by us: a decimal integer
         if announced > self.max_upload:
             raise PayloadTooLarge(f"A file is at most {self.max_upload} bytes.")
         sent_type = (req.content_type or "").split(";", 1)[0].strip().lower()
