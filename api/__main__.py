@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import os
 
-import uvicorn
-
+from chat import serving
 from chat.process import use_uvloop
-from chat.serving import QuietServer
+from chat.settings import Settings
 
 
 def main() -> None:
-    config = uvicorn.Config(
+    settings = Settings()
+    config = serving.Config(
         "api.asgi:app",
+        header_timeout=settings.http_header_timeout_seconds,
         host=os.environ.get("HOST", "0.0.0.0"),  # noqa: S104 - a server process listens on all interfaces
         port=int(os.environ.get("PORT", "8000")),
         loop="uvloop",
-        http="httptools",
         # Requests are counted and timed in /metrics; a line per request would only cost CPU.
         access_log=False,
-        # No `server: uvicorn` banner: it only tells a scanner which CVEs to try.
-        server_header=False,
     )
     use_uvloop()
-    QuietServer(config).run()
+    serving.QuietServer(config).run()
 
 
 if __name__ == "__main__":

@@ -82,8 +82,12 @@ class Settings(BaseSettings):
     # none by default, "*" for any.
     cors_allowed_origins: str = ""
     # Proxies whose X-Forwarded-For is believed (CIDRs, comma-separated); the client address is
-    # the first hop from the right that is not one of them.
+    # the first hop from the right that is not one of them. No server of ours rewrites the peer
+    # address from the header itself (chat/serving.py): this is the only rule.
     trusted_proxies: str = ""
+    # A connection to the api or push port that has not sent a request's headers this long after
+    # it opened (or after it began its next request) is closed: slow-header clients hold no socket.
+    http_header_timeout_seconds: float = Field(default=10, gt=0)
 
     # Webhooks (docs/api.md). A delivery is retried on a timeout, a connection error or a non-2xx
     # answer, BACKOFF * 2^(try - 1) seconds later (capped), and dead-lettered after MAX_TRIES.

@@ -19,6 +19,7 @@ from alembic.config import Config
 from alembic import command
 from api.app import create_app
 from api.problems import RefuseWebSockets
+from chat import serving
 from chat.process import configure_logging
 from chat.settings import Settings
 from push.server import build_server
@@ -36,13 +37,14 @@ def migrate(settings: Settings) -> None:
 
 async def serve(settings: Settings, host: str, api_port: int, push_port: int) -> None:
     api = uvicorn.Server(
-        uvicorn.Config(
+        # As in production: the project's proxy rule alone, no banner, a deadline on headers.
+        serving.Config(
             RefuseWebSockets(create_app(settings)),
+            header_timeout=settings.http_header_timeout_seconds,
             host=host,
             port=api_port,
             access_log=False,
             log_level="warning",
-            server_header=False,  # as in production: no banner (push.server turns off its own)
         )
     )
     push, push_socket = build_server(settings, host, push_port)

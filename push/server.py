@@ -10,7 +10,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 
-from chat.serving import QuietServer
+from chat import serving
 from chat.settings import Settings
 from push.app import create_app
 from push.session import SEND_NOW_EXTENSION, Sessions
@@ -111,7 +111,7 @@ class PushProtocol(WebSocketsSansIOProtocol):
                 self.transport.write(b"".join(data))
 
 
-class PushServer(QuietServer):
+class PushServer(serving.QuietServer):
     """uvicorn, except that a shutdown closes every socket with 1012 *and a reason*.
 
     uvicorn's own shutdown fails each WebSocket with a bare 1012 before the app hears of it. So:
@@ -134,8 +134,9 @@ class PushServer(QuietServer):
 
 def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Server, socket.socket]:
     sessions = Sessions()
-    config = uvicorn.Config(
+    config = serving.Config(
         create_app(settings, sessions),
+        header_timeout=settings.http_header_timeout_seconds,
         ws=PushProtocol,
         ws_max_size=MAX_CLIENT_FRAME,
         ws_ping_interval=settings.push_ping_interval_seconds,
@@ -144,8 +145,6 @@ def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Serv
         ws_per_message_deflate=False,
         # The access log would print the query string, and with it the token.
         access_log=False,
-        # No `server: uvicorn` banner: it only tells a scanner which CVEs to try.
-        server_header=False,
         timeout_graceful_shutdown=5,
         log_level="warning",
         lifespan="on",
