@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import http
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.exceptions import InvalidState
+from websockets.frames import CloseCode
+from websockets.http11 import Response
+from websockets.server import ServerProtocol
 
 from chat import serving
 from chat.settings import Settings
@@ -16,6 +23,15 @@ from push.app import create_app
 from push.session import SEND_NOW_EXTENSION, Sessions
 
 MAX_CLIENT_FRAME = 4096  # larger client frames are closed with 1009 by the websockets layer
+# What the api's SecurityHeaders middleware (api/observe.py) puts on its responses: every push
+# response carries them too, from uvicorn (HTTP) or `Handshake` (refused upgrades).
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
 # How long a shutdown waits for the sockets' own 1012 close frames before uvicorn's bare ones.
 SHUTDOWN_GRACE = 2.0
 
@@ -36,9 +52,35 @@ def listen(host: str, port: int, sndbuf: int) -> socket.socket:
     return sock
 
 
+class Handshake(ServerProtocol):
+    """websockets' server side, whose every HTTP answer but the 101 carries `headers` as well.
+
+    A refused upgrade (a bad key or version 400/426, a path the app refuses 403, a 500) is
+    answered here, by websockets, not by the app or uvicorn's HTTP protocol.
+    """
+
+    def __init__(self, *args: Any, headers: Sequence[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._headers = headers
+
+    def reject(self, status: http.HTTPStatus | int, text: str) -> Response:
+        return self._with_headers(super().reject(status, text))
+
+    def send_response(self, response: Response) -> None:
+        if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
+            self._with_headers(response)
+        super().send_response(response)
+
+    def _with_headers(self, response: Response) -> Response:
+        for name, value in self._headers:
+            if name not in response.headers:
+                response.headers[name] = value
+        return response
+
+
 class PushProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol (timers instead of three tasks a socket, about half
-    the memory and CPU of the legacy one), with two changes:
+    the memory and CPU of the legacy one), with these changes:
 
     - Frames sent in one turn of the event loop go out in one write. A session drains its queue
       without yielding, so a socket with ten frames waiting makes one system call, not ten: under
@@ -48,9 +90,37 @@ class PushProtocol(WebSocketsSansIOProtocol):
     - A close frame never waits for the send buffer to drain. A client that stopped reading is
       closed with 4408 precisely because its buffer is full; the close frame goes after what is
       buffered, so a client that reads again learns why, and nothing is sent after it.
+    - A refused upgrade carries the security headers (`Handshake`).
+    - A text message that is not UTF-8 fails the connection with 1007, as RFC 6455 says, and
+      quietly: uvicorn logged each one as an ERROR with a traceback, so any client could fill
+      the log with what is its own mistake.
     """
 
     _flush_due = False
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # uvicorn's own, as it built it, but answering with the headers uvicorn adds to HTTP.
+        self.conn = Handshake(
+            extensions=self.conn.available_extensions,
+            max_size=(self.conn.max_message_size, self.conn.max_fragment_size),
+            logger=self.conn.logger,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in config.encoded_headers],
+        )
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent and not _utf8(self.frames):
+            self.frames = []
+            self.conn.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+            self.handle_parser_exception()  # tells the app, writes the close frame, closes
+            return
+        super().send_receive_event_to_app()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -111,6 +181,14 @@ class PushProtocol(WebSocketsSansIOProtocol):
                 self.transport.write(b"".join(data))
 
 
+def _utf8(parts: list[bytes]) -> bool:
+    try:
+        b"".join(parts).decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class PushServer(serving.QuietServer):
     """uvicorn, except that a shutdown closes every socket with 1012 *and a reason*.
 
@@ -145,6 +223,7 @@ def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Serv
         ws_per_message_deflate=False,
         # The access log would print the query string, and with it the token.
         access_log=False,
+        headers=list(SECURITY_HEADERS),
         timeout_graceful_shutdown=5,
         log_level="warning",
         lifespan="on",
