@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -41,15 +42,40 @@ def _no_nul(value: str) -> str:
     return value
 
 
+# Invisible, yet neither white space nor a format character (category Cf): Hangul fillers, the
+# combining grapheme joiner, variation selectors, Khmer inherent vowels, Mongolian free variation
+# selectors (from Unicode's Default_Ignorable_Code_Point list).
+_INVISIBLE = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180e\u180f\u3164\uffa0"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
+
+
+def _invisible(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) in ("Cf", "Cc") or char in _INVISIBLE
+
+
+def is_blank(value: str) -> bool:
+    """Nothing a reader would see: white space, format characters (zero width space, joiners, the
+    word joiner, a BOM, the soft hyphen, direction marks), controls and other invisible fillers."""
+    return all(_invisible(char) for char in value)
+
+
 def _text(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
+    if is_blank(value):
+        raise ValueError("must not be blank (white space and invisible characters alone are blank)")
     return _no_nul(value)
 
 
 NoNul = _Rule(_no_nul, r"^[^\x00]*$")
-# Something besides white space, and no NUL.
-NotBlankNoNul = _Rule(_text, r"^[^\x00]*[^\s\x00][^\x00]*$")
+# Something visible (not only white space and invisible characters, `is_blank`), and no NUL. The
+# pattern names the common invisible characters; the check knows them all.
+_VISIBLE = (
+    r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e"
+    r"\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]"
+)
+NotBlankNoNul = _Rule(_text, rf"^[^\x00]*{_VISIBLE}[^\x00]*$")
 
 
 def _integral(value: object) -> object:

@@ -20,11 +20,19 @@ MAX_EMOJI = 32
 _JOINING = "\u200d" + "".join(map(chr, range(0xE0020, 0xE0080)))
 
 
+# An emoji is a path segment in `/messages/{id}/reactions/{emoji}`: clients build that URL, so
+# one that a URL would read as something else (`..`, a `/`, a query, a fragment, an escape)
+# could turn taking the reaction back into `DELETE /messages/{id}`.
+_URL_SPECIAL = frozenset("/\\?#%")
+
+
 def valid_emoji(emoji: str) -> bool:
     """1 to 32 characters, visible ones: no whitespace, no control or format characters but the
     joiner and tag characters emoji sequences are built with, and no U+FFFD (what invalid UTF-8
-    in the path decodes to)."""
+    in the path decodes to); nothing a URL path reads specially (only dots, `/ \\ ? # %`)."""
     if not 1 <= len(emoji) <= MAX_EMOJI or "\ufffd" in emoji or not emoji.strip(_JOINING):
+        return False
+    if not emoji.strip(".") or not _URL_SPECIAL.isdisjoint(emoji):
         return False
     return all((c.isprintable() or c in _JOINING) and not c.isspace() for c in emoji)
 

@@ -425,7 +425,8 @@ class MessageReaction:
             raise field_error(
                 "path.emoji",
                 "An emoji is 1 to 32 visible characters in UTF-8, none of them whitespace "
-                "(zero width joiners and tag characters of emoji sequences are fine).",
+                "(zero width joiners and tag characters of emoji sequences are fine), not only "
+                "dots, and none of / \\ ? # %.",
             )
         if present and message.deleted:
             raise Conflict("The message was deleted.")
