@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.registry import Collector
 
 HTTP_REQUESTS = Counter("chat_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -52,6 +64,38 @@ WS_FRAMES_SENT = Counter("chat_ws_frames_sent_total", "Frames sent to WebSocket 
 WS_CLOSED = Counter("chat_ws_closed_total", "WebSocket connections closed, by close code", ["code"])
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def only(*collectors: Collector) -> CollectorRegistry:
+    """A registry of these metrics and the process's own (CPU, memory, GC, Python), nothing else.
+
+    Every metric is defined in this one module, so every process has them all in REGISTRY; a
+    process serves only those it moves, or a scrape shows series that stay at zero forever.
+    """
+    registry = CollectorRegistry()
+    for collector in (*collectors, PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
+# What a worker moves (jobs, queues, events, webhooks): its metrics port serves these.
+WORKER_METRICS = only(
+    JOBS,
+    JOB_DURATION,
+    JOB_QUEUED_SECONDS,
+    QUEUE_JOBS,
+    DEAD_LETTERS,
+    WORKERS,
+    ARQ_COMPLETED,
+    ARQ_FAILED,
+    ARQ_RETRIED,
+    ARQ_ONGOING,
+    ARQ_QUEUED,
+    EVENTS_PUBLISHED,
+    WEBHOOKS_DISPATCHED,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_SECONDS,
+)
 
 
 def render() -> bytes:

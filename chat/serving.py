@@ -26,6 +26,15 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+# What api/observe.py's SecurityHeaders puts on every api response; push and the worker's metrics
+# port send the same on every response of theirs. Without a Server header.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
 TICK_SECONDS = 1.0
 # uvicorn refreshes the Date header on ticks whose counter is a multiple of ten: every tick here.
 _COUNTER_STEP = 10

@@ -23,15 +23,6 @@ from push.app import create_app
 from push.session import SEND_NOW_EXTENSION, Sessions
 
 MAX_CLIENT_FRAME = 4096  # larger client frames are closed with 1009 by the websockets layer
-# What the api's SecurityHeaders middleware (api/observe.py) puts on its responses: every push
-# response carries them too, from uvicorn (HTTP) or `Handshake` (refused upgrades).
-SECURITY_HEADERS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("Cache-Control", "no-store"),
-    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
-)
 # How long a shutdown waits for the sockets' own 1012 close frames before uvicorn's bare ones.
 SHUTDOWN_GRACE = 2.0
 
@@ -223,7 +214,8 @@ def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Serv
         ws_per_message_deflate=False,
         # The access log would print the query string, and with it the token.
         access_log=False,
-        headers=list(SECURITY_HEADERS),
+        # The api's security headers on every answer: uvicorn's (HTTP), Handshake's (refused upgrades).
+        headers=list(serving.SECURITY_HEADERS),
         timeout_graceful_shutdown=5,
         log_level="warning",
         lifespan="on",
