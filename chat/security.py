@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import importlib.resources
 import secrets
 import time
 import uuid
@@ -50,6 +52,25 @@ class Passwords:
         # A burst of logins queues here; each one holds no database connection while it waits.
         async with self._slots:
             return await asyncio.to_thread(self.verify, password_hash, password)
+
+
+def password_weakness(password: str) -> str | None:
+    """Why a new password is refused, or None: blank, or one of the most common passwords (checked
+    lower-cased and without surrounding spaces, as guessing lists try those variants first)."""
+    stripped = password.strip()
+    if not stripped:
+        return "must not be blank"
+    if stripped.lower() in _common_passwords():
+        return "is one of the most common passwords; choose another"
+    return None
+
+
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    # About 11,600 of 8 characters or more (chat/data/LICENSE-common-passwords.txt says whence),
+    # read on first use: about 1.5 MB, in the api only.
+    text = importlib.resources.files("chat").joinpath("data", "common-passwords.txt").read_text("utf-8")
+    return frozenset(text.splitlines())
 
 
 @dataclass(frozen=True)

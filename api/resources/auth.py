@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from falcon.asgi import Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,10 +20,20 @@ from api.throttle import AddressLimit, FailureLimit
 from chat.errors import Conflict, Unauthorized
 from chat.models import RefreshToken, User
 from chat.schemas import UserOut
-from chat.security import Passwords, Tokens, hash_refresh_token, new_refresh_token
+from chat.security import Passwords, Tokens, hash_refresh_token, new_refresh_token, password_weakness
 
 Username = Annotated[str, StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
-Password = Annotated[str, Field(min_length=8, max_length=128)]
+
+
+def _not_weak(password: str) -> str:
+    problem = password_weakness(password)
+    if problem is not None:
+        raise ValueError(problem)
+    return password
+
+
+# What a new password must be; logging in takes whatever was set before these rules.
+Password = Annotated[str, Field(min_length=8, max_length=128), AfterValidator(_not_weak)]
 
 
 class _Body(BaseModel):
@@ -110,13 +120,20 @@ class Login(_PasswordForm):
         body = await parse(req, LoginBody, self.max_body, allow_form=True)
         key = body.username.lower()
         await self.per_address.count(req, resp)
-        await self.failures.check(key)
-        async with self.sessions() as session:
-            user = await session.scalar(select(User).where(User.username_key == key))
-        ok = await self.passwords.verify_async(user.password_hash if user else None, body.password)
+        # A slot is taken before the password is checked, so a burst cannot check more guesses than
+        # the limit allows; only a wrong password keeps it.
+        attempt = await self.failures.attempt(key)
+        try:
+            async with self.sessions() as session:
+                user = await session.scalar(select(User).where(User.username_key == key))
+            ok = await self.passwords.verify_async(user.password_hash if user else None, body.password)
+        except Exception:
+            await attempt.passed()  # no password was checked (the database was away, say): no guess
+            raise
         if user is None or not ok:
-            await self.failures.failed(key)
+            await attempt.failed()
             raise Unauthorized("Wrong username or password.")
+        await attempt.passed()
         async with self.sessions() as session:
             pair = await issue_pair(session, self.tokens, user.id, family_id=uuid.uuid4())
             await session.commit()

@@ -209,17 +209,17 @@ async def test_failed_logins_per_username(limited: ApiClient) -> None:
 async def test_logins_and_registrations_per_address(limited: ApiClient) -> None:
     users = [await limited.user() for _ in range(3)]  # 3 registrations, 3 logins
     registered = await limited.post(
-        "/auth/register", json={"username": "fourth_user", "password": "password4"}
+        "/auth/register", json={"username": "fourth_user", "password": "fourth password"}
     )
     assert registered.status_code == 201 and registered.headers["x-ratelimit-limit"] == "6"
     for _ in range(2):
         assert (
             await limited.post(
-                "/auth/register", json={"username": f"u{uuid.uuid4().hex[:8]}", "password": "password5"}
+                "/auth/register", json={"username": f"u{uuid.uuid4().hex[:8]}", "password": "fifth password"}
             )
         ).status_code == 201
     assert_limited(
-        await limited.post("/auth/register", json={"username": "too_many", "password": "password6"})
+        await limited.post("/auth/register", json={"username": "too_many", "password": "sixth password"})
     )
     body = {"username": users[0].username, "password": "correct horse battery"}
     statuses = [(await limited.post("/auth/login", json=body)).status_code for _ in range(6)]
