@@ -2,13 +2,20 @@
 
 Workers retry what is transient; the api answers `503` with `Retry-After` for it. Neither logs
 SQL parameters: a database error's message can quote the values a request sent.
+
+What is safe to log lives here too (`describe`, `scrubbed_traceback`, `redact_url`): a log line
+never carries a database error's values (Postgres's DETAIL quotes keys and whole rows, message
+bodies included), a Redis pipeline's commands (redis-py quotes them, job bodies included), a
+validation error's input, or a URL's credentials and query.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.exceptions
 
@@ -92,9 +99,12 @@ def unavailable(exc: BaseException) -> str | None:
 
 
 def is_database_error(exc: BaseException) -> bool:
-    """A SQLAlchemy database error, whose message may quote a statement's parameters."""
-    sa = sys.modules.get("sqlalchemy.exc")
-    return sa is not None and isinstance(exc, sa.DBAPIError)
+    """A database error (SQLAlchemy's, or asyncpg's met unwrapped by the batch write), whose
+    message may quote a statement's parameters."""
+    sa, apg = sys.modules.get("sqlalchemy.exc"), sys.modules.get("asyncpg")
+    return (sa is not None and isinstance(exc, sa.DBAPIError)) or (
+        apg is not None and isinstance(exc, apg.PostgresError)
+    )
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -120,9 +130,50 @@ def _describe(error: BaseException) -> str:
         return f"SQLSTATE {getattr(error, 'sqlstate', None)} (message withheld: it can quote parameters)"
     if type(error).__module__.startswith(("sqlalchemy.dialects", "asyncpg")):
         return "(message withheld: it can quote parameters)"
-    return str(error)
+    if isinstance(error, redis.exceptions.RedisError):
+        # redis-py prefixes a pipeline's error with the whole command, a job's body included.
+        return _PIPELINE_COMMAND.sub(r"\1(command withheld)\2", str(error))
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(error, pydantic.ValidationError):
+        # Its text quotes each invalid input: a message's body, say.
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return f"{error.error_count()} invalid field(s) of {error.title}: {where}"
+    return redact_urls(str(error))
+
+
+_PIPELINE_COMMAND = re.compile(r"(Command # \d+ )\(.*\)( of pipeline caused error)", re.DOTALL)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a log (or a dead letter) about `exc`: its type and a message as safe as
+    `scrubbed_traceback`'s."""
+    return f"{type(exc).__name__}: {_describe(exc)}"
 
 
 def unavailable_reason(exc: BaseException) -> str:
     """A short reason for an outage log line, as safe as `scrubbed_traceback`."""
     return _describe(exc)
+
+
+# A URL in free text: a scheme, `://`, and everything up to a space, a quote or an angle bracket.
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_HIDDEN = "REDACTED"
+
+
+def redact_url(url: str) -> str:
+    """`url` for a log line: its user and password, query and fragment (where receivers put
+    their tokens) replaced; scheme, host, port and path kept to tell one URL from another."""
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:  # not a URL after all (an unbalanced IPv6 bracket, say): nothing of it shown
+        return _HIDDEN
+    netloc = f"{_HIDDEN}@{host}" if "@" in parts.netloc else host
+    query = _HIDDEN if parts.query else ""
+    fragment = _HIDDEN if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL in it passed through `redact_url`."""
+    return _URL.sub(lambda match: redact_url(match.group(0)), text)
