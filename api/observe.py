@@ -9,6 +9,7 @@ from falcon.asgi import Request, Response
 
 from api.deps import Deps
 from chat import metrics
+from chat.serving import SECURITY_HEADERS
 
 
 class RequestMetrics:
@@ -34,13 +35,9 @@ class SecurityHeaders:
     Strict-Transport-Security belongs to whatever terminates TLS in front of the api.
     """
 
-    HEADERS = {
-        "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "no-store",  # tokens and private messages never sit in a shared cache
-        "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-        "X-Frame-Options": "DENY",
-        "Referrer-Policy": "no-referrer",
-    }
+    # Tokens and private messages never sit in a shared cache (no-store); push and the worker's
+    # port send the same set.
+    HEADERS = dict(SECURITY_HEADERS)
 
     async def process_response(
         self, req: Request, resp: Response, resource: Any, req_succeeded: bool
