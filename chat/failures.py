@@ -48,6 +48,10 @@ def _database_errors() -> tuple[type[BaseException], ...]:
 _REDIS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,  # includes BusyLoadingError: Redis is replaying its AOF
     redis.exceptions.TimeoutError,
+    # Full: maxmemory reached under `noeviction`. Redis refuses a script's first write (so all of
+    # it) when it started over the limit, and a flagged script before it runs: nothing is left
+    # half-written, and the same call succeeds once memory frees up.
+    redis.exceptions.OutOfMemoryError,
 )
 
 # SQLSTATE class 40 (transaction rollback), 08 (connection) and the server shutting down: the same

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import orjson
 from falcon.asgi import Request, Response
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
 from chat import metrics
 
@@ -19,6 +20,8 @@ Check = Callable[[], Awaitable[object]]
 JSON = "application/json; charset=utf-8"
 # A probe that hangs is a probe that fails: orchestrators give up after a few seconds anyway.
 CHECK_TIMEOUT_SECONDS = 1.0
+PROBE_KEY = "chat:readyz"
+PROBE_KEY_MS = 60_000
 
 
 class Liveness:
@@ -52,6 +55,9 @@ class Readiness:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
                 await check()
+        except OutOfMemoryError:
+            # Answers reads but refuses every write: sends, typing and rate limits answer 503.
+            return "full"
         except Exception as exc:
             return f"error: {type(exc).__name__}"
         return "ok"
@@ -69,8 +75,11 @@ def database(engine: AsyncEngine) -> Check:
 
 
 def redis(client: Redis) -> Check:
+    """Redis answers and takes writes: a PING alone passes while maxmemory is reached under
+    `noeviction`, when every write is refused. One small key, overwritten by every probe."""
+
     async def check() -> None:
-        await client.ping()
+        await client.set(PROBE_KEY, b"1", px=PROBE_KEY_MS)
 
     return check
 
