@@ -137,11 +137,31 @@ class Tokens:
             raise Unauthorized("The access token is invalid.", invalid_token=True) from exc
         if claims.get("type") != "access":
             raise Unauthorized("The token is not an access token.", invalid_token=True)
+        # PyJWT reads a string of digits or a bool as a time, and lets any number through that
+        # compares: a claim of the wrong type or past what a datetime holds is a bad token too.
+        expires, issued = _numeric_date(claims["exp"]), _numeric_date(claims["iat"])
+        sub = claims["sub"]
         try:
-            user_id = uuid.UUID(str(claims["sub"]))
-        except ValueError as exc:
-            raise Unauthorized("The access token is invalid.", invalid_token=True) from exc
-        return AccessClaims(user_id=user_id, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+            user_id = uuid.UUID(sub) if isinstance(sub, str) and len(sub) <= UUID_TEXT_MAX else None
+        except ValueError:
+            user_id = None
+        if expires is None or issued is None or user_id is None:
+            raise Unauthorized("The access token is invalid.", invalid_token=True)
+        return AccessClaims(user_id=user_id, expires_at=expires)
+
+
+# Times a token may carry: after 1970 and before the year 9999 (datetime's range).
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
+UUID_TEXT_MAX = 45  # "urn:uuid:" and 36 characters
+
+
+def _numeric_date(value: object) -> datetime | None:
+    """A JWT NumericDate (RFC 7519: a JSON number of seconds) as a datetime, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not 0 <= value < _LATEST:  # also NaN and the infinities
+        return None
+    return datetime.fromtimestamp(value, UTC)
 
 
 def new_refresh_token() -> str:
