@@ -74,7 +74,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chat import deadletters, heartbeats, jobstats, metrics
-from chat.outage import Backoff, Outage
+from chat.outage import Backoff, Outage, keep_running
 
 log = logging.getLogger("workers.arq")
 
@@ -88,6 +88,9 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     OSError,
 )
+# Every error Redis can answer with, besides being away: out of memory (`noeviction`), a script's
+# error, a read-only replica. The worker's loops wait these out too, and carry on once Redis can.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
 
 # How often a worker that hears wake-ups looks at the queue anyway (WORKER_POLL_SECONDS applies
 # while it cannot hear them, and to arq's own worker).
@@ -391,8 +394,9 @@ class ChatWorker(Worker):
     - Finishes every job that completed meanwhile in one MULTI/EXEC: results, the events the jobs
       staged in their `outbox`, re-queued retries and dead letters, written together or not at all.
     - Beats a heartbeat record, and releases the jobs of workers whose record expired.
-    - Rides out Redis outages: it backs off, logs the outage once, keeps finished results until
-      they can be written, and carries on by itself.
+    - Rides out Redis outages, and Redis refusing writes (out of memory): it backs off, logs the
+      outage once, keeps finished results until they can be written, and carries on by itself;
+      its background loops (heartbeat, reaping, gauges, wake-ups) never end before it stops.
     - `lanes`: more queues to serve, each with slots of its own (`{queue name: slots}`), so that
       jobs that wait on someone else (webhook deliveries) never take the slots of `queue_name`'s.
     """
@@ -426,6 +430,7 @@ class ChatWorker(Worker):
         self._stopping = False
         self._connected_since: float | None = None
         self._outage = Outage(log, "Redis")
+        self._wake_outage = Outage(log, "Redis (wake-ups)")
         # Loaded into Redis by the first claim that finds it missing.
         self._claim_sha = hashlib.sha1(_CLAIM.encode(), usedforsecurity=False).hexdigest()
 
@@ -446,9 +451,18 @@ class ChatWorker(Worker):
         self.ctx[WORKER_RECORDS_FAILURES] = True
         if self.on_startup:
             await self.on_startup(self.ctx)
+        # Each loop keeps running whatever Redis answers (chat.outage.keep_running), and logs its
+        # own failures: a full Redis must not stop the heartbeat for good.
+        every = self._heartbeat_s
+        loops = {
+            "worker-wake": (self._listen, 1.0, self._wake_outage),
+            "worker-heartbeat": (self._beat, every, Outage(log, "Redis (the worker's heartbeat)")),
+            "worker-reap": (self._reap, every, Outage(log, "Redis (releasing dead workers' jobs)")),
+            "worker-gauges": (self._gauges, every * GAUGE_EVERY_BEATS, Outage(log, "Redis (queue gauges)")),
+        }
         background = [
-            asyncio.create_task(self._listen(), name="worker-wake"),
-            asyncio.create_task(self._beat(), name="worker-heartbeat"),
+            asyncio.create_task(keep_running(step, seconds, outage), name=name)
+            for name, (step, seconds, outage) in loops.items()
         ]
         cancelled = False
         try:
@@ -461,7 +475,7 @@ class ChatWorker(Worker):
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            with contextlib.suppress(*REDIS_DOWN):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await heartbeats.deregister(self.pool, self.worker_id)
 
     def handle_sig(self, signum: Signals) -> None:
@@ -477,7 +491,7 @@ class ChatWorker(Worker):
             return
         self._stopping = True
         self._wake.set()
-        with contextlib.suppress(*REDIS_DOWN):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.pool.delete(self.health_check_key)
         if self.on_shutdown:
             await self.on_shutdown(self.ctx)
@@ -497,11 +511,10 @@ class ChatWorker(Worker):
             if wants and self.allow_pick_jobs:
                 try:
                     claims = await self._claim(wants)
-                except REDIS_DOWN as exc:
+                except REDIS_ERRORS as exc:
                     self._outage.down(exc)
                     await asyncio.sleep(backoff.next())
                     continue
-                self._outage.up()
                 backoff.reset()
                 # Starved: some queue may hold more than we could take, so a freed slot claims again.
                 self._starved = len(wants) < len(self.slots)
@@ -574,12 +587,15 @@ class ChatWorker(Worker):
                 break
             self._claim_sha = await self.pool.script_load(_CLAIM)
         claims: list[tuple[list[_Claimed], int | None]] = []
+        refused: Exception | None = None
         for queue in wants:
             raw = replies[queue]
             if isinstance(raw, Exception):
                 # Redis refused this lane's claim (out of memory, busy with a script...): it took
-                # nothing, and the other lanes' jobs still run. The poll asks again.
-                log.error("claiming from %s: %s", queue, raw)
+                # nothing, and the other lanes' jobs still run. The poll asks again; the log says
+                # so once, not on every poll.
+                refused = raw
+                self._outage.down(raw)
                 claims.append(([], None))
                 continue
             next_due = int(float(raw[0])) if int(float(raw[0])) >= 0 else None
@@ -588,6 +604,8 @@ class ChatWorker(Worker):
                 for i in range(1, len(raw), 4)
             ]
             claims.append((claimed, next_due))
+        if refused is None:
+            self._outage.up()
         return claims
 
     def _start(self, job: _Claimed) -> None:
@@ -697,7 +715,7 @@ class ChatWorker(Worker):
                 try:
                     await self._write(batch)
                     break
-                except REDIS_DOWN as exc:
+                except REDIS_ERRORS as exc:
                     # The outcomes stay in memory until Redis is back; the slots stay taken.
                     self._outage.down(exc)
                     if self._stopping and self._pool is None:
@@ -818,41 +836,32 @@ class ChatWorker(Worker):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._finisher is not None:
             # Released jobs are written back so another worker runs them now, not after a timeout.
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, *REDIS_DOWN):
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, *REDIS_ERRORS):
                 await asyncio.wait_for(asyncio.shield(self._finisher), 5)
 
     # -- heartbeat, reaping and wake-ups -----------------------------------------------------------
 
     async def _beat(self) -> None:
-        beats = 0
-        while True:
-            try:
-                await heartbeats.beat(self.pool, self._record(), self._heartbeat_ttl_s)
-                now = time.monotonic()
-                if self._connected_since is None:
-                    self._connected_since = now
-                # Only a worker that has itself been connected for a whole expiry may judge others:
-                # after an outage every record is stale, and their owners need time to beat again.
-                if now - self._connected_since >= self._heartbeat_ttl_s:
-                    dead, released = await heartbeats.reap(self.pool)
-                    if dead:
-                        log.warning(
-                            "released %d jobs of %d dead workers: %s",
-                            len(released),
-                            len(dead),
-                            ", ".join(dead),
-                        )
-                    if released:
-                        self._wake.set()
-                beats += 1
-                if beats % GAUGE_EVERY_BEATS == 1:
-                    await self._gauges()
-                await self.record_health()
-                self._outage.up()
-            except REDIS_DOWN as exc:
-                self._connected_since = None
-                self._outage.down(exc)
-            await asyncio.sleep(self._heartbeat_s)
+        try:
+            await heartbeats.beat(self.pool, self._record(), self._heartbeat_ttl_s)
+        except BaseException:
+            self._connected_since = None
+            raise
+        if self._connected_since is None:
+            self._connected_since = time.monotonic()
+        await self.record_health()
+
+    async def _reap(self) -> None:
+        # Only a worker that has itself been connected for a whole expiry may judge others:
+        # after an outage every record is stale, and their owners need time to beat again.
+        since = self._connected_since
+        if since is None or time.monotonic() - since < self._heartbeat_ttl_s:
+            return
+        dead, released = await heartbeats.reap(self.pool)
+        if dead:
+            log.warning("released %d jobs of %d dead workers: %s", len(released), len(dead), ", ".join(dead))
+        if released:
+            self._wake.set()
 
     def _record(self) -> dict[str, Any]:
         busy = Counter(running.queue for running in self._running.values())
@@ -889,24 +898,21 @@ class ChatWorker(Worker):
         metrics.ARQ_RETRIED.set(self.jobs_retried)
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                async with self.pool.pubsub() as pubsub:
-                    await pubsub.subscribe(*(wake_channel(queue) for queue in self.slots))
-                    async for message in pubsub.listen():
-                        if message["type"] == "subscribe":
-                            # Anything enqueued while no wake-up could reach us is claimed now.
-                            self._listening = True
-                            self._wake.set()
-                        elif message["type"] == "message":
-                            self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis went away; the poll delay covers us until it is back
-                self._outage.down(exc)
-                await asyncio.sleep(1)
-            finally:
-                self._listening = False
+        """Hear wake-ups until the subscription breaks (kept running by `keep_running`; the poll
+        delay covers the gap until it is back)."""
+        try:
+            async with self.pool.pubsub() as pubsub:
+                await pubsub.subscribe(*(wake_channel(queue) for queue in self.slots))
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        # Anything enqueued while no wake-up could reach us is claimed now.
+                        self._wake_outage.up()
+                        self._listening = True
+                        self._wake.set()
+                    elif message["type"] == "message":
+                        self._wake.set()
+        finally:
+            self._listening = False
 
 
 def _text(value: bytes | str) -> str:
