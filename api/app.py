@@ -35,6 +35,7 @@ from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.queue import JobQueue
 from chat.queues import Queues
+from chat.quota import ByteQuota
 from chat.ratelimit import Limiter
 from chat.redis import create_redis
 from chat.security import Passwords, Tokens
@@ -203,6 +204,7 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
                     name="uploads",
                     refusal="Too many uploads; slow down.",
                 ),
+                ByteQuota(redis, settings.upload_bytes_per_user_per_day),
             ),
         ),
         ("/uploads/{upload_id}/content", uploads.UploadContent(local, settings.upload_max_bytes)),

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     upload_unsent_ttl_seconds: int = Field(default=86400, ge=60)
     # How often one of the workers deletes the bytes of discarded uploads (and of deleted messages).
     upload_sweep_seconds: float = Field(default=300, gt=0)
+    # Bytes one user may announce at POST /uploads per UTC day (by each file's declared size);
+    # "off" or 0 for no quota.
+    upload_bytes_per_user_per_day: int | None = Field(default=1024**3, ge=0)
     # Where clients reach the api (https://chat.example.com), prefixed to local-disk upload and
     # download URLs; empty leaves them relative to the api's own address.
     public_api_url: str = ""
@@ -145,10 +148,15 @@ class Settings(BaseSettings):
     def _rate(cls, value: str) -> str:
         return ratelimit.validate(value)
 
-    @field_validator("rate_limit_sockets_per_user", mode="before")
+    @field_validator("rate_limit_sockets_per_user", "upload_bytes_per_user_per_day", mode="before")
     @classmethod
     def _count(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip().lower() == ratelimit.OFF else value
+
+    @field_validator("upload_bytes_per_user_per_day")
+    @classmethod
+    def _zero_is_off(cls, value: int | None) -> int | None:
+        return value or None
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -22,9 +22,10 @@ from api.auth import current_user
 from api.http import parse, path_uuid, send
 from api.throttle import UserLimit
 from chat import attachments
-from chat.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, field_error
+from chat.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, TooManyRequests, field_error
 from chat.models import Upload
 from chat.numbers import parse_int
+from chat.quota import ByteQuota
 from chat.storage import BadSignature, LocalStorage, Storage, content_disposition
 
 
@@ -63,6 +64,7 @@ class Uploads:
     max_upload: int
     max_body: int
     limit: UserLimit
+    quota: ByteQuota
 
     async def on_post(self, req: Request, resp: Response) -> None:
         me = current_user(req)
@@ -75,6 +77,14 @@ class Uploads:
             )
         # Counted once the request is valid: each one is a row and a signed URL.
         await self.limit.count(me)
+        # By the size it declares: the store takes no more than that for it (a PUT of more is 413).
+        taken = await self.quota.take(me, body.size)
+        if not taken.allowed:
+            raise TooManyRequests(
+                f"This file would take you past your upload quota of {self.quota.limit} bytes a day "
+                f"({taken.used} used); try again after the day's window ends.",
+                taken.retry_after,
+            )
         upload = Upload(
             id=uuid.uuid4(),
             owner_id=me,
