@@ -69,7 +69,7 @@ class Limiter:
             storage = RedisStorage(
                 "async+" + redis_url,
                 implementation="redispy",
-                key_prefix="chat:limits",
+                key_prefix="chat:limits",  # FailureWindow keeps its keys under it too
                 connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # passed through
             )
         self._storage = storage
@@ -146,7 +146,7 @@ class FailureWindow:
     slot must be given back exactly. Works on the dev mode's fake Redis too (it runs Lua).
     """
 
-    def __init__(self, redis: Redis, prefix: str = "chat:failures") -> None:
+    def __init__(self, redis: Redis, prefix: str = "chat:limits:failures") -> None:
         self._prefix = prefix
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
