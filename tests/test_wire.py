@@ -9,7 +9,19 @@ import orjson
 from falcon.testing import ASGIConductor
 
 from api.deps import Deps
-from chat import arqseam, deadletters, eventbus, heartbeats, jobstats, membership, presence, queue, sequence
+from chat import (
+    arqseam,
+    deadletters,
+    eventbus,
+    heartbeats,
+    jobstats,
+    membership,
+    presence,
+    probes,
+    queue,
+    quota,
+    sequence,
+)
 from chat.cli import set_admin
 from chat.eventbus import RedisPublisher
 from chat.events import encode, frame
@@ -54,6 +66,8 @@ def families(settings: Settings) -> list[str]:
         heartbeats.RECORD_PREFIX,
         jobstats.minute_key(q, 0).removesuffix("0"),
         "chat:limits",  # the limits library's own keys, under the prefix chat.ratelimit gives it
+        quota.KEY_PREFIX,
+        probes.PROBE_KEY,
         arqseam.job_key(""),
         arqseam.in_progress_key(""),
         arqseam.result_key(""),
@@ -80,6 +94,9 @@ async def test_every_key_in_redis_belongs_to_a_family_its_module_owns(
     await api.request("POST", "/conversations/nope/messages", alice, json={"body": "x"})
     assert await set_admin(deps.settings, alice.username, True)
     await api.get("/admin/queue", alice)
+    upload = {"filename": "a.txt", "content_type": "text/plain", "size": 3}
+    assert (await api.post("/uploads", alice, json=upload)).status_code == 201
+    assert (await api.get("/readyz")).status_code == 200
     token = Tokens(deps.settings).issue_access(uuid.UUID(alice.id))
     async with (
         ASGIConductor(create_push(deps.settings)) as push,
