@@ -42,6 +42,7 @@ from chat.security import Passwords, Tokens
 from chat.sequence import Sequencer
 from chat.settings import Settings
 from chat.storage import LocalStorage, create_storage
+from chat.users_status import Authenticator, UserCheck
 from chat.webhooks import WebhookPublisher, create_dispatcher
 
 PREFIX = "/api/v1"
@@ -90,7 +91,10 @@ def create_app(
 ) -> falcon.asgi.App[Request, Response]:
     """The api as an ASGI app. Clients are created here but connect lazily, on first use."""
     deps = deps or build_deps(settings or Settings())
-    middleware: list[Any] = [RequestMetrics(), SecurityHeaders(), Lifespan(deps), BearerAuth(deps.tokens)]
+    # The user check reads on the AUTOCOMMIT reader: one round trip per request.
+    users = UserCheck(deps.reader, deps.settings.database_pool_timeout_seconds)
+    authenticator = Authenticator(deps.tokens, users)
+    middleware: list[Any] = [RequestMetrics(), SecurityHeaders(), Lifespan(deps), BearerAuth(authenticator)]
     origins = [o.strip() for o in deps.settings.cors_allowed_origins.split(",") if o.strip()]
     if origins:
         middleware.insert(

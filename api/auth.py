@@ -1,4 +1,5 @@
-"""Bearer authentication for every resource that doesn't opt out with `auth_required = False`."""
+"""Bearer authentication for every resource that doesn't opt out with `auth_required = False`:
+the token and then its user (chat.users_status, shared with the push handshake)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from typing import Any
 from falcon.asgi import Request, Response
 
 from chat.errors import Unauthorized
-from chat.security import Tokens
+from chat.users_status import Authenticator
 
 
 class BearerAuth:
-    def __init__(self, tokens: Tokens) -> None:
-        self._tokens = tokens
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
 
     async def process_resource(
         self, req: Request, resp: Response, resource: Any, params: dict[str, Any]
@@ -29,7 +30,7 @@ class BearerAuth:
             raise Unauthorized(
                 "The Authorization header must be 'Bearer <access token>'.", invalid_token=True
             )
-        claims = self._tokens.verify_access(token.strip())
+        claims = await self._authenticator.authenticate(token.strip())
         req.context.user_id = claims.user_id
 
 

@@ -11,18 +11,25 @@ import falcon
 import falcon.asgi
 from falcon.asgi import Request, Response, WebSocket
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat import metrics, probes
+from chat.db import create_engine
 from chat.errors import Unauthorized
 from chat.outage import Outage
 from chat.redis import create_redis
 from chat.security import Tokens
 from chat.settings import Settings
+from chat.users_status import Authenticator, UserCheck
 from push import frames
 from push.hub import Hub
 from push.session import SEND_NOW_EXTENSION, Session, Sessions
 
 log = logging.getLogger("push")
+
+# The longest a handshake waits for Postgres to say whether its user exists, before it goes by the
+# token alone (a hung server must not hold every connecting client).
+HANDSHAKE_CHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +39,7 @@ class Socket:
     settings: Settings
     redis: Redis
     hub: Hub
-    tokens: Tokens
+    authenticator: Authenticator
     sessions: Sessions
     # One per process: an outage is one log line, not one per socket.
     presence_outage: Outage = field(default_factory=lambda: Outage(log, "Redis (presence)"), init=False)
@@ -40,7 +47,7 @@ class Socket:
     async def on_websocket(self, req: Request, ws: WebSocket) -> None:
         # Browsers cannot set headers on a WebSocket, so the token is in the query: never log it.
         try:
-            claims = self.tokens.verify_access(req.get_param("token") or _bearer(req))
+            claims = await self.authenticator.authenticate(req.get_param("token") or _bearer(req))
         except Unauthorized:
             await ws.accept()
             await ws.close(frames.TOKEN_INVALID.code, frames.TOKEN_INVALID.reason)
@@ -64,10 +71,11 @@ def _bearer(req: Request) -> str | None:
 
 
 class Lifespan:
-    def __init__(self, redis: Redis, hub: Hub, sessions: Sessions) -> None:
+    def __init__(self, redis: Redis, hub: Hub, sessions: Sessions, database: AsyncEngine) -> None:
         self.redis = redis
         self.hub = hub
         self.sessions = sessions
+        self.database = database
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         # push.server has already closed the sockets with 1012; this covers servers that don't.
@@ -75,6 +83,8 @@ class Lifespan:
         await self.hub.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose(close_connection_pool=True)
+        with contextlib.suppress(Exception):
+            await self.database.dispose()
 
 
 def create_app(
@@ -85,8 +95,12 @@ def create_app(
     sessions = sessions if sessions is not None else Sessions()
     redis = create_redis(settings)
     hub = Hub(redis)
-    socket = Socket(settings, redis, hub, Tokens(settings), sessions)
-    middleware: list[Any] = [Lifespan(redis, hub, sessions)]
+    # Postgres only for the handshake's user check (one connection, one more in a burst); when
+    # it is away the token's signature alone admits, as in the api. /readyz does not depend on it.
+    database = create_engine(settings.model_copy(update={"database_pool_size": 1}))
+    check = UserCheck(database.execution_options(isolation_level="AUTOCOMMIT"), HANDSHAKE_CHECK_SECONDS)
+    socket = Socket(settings, redis, hub, Authenticator(Tokens(settings), check), sessions)
+    middleware: list[Any] = [Lifespan(redis, hub, sessions, database)]
     app = falcon.asgi.App(middleware=middleware)
     # Falcon's buffered receiver runs a pump task per socket to notice disconnects while the app
     # only sends; every session here is always receiving (Session._receive_loop), which notices

@@ -21,6 +21,7 @@ from push import frames, session
 from push.app import create_app
 from tests.support.protocol import check_frame
 from tests.support.settings import make_settings
+from tests.support.tokens import new_user
 
 # Falcon forwards a close reason only to servers of ASGI spec 2.3 or later; uvicorn speaks 2.4.
 SPEC = "2.4"
@@ -67,22 +68,25 @@ async def silent_redis() -> AsyncIterator[int]:
         server.close()
 
 
-async def test_redis_down_at_the_handshake_closes_1011_with_a_reason() -> None:
+async def test_redis_down_at_the_handshake_closes_1011_with_a_reason(postgres_db: str) -> None:
     with closed_port() as port:
-        settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
+        settings = make_settings(database_url=postgres_db, redis_url=f"redis://127.0.0.1:{port}/0")
         async with ASGIConductor(create_app(settings)) as conductor:
-            code, reason = await refused(conductor, ws_query(settings, uuid.uuid4()))
+            code, reason = await refused(conductor, ws_query(settings, await new_user(postgres_db)))
     # Not 1000 (a server error is not a normal closure) and not a bare 1011: the reason says what to do.
     assert (code, reason) == (1011, "server error; reconnect with back-off")
 
 
-async def test_a_hung_redis_does_not_leave_the_handshake_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_hung_redis_does_not_leave_the_handshake_hanging(
+    monkeypatch: pytest.MonkeyPatch, postgres_db: str
+) -> None:
     monkeypatch.setattr(session, "REDIS_TIMEOUT", 0.3)
+    user = await new_user(postgres_db)
     async with silent_redis() as port:
-        settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
+        settings = make_settings(database_url=postgres_db, redis_url=f"redis://127.0.0.1:{port}/0")
         async with ASGIConductor(create_app(settings)) as conductor:
             started = asyncio.get_running_loop().time()
-            code, reason = await refused(conductor, ws_query(settings, uuid.uuid4()))
+            code, reason = await refused(conductor, ws_query(settings, user))
             elapsed = asyncio.get_running_loop().time() - started
     assert (code, reason) == (1011, frames.SERVER_ERROR.reason)
     assert elapsed < 2
@@ -94,10 +98,12 @@ async def ready(ws: Any) -> dict[str, Any]:
     return frame
 
 
-async def test_sockets_per_user_are_capped_across_push_processes() -> None:
+async def test_sockets_per_user_are_capped_across_push_processes(postgres_db: str) -> None:
     # Two push apps on one Redis, as two push processes would be.
-    settings = make_settings(redis_url=f"memory://{uuid.uuid4().hex}", rate_limit_sockets_per_user=2)
-    user, other = uuid.uuid4(), uuid.uuid4()
+    settings = make_settings(
+        database_url=postgres_db, redis_url=f"memory://{uuid.uuid4().hex}", rate_limit_sockets_per_user=2
+    )
+    user, other = await new_user(postgres_db), await new_user(postgres_db)
     query = ws_query(settings, user)
     async with ASGIConductor(create_app(settings)) as a, ASGIConductor(create_app(settings)) as b:
         async with (
@@ -118,10 +124,12 @@ async def test_sockets_per_user_are_capped_across_push_processes() -> None:
             await ready(again)
 
 
-async def test_sockets_cap_off_admits_any_number() -> None:
-    settings = make_settings(redis_url=f"memory://{uuid.uuid4().hex}", rate_limit_sockets_per_user="off")
+async def test_sockets_cap_off_admits_any_number(postgres_db: str) -> None:
+    settings = make_settings(
+        database_url=postgres_db, redis_url=f"memory://{uuid.uuid4().hex}", rate_limit_sockets_per_user="off"
+    )
     assert settings.rate_limit_sockets_per_user is None
-    query = ws_query(settings, uuid.uuid4())
+    query = ws_query(settings, await new_user(postgres_db))
     async with ASGIConductor(create_app(settings)) as conductor, contextlib.AsyncExitStack() as stack:
         for _ in range(25):
             ws = await stack.enter_async_context(

@@ -61,3 +61,26 @@ def signed_with(settings: Settings, claim: str, value: Any, user: uuid.UUID | No
     }
     claims[claim] = value
     return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm=settings.algorithm)
+
+
+async def new_user(database_url: str) -> uuid.UUID:
+    """A user row of its own, for tests that sign tokens themselves: the push handshake and the api
+    look the token's user up (a token of no user is refused)."""
+    from sqlalchemy import insert
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from chat.models import User
+
+    user = uuid.uuid4()
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            name = f"t{user.hex[:12]}"
+            await conn.execute(
+                insert(User).values(
+                    id=user, username=name, username_key=name, display_name=name, password_hash="-"
+                )
+            )
+    finally:
+        await engine.dispose()
+    return user
