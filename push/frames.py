@@ -22,7 +22,9 @@ from chat.wsprotocol import (
 PONG = '{"type":"pong"}'
 RESYNC_REQUIRED = '{"type":"resync_required"}'
 
-_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# ASCII digits only (\d also matches other scripts' digits), and \Z: $ would take a trailing newline.
+_STREAM_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})\Z")
+_MAX_PART = 2**64 - 1  # what Redis accepts in a stream id
 
 __all__ = [
     "GONE",
@@ -65,4 +67,7 @@ def parse_id(value: str | bytes | None) -> tuple[int, int] | None:
     if isinstance(value, bytes):
         value = value.decode()
     match = _STREAM_ID.match(value)
-    return (int(match[1]), int(match[2])) if match else None
+    if match is None:
+        return None
+    parsed = int(match[1]), int(match[2])
+    return parsed if max(parsed) <= _MAX_PART else None

@@ -183,6 +183,10 @@ def test_event_ids_are_read_from_the_frame_prefix() -> None:
     assert frames.parse_id("17-3") == (17, 3) and frames.parse_id(b"1-0") == (1, 0)
     assert frames.parse_id("17") is None and frames.parse_id("a-b") is None and frames.parse_id(None) is None
     assert frames.parse_id("10-0") > frames.parse_id("9-99")  # type: ignore[operator]
+    # What Redis would refuse is not an id: other scripts' digits, a trailing newline, past 2**64 - 1.
+    for forged in ("\u0663-0", "1-\u00b2", "1-0\n", "18446744073709551616-0", "1-99999999999999999999"):
+        assert frames.parse_id(forged) is None, forged
+    assert frames.parse_id("18446744073709551615-0") == (2**64 - 1, 0)
 
 
 async def test_redis_failing_while_the_session_starts_closes_1011_with_a_reason(
