@@ -50,7 +50,6 @@ import os
 import secrets
 import socket
 import time
-import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -74,6 +73,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chat import deadletters, heartbeats, jobstats, metrics
+from chat.failures import describe, scrubbed_traceback
 from chat.outage import Backoff, Outage, keep_running
 
 log = logging.getLogger("workers.arq")
@@ -623,7 +623,7 @@ class ChatWorker(Worker):
         except asyncio.CancelledError:
             outcome = _Outcome(job, "release", reason="worker stopping")
         except Exception as exc:  # a bug in this loop, not in the job: release it for another try
-            log.exception("job %s could not be run", job.id)
+            log.error("job %s could not be run\n%s", job.id, scrubbed_traceback(exc))
             outcome = _Outcome(job, "release", reason=repr(exc))
         self._finished.append(outcome)
         if self._finisher is None or self._finisher.done():
@@ -689,7 +689,8 @@ class ChatWorker(Worker):
                 self._fail(outcome, "timeout", f"TimeoutError: the job ran over {timeout_s} s")
         except Exception as exc:
             outcome.outbox.clear()
-            self._fail(outcome, "raised", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            # Logged ("failed for good") and shown to admins: no SQL values, bodies or URL secrets.
+            self._fail(outcome, "raised", describe(exc), scrubbed_traceback(exc))
         else:
             outcome.kind = "complete"
         outcome.finished_ms = timestamp_ms()
@@ -772,7 +773,7 @@ class ChatWorker(Worker):
             if isinstance(reply, REDIS_DOWN):
                 raise reply
             if isinstance(reply, Exception):
-                log.error("finishing jobs: %s", reply)
+                log.error("finishing jobs: %s", describe(reply))  # not the commands: they hold bodies
 
     def _result(self, outcome: _Outcome) -> bytes | None:
         data = {

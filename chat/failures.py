@@ -119,10 +119,19 @@ def is_transient(exc: BaseException) -> bool:
 def scrubbed_traceback(exc: BaseException) -> str:
     """A traceback for the log, with database errors reduced to SQLSTATE and statement."""
     parts: list[str] = []
-    for error in reversed(list(_chain(exc))):
+    chain = list(reversed(list(_chain(exc))))
+    for n, error in enumerate(chain):
+        if n:
+            parts.append(f"\n{_LINK_CAUSE if error.__cause__ is chain[n - 1] else _LINK_CONTEXT}\n\n")
+        parts.append("Traceback (most recent call last):\n")
         parts.extend(traceback.format_tb(error.__traceback__))
         parts.append(f"{type(error).__module__}.{type(error).__qualname__}: {_describe(error)}\n")
     return "".join(parts)
+
+
+# As Python's own traceback joins a chain.
+_LINK_CAUSE = "The above exception was the direct cause of the following exception:"
+_LINK_CONTEXT = "During handling of the above exception, another exception occurred:"
 
 
 def _describe(error: BaseException) -> str:
@@ -131,21 +140,35 @@ def _describe(error: BaseException) -> str:
         sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
         return f"SQLSTATE {sqlstate}; statement: {error.statement}"
     if apg is not None and isinstance(error, apg.PostgresError | apg.InterfaceError):
-        return f"SQLSTATE {getattr(error, 'sqlstate', None)} (message withheld: it can quote parameters)"
+        # The constraint's name says which rule broke without quoting the row that broke it.
+        constraint = getattr(error, "constraint_name", None)
+        named = f", constraint {constraint}" if constraint else ""
+        return (
+            f"SQLSTATE {getattr(error, 'sqlstate', None)}{named} (message withheld: it can quote parameters)"
+        )
     if type(error).__module__.startswith(("sqlalchemy.dialects", "asyncpg")):
         return "(message withheld: it can quote parameters)"
-    if isinstance(error, redis.exceptions.RedisError):
-        # redis-py prefixes a pipeline's error with the whole command, a job's body included.
-        return _PIPELINE_COMMAND.sub(r"\1(command withheld)\2", str(error))
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(error, pydantic.ValidationError):
         # Its text quotes each invalid input: a message's body, say.
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         return f"{error.error_count()} invalid field(s) of {error.title}: {where}"
-    return redact_urls(str(error))
+    return scrub_text(str(error))
 
 
+# redis-py prefixes a pipeline's error with the whole command it refused, a job's body included.
 _PIPELINE_COMMAND = re.compile(r"(Command # \d+ )\(.*\)( of pipeline caused error)", re.DOTALL)
+# Postgres's DETAIL quotes keys and whole rows ("Failing row contains (...)"); asyncpg puts it in
+# the message, and so does any text built from one.
+_DETAIL = re.compile(r"(DETAIL:)[^\n]*")
+
+
+def scrub_text(text: str) -> str:
+    """`text` without what a log line must not carry: a pipeline's commands, Postgres's DETAIL,
+    and the credentials, query and fragment of every URL in it."""
+    text = _PIPELINE_COMMAND.sub(r"\1(command withheld)\2", text)
+    text = _DETAIL.sub(r"\1 (withheld: it quotes values)", text)
+    return redact_urls(text)
 
 
 def describe(exc: BaseException) -> str:

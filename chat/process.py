@@ -7,6 +7,8 @@ import gc
 import logging
 import os
 
+from chat.failures import scrub_text, scrubbed_traceback, unavailable_reason
+
 # Collect the youngest generation every 50,000 net allocations instead of 700: a message's trip
 # through a process allocates thousands of short-lived objects, and at 700 the collector ran
 # several times per message for nothing.
@@ -19,8 +21,65 @@ def configure_logging() -> None:
     )
     # arq logs every job with its arguments at INFO, and here those are message bodies.
     logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
-    # httpx logs every webhook request at INFO with its URL, which may carry the receiver's token.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    withhold_job_args()
+    # httpx logs every webhook request at INFO with its URL, which may carry the receiver's token;
+    # httpcore, below it, logs each request's steps at DEBUG.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, Redact) for f in handler.filters):
+            handler.addFilter(Redact())
+
+
+class Redact(logging.Filter):
+    """The last guard on every line the process writes, whoever logs it (a library, asyncio's
+    "exception was never retrieved"): URLs lose their credentials and query, Postgres's DETAIL and
+    redis-py's quoted commands are withheld, and a traceback is written as chat.failures scrubs it.
+    The code's own log lines are safe already (chat.failures.describe); this catches the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the format: logging reports that itself
+            return True
+        safe = scrub_text(message)
+        if safe != message:
+            record.msg, record.args = safe, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = scrubbed_traceback(record.exc_info[1])
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = scrub_text(record.exc_text)
+        return True
+
+
+# arq's line as each job starts: elapsed, "job_id:function", the arguments' repr, tries.
+_ARQ_JOB_START = "%6.2fs → %s(%s)%s"
+
+
+class WithholdJobArgs(logging.Filter):
+    """On arq's own worker logger: a job's start line keeps its id, function and try but not its
+    arguments (message bodies), and a job's failure is described as chat.failures describes one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg == _ARQ_JOB_START and isinstance(args, tuple) and len(args) == 4:
+            record.args = (args[0], args[1], "…", args[3])
+        elif isinstance(args, tuple):
+            record.args = tuple(unavailable_reason(a) if isinstance(a, BaseException) else a for a in args)
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = scrubbed_traceback(record.exc_info[1])
+            record.exc_info = None
+        return True
+
+
+def withhold_job_args() -> None:
+    """Install WithholdJobArgs on arq's worker logger (once). Called by configure_logging and by
+    the worker's start-up: `arq workers.main.WorkerSettings` logs through arq's own logging config,
+    at INFO, and never calls configure_logging."""
+    logger = logging.getLogger("arq.worker")
+    if not any(isinstance(f, WithholdJobArgs) for f in logger.filters):
+        logger.addFilter(WithholdJobArgs())
 
 
 def use_uvloop() -> None:

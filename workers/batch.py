@@ -20,6 +20,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import attachments, mentions
+from chat.failures import describe
 from chat.jobs import PersistMessage
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer
@@ -72,7 +73,7 @@ class PersistBatcher:
         except Exception as exc:
             if len(batch) > 1 and not self.is_transient(exc):
                 # One bad message must not fail its neighbours: write each on its own.
-                log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+                log.warning("batch of %d failed (%s); retrying one by one", len(batch), describe(exc))
                 for item in batch:
                     await self._flush([item])
                 return

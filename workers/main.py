@@ -21,6 +21,7 @@ from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.failures import is_transient
 from chat.outage import Outages
+from chat.process import withhold_job_args
 from chat.redis import create_redis
 from chat.sequence import Sequencer
 from chat.settings import Settings
@@ -48,6 +49,8 @@ def functions(settings: Settings) -> list[Any]:
 
 def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
     async def on_startup(ctx: JobContext) -> None:
+        # Here, not only in configure_logging: arq's own command line never calls that.
+        withhold_job_args()
         # ctx["redis"] is the worker's own arq pool; publishing shares it.
         engine = create_engine(settings)
         ctx["settings"] = settings

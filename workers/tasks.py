@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +25,7 @@ from chat.events import (
     ReactionRef,
     ReactionRemoved,
 )
-from chat.failures import is_transient
+from chat.failures import describe, is_transient, scrubbed_traceback
 from chat.jobs import DeleteMessage, EditMessage, PersistMessage, React
 from chat.models import Message
 from chat.schemas import MessageOut
@@ -65,7 +64,7 @@ def job(fn: Task) -> Task:
             if isinstance(exc, attachments.NotUploaded) and tries < ctx["max_tries"]:
                 # The api saw the object; a store that lags (or an object deleted since) may yet
                 # have it. Retried like an outage, and dead-lettered after the last try.
-                log.warning("job %s: %s (try %d)", ctx.get("job_id"), exc, tries)
+                log.warning("job %s: %s (try %d)", ctx.get("job_id"), describe(exc), tries)
                 raise Retry(defer=backoff(tries)) from exc
             if not ctx.get("worker_records_failures"):
                 # The stock arq worker keeps no dead letters; ChatWorker records its own.
@@ -76,9 +75,10 @@ def job(fn: Task) -> Task:
                         "job_id": str(ctx.get("job_id")),
                         "function": fn.__name__,
                         "args": [payload],
-                        "error": f"{type(exc).__name__}: {exc}",
+                        # Shown to admins: no SQL values, job bodies or URL secrets in either.
+                        "error": describe(exc),
                         "reason": "raised",
-                        "traceback": traceback.format_exc(),
+                        "traceback": scrubbed_traceback(exc),
                         "tries": tries,
                         "enqueued_at": None,
                         "failed_at": datetime.now(UTC).isoformat(),
