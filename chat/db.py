@@ -24,8 +24,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
         url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        # No pre-ping: it costs a round trip per checkout on the hot path; a connection that died
-        # fails its request once and is replaced (pool_recycle bounds how stale one can get).
+        # A round trip per checkout to test the connection before it is handed out: after a
+        # restart of Postgres every pooled connection is dead, and without the test each one failed
+        # the request (or job) that drew it, an admin read 40 s after Postgres was back among them.
+        # The worker's batch write uses its session's connection, so it is covered too. Measured
+        # on a one-row read against a local Postgres: median 0.37-0.52 ms without, 0.50-0.64 ms with
+        # (one round trip more per checkout, not per statement).
+        pool_pre_ping=True,
         pool_recycle=1800,
         pool_timeout=settings.database_pool_timeout_seconds,
         # Request values never reach the logs through a database error's message.
