@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 from chat import serving
-from chat.process import use_uvloop
+from chat.process import configure_logging, use_uvloop
 from chat.settings import Settings
 
 
 def main() -> None:
+    # The app's own lines (outages, failures) through the same redacting handler as push and workers.
+    configure_logging()
     settings = Settings()
     config = serving.Config(
         "api.asgi:app",
