@@ -47,6 +47,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import random
 import secrets
 import socket
 import time
@@ -73,7 +74,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from chat import deadletters, heartbeats, jobstats, metrics
-from chat.failures import describe, scrubbed_traceback
+from chat.failures import describe, scrubbed_traceback, unavailable
 from chat.outage import Backoff, Outage, keep_running
 
 log = logging.getLogger("workers.arq")
@@ -91,6 +92,9 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
 # Every error Redis can answer with, besides being away: out of memory (`noeviction`), a script's
 # error, a read-only replica. The worker's loops wait these out too, and carry on once Redis can.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+
+# The first wait of a job that met a dependency away; later ones grow with the job's age.
+OUTAGE_FIRST_RETRY_SECONDS = 0.2
 
 # How often a worker that hears wake-ups looks at the queue anyway (WORKER_POLL_SECONDS applies
 # while it cannot hear them, and to arq's own worker).
@@ -364,6 +368,7 @@ class _Outcome:
     traceback: str | None = None
     keep_result_ms: int | None = None
     outbox: Outbox = dataclasses.field(default_factory=list)
+    gives_back_try: bool = False  # a retry because a dependency was away: the try does not count
 
 
 @dataclasses.dataclass(slots=True)
@@ -410,6 +415,8 @@ class ChatWorker(Worker):
         dead_letter_max_count: int = 10_000,
         dead_letter_max_age_seconds: float = 7 * 86400,
         lanes: Mapping[str, int] | None = None,
+        outage_max_seconds: float = 86400,
+        outage_retry_max_seconds: float = 10,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -421,6 +428,8 @@ class ChatWorker(Worker):
         self._heartbeat_ttl_s = heartbeat_ttl_seconds
         self._grace_s = shutdown_grace_seconds
         self._dead_letter_limits = (dead_letter_max_count, dead_letter_max_age_seconds)
+        self._outage_max_s = outage_max_seconds
+        self._outage_retry_max_s = outage_retry_max_seconds
         self._running: dict[str, _Running] = {}
         self._finished: list[_Outcome] = []
         self._finisher: asyncio.Task[None] | None = None
@@ -678,6 +687,8 @@ class ChatWorker(Worker):
             outcome.kind = "retry"
             outcome.due_ms = timestamp_ms() + (retry.defer_score or 0)
             outcome.outbox.clear()
+            if retry.__cause__ is not None:  # `raise Retry(...) from exc`: what made the job retry
+                self._wait_out(outcome, retry.__cause__)
         except asyncio.CancelledError:
             if not running.timed_out:
                 raise
@@ -691,10 +702,33 @@ class ChatWorker(Worker):
             outcome.outbox.clear()
             # Logged ("failed for good") and shown to admins: no SQL values, bodies or URL secrets.
             self._fail(outcome, "raised", describe(exc), scrubbed_traceback(exc))
+            self._wait_out(outcome, exc)
         else:
             outcome.kind = "complete"
         outcome.finished_ms = timestamp_ms()
         return outcome
+
+    def _wait_out(self, outcome: _Outcome, exc: BaseException) -> None:
+        """A dependency was away (chat.failures.unavailable): not the job's fault, so the try is
+        given back and the job waits for it, however many tries it has left, until it is older
+        than the outage budget (JOB_OUTAGE_MAX_SECONDS). Its back-off grows with its age, up to
+        JOB_OUTAGE_RETRY_MAX_SECONDS: that bounds how soon the backlog drains once it is back."""
+        away = unavailable(exc)
+        if away is None:
+            return
+        now = timestamp_ms()
+        age_s = max(0, now - (outcome.enqueued_ms or outcome.job.score)) / 1000
+        if age_s > self._outage_max_s:
+            error = f"{away} was unavailable; the job waited {age_s:.0f} s (JOB_OUTAGE_MAX_SECONDS)"
+            self._fail(outcome, "outage", error, outcome.traceback)
+            return
+        outcome.kind = "retry"
+        outcome.gives_back_try = True
+        outcome.result = outcome.traceback = None
+        outcome.reason = ""
+        # Jittered, so that a backlog does not come back all at once.
+        delay = min(self._outage_retry_max_s, max(OUTAGE_FIRST_RETRY_SECONDS, age_s))
+        outcome.due_ms = now + int(delay * random.uniform(0.5, 1.0) * 1000)
 
     def _fail(self, outcome: _Outcome, reason: str, error: str, tb: str | None = None) -> _Outcome:
         outcome.kind = "failed"
@@ -758,6 +792,9 @@ class ChatWorker(Worker):
                 elif outcome.kind == "retry":
                     # XX: a job that left the queue meanwhile (released and finished elsewhere) stays gone.
                     pipe.zadd(outcome.job.queue, {job_id: outcome.due_ms}, xx=True)
+                    if outcome.gives_back_try:
+                        # The claim counted this try; an outage does not use up the job's.
+                        pipe.set(retry_key(job_id), max(0, outcome.job.tries - 1), xx=True, keepttl=True)
                     gone.append(in_progress_key(job_id))
                     counts["retried"] += 1
                 else:

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     # Queue and events.
     queue_name: str = "arq:queue"
     job_max_tries: int = Field(default=12, ge=1)
+    # A job that meets Postgres, Redis or the object store away spends no try: it waits, its
+    # back-off growing with its age up to JOB_OUTAGE_RETRY_MAX_SECONDS (how soon a backlog drains
+    # once the dependency is back), and is dead-lettered only once older than JOB_OUTAGE_MAX_SECONDS.
+    job_outage_max_seconds: float = Field(default=86400, gt=0)
+    job_outage_retry_max_seconds: float = Field(default=10, gt=0)
     job_timeout_seconds: float = Field(default=30, gt=0)
     job_keep_result_seconds: int = Field(default=86400, ge=1)
     worker_max_jobs: int = Field(default=50, ge=1)

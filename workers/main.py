@@ -136,6 +136,8 @@ def create_worker(settings: Settings, **overrides: Any) -> ChatWorker:
         "dead_letter_max_count": limit,
         "dead_letter_max_age_seconds": age,
         "lanes": {settings.webhook_queue_name: settings.webhook_max_jobs},
+        "outage_max_seconds": settings.job_outage_max_seconds,
+        "outage_retry_max_seconds": settings.job_outage_retry_max_seconds,
     }
     options.update(overrides)
     return ChatWorker(**options)

@@ -46,7 +46,10 @@ def backoff(job_try: int) -> float:
 
 
 def job(fn: Task) -> Task:
-    """Retry transient failures with back-off; let anything else fail the job for good."""
+    """Retry transient failures with back-off; let anything else fail the job for good.
+
+    Under ChatWorker a failure that is a dependency being away spends no try whatever this says:
+    the worker gives the try back and defers the job (chat.arqseam, `_wait_out`)."""
 
     @functools.wraps(fn)
     async def run(ctx: Ctx, payload: dict[str, Any]) -> str:
