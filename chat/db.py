@@ -52,5 +52,9 @@ def upsert_insert(session: AsyncSession) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+# The session factory, as use cases take it (and resources hand it on, with no sqlalchemy of their own).
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def create_sessionmaker(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, expire_on_commit=False)
