@@ -127,7 +127,7 @@ async def test_a_client_id_with_another_body_is_409_after_an_edit(
 async def test_sql_parameters_never_reach_the_log(
     api: ApiClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from api.resources import conversations
+    from chat.usecases import conversations
 
     alice = await api.user()
 
