@@ -6,17 +6,11 @@ import fnmatch
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
 
-import yaml
+from tests.support.compose import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "headless-chat:local"
-
-
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    return loaded
 
 
 def procfile_names() -> set[str]:

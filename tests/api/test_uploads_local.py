@@ -11,7 +11,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from falcon.testing import Result
 from sqlalchemy import select, update
 
 from chat import attachments
@@ -20,6 +19,7 @@ from chat.storage import BadSignature, LocalStorage
 from tests.support import ApiClient, assert_problem
 from tests.support.settings import RunWorker
 from tests.support.sqlite import sqlite_world
+from tests.support.uploads import get_signed, put_signed
 
 DATA = b"local bytes \x00\xff" * 100
 
@@ -63,20 +63,6 @@ def test_signatures_bind_the_method_the_values_and_the_expiry(tmp_path: Path) ->
         local.verify("GET", key, get["expires"], get["signature"], ("other.png",))
 
 
-async def put(api: ApiClient, url: str, data: bytes, headers: dict[str, str]) -> Result:
-    parts = urlsplit(url)
-    result: Result = await api.conductor.simulate_put(
-        parts.path, query_string=parts.query, body=data, headers=headers
-    )
-    return result
-
-
-async def get(api: ApiClient, url: str) -> Result:
-    parts = urlsplit(url)
-    result: Result = await api.conductor.simulate_get(parts.path, query_string=parts.query)
-    return result
-
-
 async def test_the_whole_flow_on_local_disk(api: ApiClient, run_worker: RunWorker) -> None:
     alice, bob, cid = await api.pair()
     body = {"filename": "ü.bin", "content_type": "application/octet-stream", "size": len(DATA)}
@@ -93,18 +79,18 @@ async def test_the_whole_flow_on_local_disk(api: ApiClient, run_worker: RunWorke
     assert forwarded.json["upload_url"].startswith("https://chat.example.org/api/v1/uploads/")
 
     # Refusals: a forged signature, another type, more bytes, fewer bytes; none stores anything.
-    assert_problem(await put(api, url.replace("signature=", "signature=0"), DATA, headers), 403)
+    assert_problem(await put_signed(api, url.replace("signature=", "signature=0"), DATA, headers), 403)
     wrong_type = {**headers, "Content-Type": "text/html"}
-    assert_problem(await put(api, url, DATA, wrong_type), 422)
-    assert_problem(await put(api, url, DATA + b"!", {"Content-Type": headers["Content-Type"]}), 413)
-    assert_problem(await put(api, url, DATA[:-1], {"Content-Type": headers["Content-Type"]}), 422)
+    assert_problem(await put_signed(api, url, DATA, wrong_type), 422)
+    assert_problem(await put_signed(api, url, DATA + b"!", {"Content-Type": headers["Content-Type"]}), 413)
+    assert_problem(await put_signed(api, url, DATA[:-1], {"Content-Type": headers["Content-Type"]}), 422)
     early = await api.post(
         f"/conversations/{cid}/messages", alice, json={"body": "x", "attachments": [ticket["id"]]}
     )
     assert "not uploaded yet" in assert_problem(early, 422)["errors"][0]["message"]
 
-    assert (await put(api, url, DATA, headers)).status_code == 204
-    assert_problem(await put(api, url, DATA, headers), 409)  # stored bytes stay as they were checked
+    assert (await put_signed(api, url, DATA, headers)).status_code == 204
+    assert_problem(await put_signed(api, url, DATA, headers), 409)  # stored bytes stay as they were checked
     sent = await api.post(
         f"/conversations/{cid}/messages", alice, json={"body": "x", "attachments": [ticket["id"]]}
     )
@@ -112,12 +98,12 @@ async def test_the_whole_flow_on_local_disk(api: ApiClient, run_worker: RunWorke
     assert await run_worker() == 1
     [attachment] = (await api.get(f"/messages/{sent.json['id']}", bob)).json["attachments"]
     assert (attachment["filename"], attachment["size"]) == ("ü.bin", len(DATA))
-    got = await get(api, attachment["url"])
+    got = await get_signed(api, attachment["url"])
     assert got.status_code == 200
     assert got.content == DATA
     assert got.headers["content-type"] == "application/octet-stream"
     assert got.headers["content-disposition"] == "attachment; filename*=UTF-8''%C3%BC.bin"
-    assert_problem(await get(api, attachment["url"].replace("filename=", "filename=x")), 403)
+    assert_problem(await get_signed(api, attachment["url"].replace("filename=", "filename=x")), 403)
 
 
 async def test_claims_on_sqlite_are_idempotent_and_released_only_by_their_message() -> None:

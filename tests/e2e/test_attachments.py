@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.test_push import frames_until, pair_online
 from tests.support.s3 import S3Server
+from tests.support.sockets import frames_until, pair_online
 from tests.support.stack import Client, Process, Stack
 
 DATA = b"an attachment, end to end\n" * 40

@@ -17,8 +17,8 @@ import redis.asyncio
 
 from chat import heartbeats
 from tests.support import services
+from tests.support.compose import compose
 from tests.support.stack import E2E_REDIS_URL, ROOT, Process, Stack, stack_env
-from tests.test_container import compose
 
 
 def free_run(length: int) -> int:

@@ -6,15 +6,11 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import jwt
-import orjson
 import pytest
 import redis.asyncio
 from websockets.asyncio.client import ClientConnection, connect
@@ -23,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from chat.eventbus import RedisPublisher, stream_key
 from chat.presence import presence_key
 from tests.support.messages import message_created
-from tests.support.protocol import check_frame
+from tests.support.sockets import direct, frames_until, next_frame, open_ws, pair_online, procs
 from tests.support.stack import E2E_REDIS_URL, SECRET, Client, Process, Stack
 
 
@@ -36,52 +32,14 @@ def push_stack(stack: Stack) -> Stack:
     return stack
 
 
-def procs(stack: Stack, kind: str) -> list[Process]:
-    return [p for p in stack.processes if p.name == kind and p.popen.poll() is None]
-
-
 @pytest.fixture
 def web(push_stack: Stack) -> Process:
     return procs(push_stack, "web")[0]
 
 
-async def open_ws(
-    push: Process, user: dict[str, Any], last_event_id: str | None = None
-) -> tuple[ClientConnection, dict[str, Any]]:
-    url = f"{push.ws_url}?token={user['access_token']}"
-    if last_event_id:
-        url += f"&last_event_id={last_event_id}"
-    ws = await connect(url, compression=None)
-    return ws, await next_frame(ws)
-
-
-async def next_frame(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
-    return check_frame(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
-
-
-async def frames_until(
-    ws: ClientConnection, count: int, kind: str = "message.created"
-) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    while len(got) < count:
-        frame = await next_frame(ws)
-        if frame["type"] == kind:
-            got.append(frame)
-    return got
-
-
 async def nothing_more(ws: ClientConnection, wait: float = 0.3) -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(ws.recv(), wait)
-
-
-async def direct(client: Client, a: dict[str, Any], b: dict[str, Any]) -> str:
-    result = await client.http.post(
-        "/conversations", json={"kind": "direct", "participant_ids": [b["id"]]}, headers=a["headers"]
-    )
-    assert result.status_code in (200, 201), result.text
-    cid: str = result.json()["id"]
-    return cid
 
 
 async def say(client: Client, user: dict[str, Any], cid: str, body: str) -> dict[str, Any]:
@@ -112,31 +70,6 @@ async def test_delivery_on_either_push_process_and_every_device(client: Client, 
     finally:
         for ws in (bob_phone, bob_laptop, alice_ws, eve_ws):
             await ws.close()
-
-
-@dataclass
-class Pair:
-    """Two users in a direct conversation, each online on a different push process."""
-
-    alice: dict[str, Any]
-    bob: dict[str, Any]
-    cid: str
-    alice_ws: ClientConnection
-    bob_ws: ClientConnection
-
-
-@asynccontextmanager
-async def pair_online(client: Client, stack: Stack) -> AsyncIterator[Pair]:
-    push_a, push_b = procs(stack, "push")
-    alice, bob = await client.user(), await client.user()
-    cid = await direct(client, alice, bob)
-    alice_ws, _ = await open_ws(push_a, alice)
-    bob_ws, _ = await open_ws(push_b, bob)
-    try:
-        yield Pair(alice, bob, cid, alice_ws, bob_ws)
-    finally:
-        await alice_ws.close()
-        await bob_ws.close()
 
 
 async def test_a_reply_reaches_every_participant_and_its_thread(client: Client, push_stack: Stack) -> None:
