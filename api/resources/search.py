@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from falcon.asgi import Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
 from api.http import limit_param, query_uuid, send
-from api.views import require_participant
-from chat import reading, search
+from chat import search
+from chat.db import Sessions
 from chat.errors import field_error
-from chat.schemas import MessageOut
 from chat.storage import Storage
+from chat.usecases import search as searching
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +21,7 @@ class MessageSearch:
     the one `conversation_id` names: 404 unless the caller is in it), never a message of someone
     the caller blocked."""
 
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: Sessions
     storage: Storage
 
     async def on_get(self, req: Request, resp: Response) -> None:
@@ -31,22 +30,7 @@ class MessageSearch:
         limit = limit_param(req)
         after = _position(req.get_param("cursor"))
         within = query_uuid(req, "conversation_id", "a conversation id")
-        async with self.sessions() as session:
-            if within is not None:
-                await require_participant(session, within, me)
-            dialect = session.get_bind().dialect.name
-            if not search.has_terms(dialect, text):
-                send(resp, {"items": [], "next_cursor": None})
-                return
-            rows = (await session.execute(search.query(dialect, me, text, limit + 1, after, within))).all()
-            page = rows[:limit]
-            items = await reading.as_read(
-                session, [MessageOut.model_validate(m) for m, _ in page], me, self.storage
-            )
-        cursor = None
-        if len(rows) > limit:
-            last, rank = page[-1]
-            cursor = search.Position(rank, last.created_at, last.id).cursor()
+        items, cursor = await searching.messages(self.sessions, self.storage, me, text, limit, after, within)
         send(resp, {"items": items, "next_cursor": cursor})
 
 
