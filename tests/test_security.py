@@ -6,6 +6,7 @@ import pytest
 
 from chat.errors import Unauthorized
 from chat.security import Passwords, Tokens, hash_refresh_token
+from tests.support.clock import Clock
 from tests.support.settings import make_settings
 
 
@@ -37,11 +38,16 @@ def test_refresh_tokens_are_stored_hashed() -> None:
 
 
 def test_a_remembered_token_still_expires_and_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
     from datetime import UTC, datetime, timedelta
+
+    import jwt.api_jwt
 
     import chat.security
 
+    # The memory's clock and PyJWT's, moved forward past the expiry instead of waited for.
+    clock = Clock(monkeypatch)
+    clock.patch_time(chat.security)
+    clock.patch_datetime(jwt.api_jwt)
     tokens = Tokens(make_settings())
     user = uuid.uuid4()
     # Expires within about a second; verified twice, so remembered.
@@ -49,7 +55,7 @@ def test_a_remembered_token_still_expires_and_the_memory_is_bounded(monkeypatch:
     assert tokens.verify_access(token).user_id == user
     assert tokens.verify_access(token).user_id == user
     expires = tokens.verify_access(token).expires_at.timestamp()
-    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    clock.advance(max(0.0, expires - clock.time()) + 0.05)
     with pytest.raises(Unauthorized, match="expired"):
         tokens.verify_access(token)
 
