@@ -1,0 +1,76 @@
+"""A participant's own state in a conversation: how far they have read (announced to the others),
+their settings (muted), and that they are typing (ephemeral, rate limited, never stored)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+from redis.asyncio import Redis
+from sqlalchemy import update
+
+from chat import blocks, presence
+from chat.blocks import BLOCKED
+from chat.db import Sessions
+from chat.errors import Forbidden, TooManyRequests
+from chat.eventbus import Publisher
+from chat.events import ConversationRead, ReadMarker, Typing, UserRef
+from chat.models import Participant
+from chat.sequence import Sequencer
+from chat.usecases.conversations import conversation_of, participant_ids, require_participant
+
+
+async def mark_read(
+    sessions: Sessions, sequencer: Sequencer, publisher: Publisher, me: uuid.UUID, cid: uuid.UUID, seq: int
+) -> None:
+    """Move my read marker forward to `seq` (never back); the others hear of a move."""
+    async with sessions() as session:
+        conversation = await conversation_of(session, cid, me)
+        # Never past the newest message accepted: a marker beyond it would hide future messages.
+        newest = max(conversation.last_seq, await sequencer.current(cid) or 0)
+        seq = min(seq, newest)
+        moved = await session.execute(
+            update(Participant)
+            .where(
+                Participant.conversation_id == cid,
+                Participant.user_id == me,
+                Participant.last_read_seq < seq,
+            )
+            .values(last_read_seq=seq)
+        )
+        await session.commit()
+        recipients = await participant_ids(session, cid) if moved.rowcount else []  # type: ignore[attr-defined]
+    if recipients:
+        await publisher.publish(
+            ConversationRead(conversation_id=cid, data=ReadMarker(user_id=me, seq=seq)), recipients
+        )
+
+
+async def set_muted(sessions: Sessions, me: uuid.UUID, cid: uuid.UUID, muted: bool) -> None:
+    """My own setting: a muted conversation counts nothing as unread for me."""
+    async with sessions() as session:
+        await conversation_of(session, cid, me)
+        await session.execute(
+            update(Participant)
+            .where(Participant.conversation_id == cid, Participant.user_id == me)
+            .values(muted=muted)
+        )
+        await session.commit()
+
+
+async def typing(
+    sessions: Sessions, redis: Redis, publisher: Publisher, interval: float, me: uuid.UUID, cid: uuid.UUID
+) -> None:
+    """Tell the others `me` is typing: at most once per `interval` seconds (429 sooner)."""
+    async with sessions() as session:
+        await require_participant(session, cid, me)
+        if await session.scalar(blocks.refused(cid, me)):
+            raise Forbidden(BLOCKED)
+        recipients = [u for u in await participant_ids(session, cid) if u != me]
+    wait_ms = await presence.typing_slot(redis, cid, me, interval)
+    if wait_ms is not None:
+        raise TooManyRequests(
+            "Typing notifications are limited to one per interval per conversation.",
+            retry_after=math.ceil(max(wait_ms, 1) / 1000),
+        )
+    await publisher.publish_ephemeral(Typing(conversation_id=cid, data=UserRef(user_id=me)), recipients)
