@@ -1,28 +1,21 @@
-"""`/admin/webhooks`: admins register the URLs that receive events (docs/api.md, Webhooks).
-
-Every change bumps the registry's version key in Redis, after the commit, so each process's
-cached list (chat.webhooks.Registry) picks it up within WEBHOOK_REGISTRY_REFRESH_SECONDS.
-"""
+"""`/admin/webhooks`: admins register the URLs that receive events (chat.usecases.webhooks)."""
 
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from falcon.asgi import Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.fields import NoNul, _Rule
 from api.http import parse, path_uuid, send
 from api.resources.admin import AdminOnly
 from chat import webhooks
-from chat.errors import NotFound
-from chat.models import Webhook
+from chat.db import Sessions
+from chat.usecases import webhooks as hooks
 
 EVENT_TYPES = list(webhooks.EVENT_TYPES)
 MAX_URL = 2048
@@ -66,39 +59,22 @@ class WebhookBody(BaseModel):
     )
 
 
-def view(hook: Webhook) -> dict[str, Any]:
-    return {
-        "id": hook.id,
-        "url": hook.url,
-        "events": hook.events,
-        "secret": hook.secret,
-        "created_at": hook.created_at,
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class Webhooks(AdminOnly):
     """`GET` every webhook, oldest first; `POST` registers one (`201`)."""
 
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: Sessions
     max_body: int
 
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
-        async with self.sessions() as session:
-            hooks = await session.scalars(select(Webhook).order_by(Webhook.created_at, Webhook.id))
-            send(resp, {"items": [view(hook) for hook in hooks]})
+        send(resp, {"items": await hooks.list_all(self.sessions)})
 
     async def on_post(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
         body = await parse(req, WebhookBody, self.max_body)
-        hook = Webhook(url=body.url, events=body.events, secret=body.secret or secrets.token_urlsafe(32))
-        async with self.sessions() as session:
-            session.add(hook)
-            await session.commit()
-            created = view(hook)
-        await webhooks.bump(self.redis)
-        resp.set_header("Location", f"{req.path}/{hook.id}")
+        created = await hooks.create(self.sessions, self.redis, body.url, body.events, body.secret)
+        resp.set_header("Location", f"{req.path}/{created['id']}")
         send(resp, created, 201)
 
 
@@ -106,25 +82,13 @@ class Webhooks(AdminOnly):
 class WebhookById(AdminOnly):
     """`GET` one webhook; `DELETE`: `204`, deliveries still queued for it end without a request."""
 
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: Sessions
 
     async def on_get(self, req: Request, resp: Response, webhook_id: str) -> None:
         await self._require_admin(req)
-        hook_id = path_uuid(webhook_id, "webhook")
-        async with self.sessions() as session:
-            hook = await session.get(Webhook, hook_id)
-            if hook is None:
-                raise NotFound("No such webhook.")
-            send(resp, view(hook))
+        send(resp, await hooks.get(self.sessions, path_uuid(webhook_id, "webhook")))
 
     async def on_delete(self, req: Request, resp: Response, webhook_id: str) -> None:
         await self._require_admin(req)
-        hook_id = path_uuid(webhook_id, "webhook")
-        async with self.sessions() as session:
-            gone = await session.execute(delete(Webhook).where(Webhook.id == hook_id).returning(Webhook.id))
-            found = gone.first() is not None
-            await session.commit()
-        if not found:
-            raise NotFound("No such webhook.")
-        await webhooks.bump(self.redis)
+        await hooks.remove(self.sessions, self.redis, path_uuid(webhook_id, "webhook"))
         resp.status = 204
