@@ -14,10 +14,12 @@ from chat import deadletters, presence, webhooks
 from chat.arqseam import Outbox, QueueWriter, job_state
 from chat.cli import set_admin
 from chat.eventbus import RedisPublisher
+from chat.events import MessageCreated
 from chat.queues import DELIVER_WEBHOOK
 from chat.settings import Settings
 from tests.support import ApiClient, TestUser
-from tests.support.messages import message_created, send
+from tests.support.chatload import until
+from tests.support.messages import message_created, send, stream
 from tests.support.settings import RunWorker
 from tests.support.webhooks import Received, Receiver, receiving, verify
 from workers.main import create_worker
@@ -245,8 +247,16 @@ async def test_a_webhook_registered_before_a_message_was_accepted_gets_it(
     task = asyncio.create_task(worker.main())
     try:
         async with receiving(Receiver(script=["ok"])) as receiver:
-            await send(api, alice, cid, "before any webhook")  # the worker reads the (empty) list
-            await asyncio.sleep(0.5)
+            first = await send(api, alice, cid, "before any webhook")
+
+            # The worker reads the (empty) list while it runs that job, before the job's events
+            # reach the stream: waited for, so the webhook below comes after that read however
+            # slow the machine (registered earlier, it would be in the first read and prove nothing).
+            async def first_published() -> bool:
+                events = await stream(deps.redis, alice.id)
+                return any(isinstance(e, MessageCreated) and str(e.data.id) == first["id"] for e in events)
+
+            await until(first_published, "the first message's event in the stream", 10)
             await _register(api, admin, receiver.url, "message.created")
             sent = await send(api, alice, cid, "right after the 201")
             async with asyncio.timeout(10):
