@@ -12,6 +12,7 @@ from api import openapi, problems
 from api.auth import BearerAuth
 from api.deps import Deps
 from api.observe import Lifespan, RequestMetrics, SecurityHeaders
+from api.operations import API, PAGES, bind, route_table
 from api.resources import (
     admin,
     admin_ui,
@@ -45,7 +46,6 @@ from chat.storage import LocalStorage, create_storage
 from chat.users_status import Authenticator, UserCheck
 from chat.webhooks import WebhookPublisher, create_dispatcher
 
-PREFIX = "/api/v1"
 # What a browser app may read of a response besides the safe headers.
 EXPOSED_HEADERS = [
     "Location",
@@ -116,18 +116,11 @@ def create_app(
 
 
 def routes(deps: Deps) -> list[tuple[str, object]]:
-    """Every route and its resource, each given the clients and settings it uses and no more."""
+    """Every route and its resource, each given the clients and settings it uses and no more; the
+    paths and methods are `api.operations`' declarations."""
     settings, sessions, redis, publisher = deps.settings, deps.sessions, deps.redis, deps.publisher
     body = settings.max_body_bytes
     trusted = settings.trusted_networks
-    ready = probes.Readiness({"database": probes.database(deps.engine), "redis": probes.redis(redis)})
-    table: list[tuple[str, object]] = []
-    for base in ("", PREFIX):
-        table += [
-            (f"{base}/healthz", probes.Liveness()),
-            (f"{base}/readyz", ready),
-            (f"{base}/metrics", probes.Metrics()),
-        ]
 
     def per_address(setting: str, name: str, what: str) -> AddressLimit:
         refusal = f"Too many {what} from this address."
@@ -145,86 +138,68 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
     monitored = (deps.reader, redis, queues)
     storage = deps.storage
     local = storage if isinstance(storage, LocalStorage) else None
-    api: list[tuple[str, object]] = [
-        ("/auth/register", auth.Register(sessions, deps.passwords, registrations, body)),
-        ("/auth/login", auth.Login(sessions, deps.passwords, logins, body, deps.tokens, failed_logins)),
-        ("/auth/refresh", auth.Refresh(sessions, deps.tokens, body)),
-        ("/auth/logout", auth.Logout(sessions, body)),
-        ("/users/me", users.Me(sessions, body)),
-        ("/users/me/blocks", blocks.Blocks(sessions)),
-        ("/users/me/blocks/{user_id}", blocks.BlockedUser(sessions, redis)),
-        ("/users", users.Users(sessions)),
-        ("/users/{user_id}", users.UserById(sessions, redis)),
-        (
-            "/conversations",
-            conversations.Conversations(sessions, redis, deps.sequencer, publisher, body, storage),
+    resources = bind(
+        probes.Liveness(),
+        probes.Readiness({"database": probes.database(deps.engine), "redis": probes.redis(redis)}),
+        probes.Metrics(),
+        auth.Register(sessions, deps.passwords, registrations, body),
+        auth.Login(sessions, deps.passwords, logins, body, deps.tokens, failed_logins),
+        auth.Refresh(sessions, deps.tokens, body),
+        auth.Logout(sessions, body),
+        users.Me(sessions, body),
+        blocks.Blocks(sessions),
+        blocks.BlockedUser(sessions, redis),
+        users.Users(sessions),
+        users.UserById(sessions, redis),
+        conversations.Conversations(sessions, redis, deps.sequencer, publisher, body, storage),
+        conversations.ConversationById(sessions, storage),
+        participants.Participants(sessions, redis, publisher, body, storage),
+        participants.ParticipantById(sessions, redis, publisher),
+        read_markers.ReadMarker(sessions, deps.sequencer, publisher, body),
+        read_markers.ConversationSettings(sessions, body),
+        typing_indicators.TypingIndicator(sessions, redis, publisher, settings.typing_interval_seconds),
+        messages.ConversationMessages(
+            sessions,
+            deps.reader,
+            redis,
+            deps.queue,
+            deps.sequencer,
+            send_limit=ratelimit.parse(settings.rate_limit_sends_per_user),
+            claim_seconds=settings.client_id_claim_seconds,
+            max_body=body,
+            storage=storage,
+            unsent_upload_seconds=settings.upload_unsent_ttl_seconds,
         ),
-        ("/conversations/{conversation_id}", conversations.ConversationById(sessions, storage)),
-        (
-            "/conversations/{conversation_id}/participants",
-            participants.Participants(sessions, redis, publisher, body, storage),
-        ),
-        (
-            "/conversations/{conversation_id}/participants/{user_id}",
-            participants.ParticipantById(sessions, redis, publisher),
-        ),
-        (
-            "/conversations/{conversation_id}/read",
-            read_markers.ReadMarker(sessions, deps.sequencer, publisher, body),
-        ),
-        ("/conversations/{conversation_id}/settings", read_markers.ConversationSettings(sessions, body)),
-        (
-            "/conversations/{conversation_id}/typing",
-            typing_indicators.TypingIndicator(sessions, redis, publisher, settings.typing_interval_seconds),
-        ),
-        (
-            "/conversations/{conversation_id}/messages",
-            messages.ConversationMessages(
-                sessions,
-                deps.reader,
-                redis,
-                deps.queue,
-                deps.sequencer,
-                send_limit=ratelimit.parse(settings.rate_limit_sends_per_user),
-                claim_seconds=settings.client_id_claim_seconds,
-                max_body=body,
-                storage=storage,
-                unsent_upload_seconds=settings.upload_unsent_ttl_seconds,
+        messages.MessageById(sessions, deps.queue, body, storage),
+        messages.MessageReaction(sessions, deps.queue),
+        search.MessageSearch(sessions, storage),
+        uploads.Uploads(
+            sessions,
+            storage,
+            settings.upload_max_bytes,
+            body,
+            UserLimit(
+                deps.limiter,
+                ratelimit.parse(settings.rate_limit_uploads_per_user),
+                name="uploads",
+                refusal="Too many uploads; slow down.",
             ),
+            ByteQuota(redis, settings.upload_bytes_per_user_per_day),
         ),
-        ("/messages/{message_id}", messages.MessageById(sessions, deps.queue, body, storage)),
-        ("/messages/{message_id}/reactions/{emoji}", messages.MessageReaction(sessions, deps.queue)),
-        ("/search/messages", search.MessageSearch(sessions, storage)),
-        (
-            "/uploads",
-            uploads.Uploads(
-                sessions,
-                storage,
-                settings.upload_max_bytes,
-                body,
-                UserLimit(
-                    deps.limiter,
-                    ratelimit.parse(settings.rate_limit_uploads_per_user),
-                    name="uploads",
-                    refusal="Too many uploads; slow down.",
-                ),
-                ByteQuota(redis, settings.upload_bytes_per_user_per_day),
-            ),
-        ),
-        ("/uploads/{upload_id}/content", uploads.UploadContent(local, settings.upload_max_bytes)),
-        ("/jobs/{job_id}", jobs.JobById(sessions, redis, queues)),
-        ("/admin/queue", admin.Queue(*monitored)),
-        ("/admin/queue/history", admin.QueueHistory(*monitored)),
-        ("/admin/workers", admin.Workers(*monitored)),
-        ("/admin/dead-letters", admin.DeadLetters(*monitored)),
-        ("/admin/dead-letters/{job_id}", admin.DeadLetter(*monitored)),
-        ("/admin/dead-letters/{job_id}/retry", admin.DeadLetterRetry(*monitored)),
-        ("/admin/jobs/{job_id}", admin.AdminJob(*monitored)),
-        ("/admin/webhooks", webhooks.Webhooks(*monitored, sessions, body)),
-        ("/admin/webhooks/{webhook_id}", webhooks.WebhookById(*monitored, sessions)),
-        ("/admin/ui", admin_ui.AdminUI()),
-    ]
-    return table + [(PREFIX + path, resource) for path, resource in api]
+        uploads.UploadContent(local, settings.upload_max_bytes),
+        jobs.JobById(sessions, redis, queues),
+        admin.Queue(*monitored),
+        admin.QueueHistory(*monitored),
+        admin.Workers(*monitored),
+        admin.DeadLetters(*monitored),
+        admin.DeadLetter(*monitored),
+        admin.DeadLetterRetry(*monitored),
+        admin.AdminJob(*monitored),
+        webhooks.Webhooks(*monitored, sessions, body),
+        webhooks.WebhookById(*monitored, sessions),
+        admin_ui.AdminUI(),
+    )
+    return route_table(API, resources)
 
 
 def add_docs(
@@ -232,11 +207,16 @@ def add_docs(
 ) -> None:
     """The api's own description, from its route table, and the pages that show it."""
     document = openapi.describe(table)
-    app.add_route("/openapi.json", docs.Document(document))
     protocol = wsprotocol.document(document["info"]["version"], push_host)
-    app.add_route("/asyncapi.json", docs.Document(protocol))
-    app.add_route("/docs", docs.SwaggerUI())
-    app.add_route("/docs/init.js", docs.SwaggerInit())
-    app.add_route("/docs/assets/{name}", docs.SwaggerAssets())
-    app.add_route("/redoc", docs.ReDoc())
-    app.add_route("/redoc/redoc.standalone.js", docs.redoc_bundle())
+    pages = bind(
+        openapi=docs.Document(document),
+        asyncapi=docs.Document(protocol),
+        **{"swagger-ui": docs.SwaggerUI(), "swagger-init": docs.SwaggerInit()},
+        **{
+            "swagger-assets": docs.SwaggerAssets(),
+            "redoc": docs.ReDoc(),
+            "redoc-bundle": docs.redoc_bundle(),
+        },
+    )
+    for path, resource in route_table(PAGES, pages):
+        app.add_route(path, resource)

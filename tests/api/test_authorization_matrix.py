@@ -1,9 +1,10 @@
 """The authorization matrix, generated from the route table: every route, every kind of caller.
 
-Each (method, path) the app routes needs a row in `MATRIX` saying who may call it, and each path
-parameter a filler in `FILLERS`; a route added without them fails every test here, with a message
-that names it. The callers: no token, an expired token, an uninvolved user, a former participant,
-a non-admin, and the rightful caller (the participant, the job's owner, an admin), whose success
+Each (method, path) the app routes is declared in `api.operations`, which says who may call it
+(`caller`); each path parameter needs a filler in `FILLERS`, and each request body a valid one in
+`BODIES`; a route added without them fails every test here, with a message that names it. The
+callers: no token, an expired token, an uninvolved user, a former participant, a non-admin, and
+the rightful caller (the participant, the job's owner, an admin), whose success
 shows that each request's body is valid, so the refusals come from authorization alone.
 """
 
@@ -14,21 +15,20 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from falcon import inspect
 from falcon.testing import Result
 
 from api.deps import Deps
-from api.openapi import SELF_DESCRIBING
+from api.operations import OPERATIONS, SELF_DESCRIBING, Scope
 from chat import deadletters
 from chat.cli import set_admin
 from chat.security import Tokens
 from tests.support import PASSWORD, PREFIX, ApiClient, TestUser, assert_problem
 from tests.support.settings import RunWorker
 
-Scope = Literal["public", "signed", "self", "user", "conversation", "message", "job", "admin"]
 DEAD_TO_SHOW, DEAD_TO_RETRY = "persist:matrix-dead-1", "persist:matrix-dead-2"
 # Nothing listens there: no test here runs a worker after registering it.
 WEBHOOK = {"url": "http://127.0.0.1:9/matrix", "events": ["message.created"]}
@@ -158,14 +158,10 @@ class Call:
 
 @dataclass(frozen=True)
 class Row:
-    """Who may call a route. `scope` says who else may: `public` anyone, even without a token;
-    `signed` whoever holds a URL the api signed (the local-disk store's presigned uploads and
-    downloads): no token needed, and `ok` is the 403 that everyone without the signature gets;
-    `self` any signed-in user, about themselves; `user` any signed-in user, about anyone;
-    `conversation`/`message` participants only, 404 to everyone else, exactly as for an id that
-    does not exist; `job` the user who caused it (or an admin), 404 otherwise; `admin` admins, 403
-    to other users. `ok` is the rightful caller's status; `body` builds a valid body for a caller;
-    `query` is a valid query string."""
+    """Who may call a route: `scope` is its declaration's `caller` (`api.operations.base.Scope`
+    says what each means). `ok` is the rightful caller's status, the declared success, except on
+    `signed` routes: there it is the 403 that everyone without the signature gets. `body` builds a
+    valid body for a caller; `query` is a valid query string."""
 
     scope: Scope
     ok: int
@@ -210,72 +206,34 @@ async def _add_self(call: Call, caller: TestUser | None) -> dict[str, Any]:
 # The api's description and the pages that show it (api.openapi leaves them out of it), in order.
 DOCS = sorted(SELF_DESCRIBING)
 
+# A valid body for every route that takes one, and a query string where one is required.
+BODIES: dict[tuple[str, str], Body] = {
+    ("POST", f"{PREFIX}/auth/register"): _register,
+    ("POST", f"{PREFIX}/auth/login"): _login,
+    ("POST", f"{PREFIX}/auth/refresh"): _fresh_refresh_token,
+    ("POST", f"{PREFIX}/auth/logout"): _logout,
+    ("POST", f"{PREFIX}/uploads"): _json({"filename": "a.txt", "content_type": "text/plain", "size": 1}),
+    ("PATCH", f"{PREFIX}/users/me"): _json({"display_name": "x"}),
+    ("POST", f"{PREFIX}/conversations"): _json({"kind": "group", "title": "mine", "participant_ids": []}),
+    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/messages"): _json({"body": "x"}),
+    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/participants"): _add_self,
+    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/read"): _json({"seq": 1}),
+    ("PATCH", f"{PREFIX}/conversations/{{conversation_id}}/settings"): _json({"muted": True}),
+    ("PATCH", f"{PREFIX}/messages/{{message_id}}"): _json({"body": "x"}),
+    ("POST", f"{PREFIX}/admin/webhooks"): _json(WEBHOOK),
+}
+QUERIES: dict[tuple[str, str], str] = {("GET", f"{PREFIX}/search/messages"): "q=hello"}
+
+# Every declared route, in the order of the declarations (a route that removes or discards
+# something comes after those that read it).
 MATRIX: dict[tuple[str, str], Row] = {
-    **{
-        ("GET", f"{base}/{probe}"): Row("public", 200)
-        for base in ("", PREFIX)
-        for probe in ("healthz", "readyz", "metrics")
-    },
-    ("POST", f"{PREFIX}/auth/register"): Row("public", 201, _register),
-    ("POST", f"{PREFIX}/auth/login"): Row("public", 200, _login),
-    ("POST", f"{PREFIX}/auth/refresh"): Row("public", 200, _fresh_refresh_token),
-    ("GET", f"{PREFIX}/admin/ui"): Row("public", 200),  # the page holds no data; its calls need an admin
-    # The api's own description and the pages that show it: documentation, no data.
-    **{("GET", path): Row("public", 200) for path in DOCS},
-    # The signature in the URL is the credential, as for an S3 presigned URL (tests/api/test_uploads.py).
-    ("PUT", f"{PREFIX}/uploads/{{upload_id}}/content"): Row("signed", 403),
-    ("GET", f"{PREFIX}/uploads/{{upload_id}}/content"): Row("signed", 403),
-    ("POST", f"{PREFIX}/auth/logout"): Row("self", 204, _logout),
-    ("POST", f"{PREFIX}/uploads"): Row(
-        "self", 201, _json({"filename": "a.txt", "content_type": "text/plain", "size": 1})
-    ),
-    ("GET", f"{PREFIX}/users/me"): Row("self", 200),
-    ("PATCH", f"{PREFIX}/users/me"): Row("self", 200, _json({"display_name": "x"})),
-    ("GET", f"{PREFIX}/users/me/blocks"): Row("self", 200),
-    ("PUT", f"{PREFIX}/users/me/blocks/{{user_id}}"): Row("self", 204),
-    ("DELETE", f"{PREFIX}/users/me/blocks/{{user_id}}"): Row("self", 204),
-    ("GET", f"{PREFIX}/users"): Row("self", 200),
-    # Only the caller's conversations are searched: see the uninvolved user's test below.
-    ("GET", f"{PREFIX}/search/messages"): Row("self", 200, query="q=hello"),
-    # Intended: any signed-in user may look up anyone's profile (a directory, like Zulip's and
-    # Stream Chat's); it names no conversation, so it leaks none.
-    ("GET", f"{PREFIX}/users/{{user_id}}"): Row("user", 200),
-    ("GET", f"{PREFIX}/conversations"): Row("self", 200),
-    ("POST", f"{PREFIX}/conversations"): Row(
-        "self", 201, _json({"kind": "group", "title": "mine", "participant_ids": []})
-    ),
-    ("GET", f"{PREFIX}/conversations/{{conversation_id}}"): Row("conversation", 200),
-    ("GET", f"{PREFIX}/conversations/{{conversation_id}}/messages"): Row("conversation", 200),
-    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/messages"): Row(
-        "conversation", 202, _json({"body": "x"})
-    ),
-    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/participants"): Row("conversation", 200, _add_self),
-    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/read"): Row("conversation", 204, _json({"seq": 1})),
-    ("PATCH", f"{PREFIX}/conversations/{{conversation_id}}/settings"): Row(
-        "conversation", 200, _json({"muted": True})
-    ),
-    ("POST", f"{PREFIX}/conversations/{{conversation_id}}/typing"): Row("conversation", 204),
-    ("DELETE", f"{PREFIX}/conversations/{{conversation_id}}/participants/{{user_id}}"): Row(
-        "conversation", 204
-    ),
-    ("GET", f"{PREFIX}/messages/{{message_id}}"): Row("message", 200),
-    ("PATCH", f"{PREFIX}/messages/{{message_id}}"): Row("message", 202, _json({"body": "x"})),
-    ("DELETE", f"{PREFIX}/messages/{{message_id}}"): Row("message", 202),
-    ("PUT", f"{PREFIX}/messages/{{message_id}}/reactions/{{emoji}}"): Row("message", 204),
-    ("DELETE", f"{PREFIX}/messages/{{message_id}}/reactions/{{emoji}}"): Row("message", 204),
-    ("GET", f"{PREFIX}/jobs/{{job_id}}"): Row("job", 200),
-    ("GET", f"{PREFIX}/admin/queue"): Row("admin", 200),
-    ("GET", f"{PREFIX}/admin/queue/history"): Row("admin", 200),
-    ("GET", f"{PREFIX}/admin/workers"): Row("admin", 200),
-    ("GET", f"{PREFIX}/admin/dead-letters"): Row("admin", 200),
-    ("GET", f"{PREFIX}/admin/dead-letters/{{job_id}}"): Row("admin", 200),
-    ("DELETE", f"{PREFIX}/admin/dead-letters/{{job_id}}"): Row("admin", 204),  # after the GET above
-    ("POST", f"{PREFIX}/admin/dead-letters/{{job_id}}/retry"): Row("admin", 202),
-    ("GET", f"{PREFIX}/admin/jobs/{{job_id}}"): Row("admin", 200),
-    ("GET", f"{PREFIX}/admin/webhooks"): Row("admin", 200),
-    ("POST", f"{PREFIX}/admin/webhooks"): Row("admin", 201, _json(WEBHOOK)),
-    ("GET", f"{PREFIX}/admin/webhooks/{{webhook_id}}"): Row("admin", 200),
-    ("DELETE", f"{PREFIX}/admin/webhooks/{{webhook_id}}"): Row("admin", 204),
+    (op.method, path): Row(
+        op.caller,
+        403 if op.caller == "signed" else op.status,
+        BODIES.get((op.method, path)),
+        QUERIES.get((op.method, path)),
+    )
+    for (path, _), op in OPERATIONS.items()
 }
 
 # Listed on their own as well, so that making a route public is a change to this line, on purpose.
@@ -307,15 +265,24 @@ def app_routes(api: ApiClient) -> list[tuple[str, str]]:
 
 
 def checked_routes(api: ApiClient) -> list[tuple[str, str]]:
-    """The app's routes, in MATRIX order, once every one has a row and every parameter a filler."""
+    """The app's routes, in MATRIX order, once every one is declared, every parameter has a filler
+    and every body a builder."""
     found = app_routes(api)
     errors = []
     missing = [f"{m} {p}" for m, p in found if (m, p) not in MATRIX]
     if missing:
-        errors.append(f"routes with no row in MATRIX (say who may call them): {missing}")
+        errors.append(f"routes no declaration in api/operations names (say who may call them): {missing}")
     stale = [f"{m} {p}" for m, p in MATRIX if (m, p) not in found]
     if stale:
-        errors.append(f"rows in MATRIX for routes the app no longer has: {stale}")
+        errors.append(f"declared routes the app does not serve: {stale}")
+    takes = {(m, p) for (p, m), op in OPERATIONS.items() if op.body is not None}
+    bodiless = [f"{m} {p}" for m, p in found if (m, p) in takes and (m, p) not in BODIES]
+    if bodiless:
+        errors.append(f"routes that take a body with none in BODIES: {bodiless}")
+    unused = [f"{m} {p}" for m, p in [*BODIES, *QUERIES] if (m, p) not in found]
+    unused += [f"{m} {p}" for m, p in BODIES if (m, p) in found and (m, p) not in takes]
+    if unused:
+        errors.append(f"BODIES or QUERIES for routes the app no longer has, or that take no body: {unused}")
     unfilled = sorted({name for _, p in found for name in PARAM.findall(p) if name not in FILLERS})
     if unfilled:
         errors.append(f"path parameters with no filler in FILLERS: {unfilled}")

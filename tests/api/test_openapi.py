@@ -8,7 +8,8 @@ from openapi_spec_validator import validate
 
 from api.app import routes
 from api.deps import Deps
-from api.openapi import OPERATIONS, SELF_DESCRIBING, describe
+from api.openapi import describe
+from api.operations import OPERATIONS, SELF_DESCRIBING, TAGS, Operation, route_table
 from tests.support import ApiClient
 
 
@@ -28,7 +29,9 @@ async def test_the_document_describes_every_route_and_is_valid(api: ApiClient) -
     validate(document)  # OpenAPI 3.1, JSON Schema 2020-12
     described = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
     assert described == routed(api.conductor.app)
-    assert set(OPERATIONS) == described, "descriptions of routes that no longer exist"
+    declared = {key for key, op in OPERATIONS.items() if op.described}
+    assert declared == described, "declarations of routes that no longer exist"
+    assert {op.tag for op in OPERATIONS.values()} <= set(TAGS)
     for path, ops in document["paths"].items():
         for method, op in ops.items():
             where = f"{method.upper()} {path}"
@@ -61,6 +64,31 @@ def test_a_route_without_a_description_is_an_error(deps: Deps) -> None:
 
     with pytest.raises(LookupError, match="undocumented"):
         describe([*routes(deps), ("/api/v1/undocumented", Undocumented())])
+
+
+class GetOnly:
+    async def on_get(self, req: object, resp: object) -> None: ...
+
+
+class GetAndPut(GetOnly):
+    async def on_put(self, req: object, resp: object) -> None: ...
+
+
+def declared_get(path: str) -> Operation:
+    return Operation("GET", path, GetOnly, "users", "Something", "self", {200: ("It.", None)})
+
+
+def test_the_route_table_serves_what_is_declared_and_nothing_else() -> None:
+    assert route_table([declared_get("/a"), declared_get("/b")], {GetOnly: (one := GetOnly())}) == [
+        ("/api/v1/a", one),
+        ("/api/v1/b", one),
+    ]
+    with pytest.raises(LookupError, match=r"serves \['GET', 'PUT'\]; api/operations declares \['GET'\]"):
+        route_table([declared_get("/a")], {GetOnly: GetAndPut()})
+    with pytest.raises(LookupError, match="declared without a resource"):
+        route_table([declared_get("/a")], {})
+    with pytest.raises(LookupError, match="resources no operation declares"):
+        route_table([declared_get("/a")], {GetOnly: GetOnly(), GetAndPut: GetAndPut()})
 
 
 async def test_the_pages_and_their_assets_are_served(api: ApiClient) -> None:
