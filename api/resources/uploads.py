@@ -8,25 +8,23 @@ as it is for an S3 presigned URL.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated
 
 from falcon.asgi import Request, Response
 from pydantic import BaseModel, ConfigDict, Strict, field_validator
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth import current_user
 from api.http import parse, path_uuid, send
 from api.throttle import UserLimit
 from chat import attachments
-from chat.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, TooManyRequests, field_error
-from chat.models import Upload
+from chat.db import Sessions
+from chat.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, field_error
 from chat.numbers import parse_int
 from chat.quota import ByteQuota
 from chat.storage import BadSignature, LocalStorage, Storage, content_disposition
+from chat.usecases import uploads
 
 
 class UploadBody(BaseModel):
@@ -53,13 +51,9 @@ class UploadBody(BaseModel):
         return value.lower()
 
 
-def _mebibytes(size: int) -> str:
-    return f"{size / 1024 / 1024:g} MiB"
-
-
 @dataclass(frozen=True, slots=True)
 class Uploads:
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: Sessions
     storage: Storage
     max_upload: int
     max_body: int
@@ -69,41 +63,24 @@ class Uploads:
     async def on_post(self, req: Request, resp: Response) -> None:
         me = current_user(req)
         body = await parse(req, UploadBody, self.max_body)
-        if not 1 <= body.size <= self.max_upload:
-            raise field_error(
-                "body.size",
-                f"A file is 1 to {self.max_upload} bytes ({_mebibytes(self.max_upload)}); "
-                f"this one says {body.size}.",
-            )
-        # Counted once the request is valid: each one is a row and a signed URL.
-        await self.limit.count(me)
-        # By the size it declares: the store takes no more than that for it (a PUT of more is 413).
-        taken = await self.quota.take(me, body.size)
-        if not taken.allowed:
-            raise TooManyRequests(
-                f"This file would take you past your upload quota of {self.quota.limit} bytes a day "
-                f"({taken.used} used); try again after the day's window ends.",
-                taken.retry_after,
-            )
-        upload = Upload(
-            id=uuid.uuid4(),
-            owner_id=me,
-            filename=body.filename,
-            content_type=body.content_type,
-            size=body.size,
-            created_at=datetime.now(UTC),
+        upload_id, presigned = await uploads.announce(
+            self.sessions,
+            self.storage,
+            self.limit,
+            self.quota,
+            self.max_upload,
+            me,
+            body.filename,
+            body.content_type,
+            body.size,
         )
-        async with self.sessions() as session:
-            session.add(upload)
-            await session.commit()
-        presigned = self.storage.presign_put(upload.id, upload.content_type, upload.size)
         # Local disk without PUBLIC_API_URL hands out a path: made absolute on this request's own
         # address, so any HTTP client can PUT to it as it is.
         url = presigned.url if "://" in presigned.url else req.forwarded_prefix + presigned.url
         send(
             resp,
             {
-                "id": upload.id,
+                "id": upload_id,
                 "upload_url": url,
                 "method": "PUT",
                 "headers": presigned.headers,
