@@ -87,3 +87,11 @@ PATH_SCHEMAS: dict[str, dict[str, Any]] = {
     "emoji": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": r"^\S+$"},
 }
 NO_CONTENT: Reply = ("Done.", None)
+
+
+def unguarded(path: str, resource: ResourceKey, summary: str, ok: Reply, **more: Any) -> Operation:
+    """A GET for operators or readers of the docs: anyone may call it, and it answers without
+    Postgres or Redis."""
+    return Operation(
+        "GET", path, resource, "operations", summary, "public", {200: ok}, dependencies=False, **more
+    )

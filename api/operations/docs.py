@@ -4,22 +4,11 @@ and one's class is private to its module (`api.app.add_docs` builds them)."""
 
 from __future__ import annotations
 
-from api.operations.base import Operation
+from api.operations.base import Operation, unguarded
 
 
 def _page(path: str, resource: str, summary: str) -> Operation:
-    return Operation(
-        "GET",
-        path,
-        resource,
-        "operations",
-        summary,
-        "public",
-        {200: (summary, None)},
-        dependencies=False,
-        roots=("",),
-        described=False,
-    )
+    return unguarded(path, resource, summary, (summary, None), roots=("",), described=False)
 
 
 OPERATIONS = (
