@@ -71,9 +71,18 @@ class User(Base):
     # Uniqueness is case-insensitive; a lower-cased copy keeps that portable across backends.
     username_key: Mapped[str] = mapped_column(String(32), unique=True)
     display_name: Mapped[str] = mapped_column(String(64))
-    password_hash: Mapped[str] = mapped_column(String(255))
+    # None for the users an app's backend vouches for: they never log in with a password here.
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The app's own id for this user (an app token's `sub`); None for built-in accounts.
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)
+    # What the app's backend keeps with the user (PUT /server/users); "metadata" is taken on the class.
+    app_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    # A deactivated user's tokens are refused and their sockets closed; reactivation undoes it.
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Erased: the row keeps its id (other users' history still names a sender) and nothing else.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RefreshToken(Base):
@@ -103,6 +112,9 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The app's own id for a conversation its backend manages (PUT /server/conversations/{id}).
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)
+    app_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
 
 
 class Participant(Base):
@@ -132,7 +144,9 @@ class Message(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
-    sender_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    # None for a system message, which the app's backend sends as no user.
+    sender_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
     body: Mapped[str | None] = mapped_column(Text, nullable=True)
     client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The first body's digest: a client_id repeated with another body is a conflict even after an
@@ -227,3 +241,17 @@ class Upload(Base):
     # Set when its bytes are to go: its message was deleted, or it was not stored with a message in
     # time. No send may claim it from then on; the worker's sweep deletes the object, then the row.
     discarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
+class ServerKey(Base):
+    """A key an app's backend calls /server/* with. Only its SHA-256 is kept: the key itself is
+    printed once, when made, and cannot be read back."""
+
+    __tablename__ = "server_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

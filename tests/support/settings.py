@@ -14,7 +14,7 @@ from alembic import command
 from chat.settings import Settings
 from tests.support import services
 
-TABLES = "webhooks, uploads, messages, participants, conversations, refresh_tokens, users"
+TABLES = "server_keys, webhooks, uploads, messages, participants, conversations, refresh_tokens, users"
 
 
 def make_settings(**overrides: Any) -> Settings:
