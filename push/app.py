@@ -23,7 +23,7 @@ from chat.settings import Settings
 from chat.users_status import Authenticator, UserCheck
 from push import frames
 from push.hub import Hub
-from push.session import SEND_NOW_EXTENSION, Session, Sessions
+from push.session import SEND_NOW_EXTENSION, Connections, Session
 
 log = logging.getLogger("push")
 
@@ -40,7 +40,7 @@ class Socket:
     redis: Redis
     hub: Hub
     authenticator: Authenticator
-    sessions: Sessions
+    connections: Connections
     # One per process: an outage is one log line, not one per socket.
     presence_outage: Outage = field(default_factory=lambda: Outage(log, "Redis (presence)"), init=False)
 
@@ -55,12 +55,12 @@ class Socket:
             return
         send_now = req.scope.get("extensions", {}).get(SEND_NOW_EXTENSION, {}).get("send")
         session = Session(ws, claims.user_id, claims.expires_at, self.settings, send_now)
-        self.sessions.add(session, self.redis, self.settings.presence_ttl_seconds, self.presence_outage)
+        self.connections.add(session, self.redis, self.settings.presence_ttl_seconds, self.presence_outage)
         metrics.WS_CONNECTIONS.inc()
         try:
             await session.run(self.redis, self.hub, req.get_param("last_event_id"))
         finally:
-            self.sessions.discard(session)
+            self.connections.discard(session)
             metrics.WS_CONNECTIONS.dec()
 
 
@@ -71,15 +71,15 @@ def _bearer(req: Request) -> str | None:
 
 
 class Lifespan:
-    def __init__(self, redis: Redis, hub: Hub, sessions: Sessions, database: AsyncEngine) -> None:
+    def __init__(self, redis: Redis, hub: Hub, connections: Connections, database: AsyncEngine) -> None:
         self.redis = redis
         self.hub = hub
-        self.sessions = sessions
+        self.connections = connections
         self.database = database
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         # push.server has already closed the sockets with 1012; this covers servers that don't.
-        await self.sessions.restart_all(grace=1)
+        await self.connections.restart_all(grace=1)
         await self.hub.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose(close_connection_pool=True)
@@ -88,19 +88,19 @@ class Lifespan:
 
 
 def create_app(
-    settings: Settings | None = None, sessions: Sessions | None = None
+    settings: Settings | None = None, connections: Connections | None = None
 ) -> falcon.asgi.App[Request, Response]:
-    """The push app; `sessions` is how the server that runs it reaches the open sockets."""
+    """The push app; `connections` is how the server that runs it reaches the open sockets."""
     settings = settings or Settings()
-    sessions = sessions if sessions is not None else Sessions()
+    connections = connections if connections is not None else Connections()
     redis = create_redis(settings)
     hub = Hub(redis)
     # Postgres only for the handshake's user check (one connection, one more in a burst); when
     # it is away the token's signature alone admits, as in the api. /readyz does not depend on it.
     database = create_engine(settings.model_copy(update={"database_pool_size": 1}))
     check = UserCheck(database.execution_options(isolation_level="AUTOCOMMIT"), HANDSHAKE_CHECK_SECONDS)
-    socket = Socket(settings, redis, hub, Authenticator(Tokens(settings), check), sessions)
-    middleware: list[Any] = [Lifespan(redis, hub, sessions, database)]
+    socket = Socket(settings, redis, hub, Authenticator(Tokens(settings), check), connections)
+    middleware: list[Any] = [Lifespan(redis, hub, connections, database)]
     app = falcon.asgi.App(middleware=middleware)
     # Falcon's buffered receiver runs a pump task per socket to notice disconnects while the app
     # only sends; every session here is always receiving (Session._receive_loop), which notices

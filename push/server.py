@@ -20,7 +20,7 @@ from websockets.server import ServerProtocol
 from chat import serving
 from chat.settings import Settings
 from push.app import create_app
-from push.session import SEND_NOW_EXTENSION, Sessions
+from push.session import SEND_NOW_EXTENSION, Connections
 
 MAX_CLIENT_FRAME = 4096  # larger client frames are closed with 1009 by the websockets layer
 # How long a shutdown waits for the sockets' own 1012 close frames before uvicorn's bare ones.
@@ -188,23 +188,23 @@ class PushServer(serving.QuietServer):
     uvicorn finish whatever is left.
     """
 
-    def __init__(self, config: uvicorn.Config, sessions: Sessions) -> None:
+    def __init__(self, config: uvicorn.Config, connections: Connections) -> None:
         super().__init__(config)
-        self._sessions = sessions
+        self._connections = connections
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()
         for sock in sockets or []:
             sock.close()
-        await self._sessions.restart_all(grace=SHUTDOWN_GRACE)
+        await self._connections.restart_all(grace=SHUTDOWN_GRACE)
         await super().shutdown(sockets)
 
 
 def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Server, socket.socket]:
-    sessions = Sessions()
+    connections = Connections()
     config = serving.Config(
-        create_app(settings, sessions),
+        create_app(settings, connections),
         header_timeout=settings.http_header_timeout_seconds,
         ws=PushProtocol,
         ws_max_size=MAX_CLIENT_FRAME,
@@ -220,4 +220,4 @@ def build_server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Serv
         log_level="warning",
         lifespan="on",
     )
-    return PushServer(config, sessions), listen(host, port, settings.push_socket_sndbuf)
+    return PushServer(config, connections), listen(host, port, settings.push_socket_sndbuf)

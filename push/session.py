@@ -33,8 +33,8 @@ from chat.events import frame as event_frame
 from chat.outage import Outage
 from chat.settings import Settings
 from push import frames
+from push.frame_limit import FrameBudget
 from push.hub import Hub
-from push.throttle import FrameBudget
 
 log = logging.getLogger("push.session")
 
@@ -77,7 +77,7 @@ class Session:
         self._buffer: list[str] | None = []  # live frames held back while replaying
         self._closing: asyncio.Future[frames.Close] = asyncio.get_running_loop().create_future()
         self._accepted = False
-        # Live and announced in presence: what Sessions.keep_present renews.
+        # Live and announced in presence: what Connections.keep_present renews.
         self.present = False
         limit = ratelimit.parse(settings.rate_limit_client_frames)
         self._budget = FrameBudget(limit) if limit is not None else None
@@ -136,7 +136,7 @@ class Session:
             await _bounded(hub.join(self))
             await self._start(redis, last_event_id)
             # One task a socket (a sender while frames wait) and a timer. Presence is renewed for
-            # all of the process's sockets at once (Sessions.keep_present).
+            # all of the process's sockets at once (Connections.keep_present).
             tasks = [asyncio.create_task(self._receive_loop())]
             for task in tasks:
                 task.add_done_callback(self._task_done)
@@ -284,9 +284,9 @@ async def _trimmed_after(redis: Redis, key: str, start: tuple[int, int]) -> bool
     return first_id is not None and first_id > start
 
 
-class Sessions:
-    """The sessions open on this process: a shutdown closes each with 1012 and says why, and one
-    task renews the presence of them all."""
+class Connections:
+    """The WebSocket sessions open on this process (no database sessions): a shutdown closes
+    each with 1012 and says why, and one task renews the presence of them all."""
 
     def __init__(self) -> None:
         self._open: set[Session] = set()

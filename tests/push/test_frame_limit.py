@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chat import ratelimit
-from push.throttle import FrameBudget
+from push.frame_limit import FrameBudget
 
 
 class Clock:
