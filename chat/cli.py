@@ -22,12 +22,14 @@ from pydantic import ValidationError, model_validator
 from redis.asyncio import Redis
 from sqlalchemy import update
 
-from chat import arqseam, deadletters, heartbeats, monitor
 from chat.db import create_engine
+from chat.errors import Conflict, NotFound
+from chat.jobqueue import heartbeats, monitor
+from chat.jobqueue.lanes import Queues
 from chat.models import User
-from chat.queues import Queues
 from chat.redis import create_redis
 from chat.settings import EMBEDDED_DATABASE_URL, Settings
+from chat.usecases import deadletters
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -131,19 +133,17 @@ async def _jobs_command(redis: Redis, queues: Queues, args: argparse.Namespace) 
             return EXIT_FAILED
         _print(args, job, _job_text)
     elif action == "retry":
-        entry = await deadletters.get(redis, args.job_id)
-        done = (
-            await arqseam.requeue_dead_letter(redis, queues.for_function(entry["function"]), entry)
-            if entry
-            else -1
-        )
-        if done != 1:
-            why = "is queued or running already" if done == 0 else "is not a dead letter"
+        try:
+            await deadletters.retry(redis, queues, args.job_id)
+        except (NotFound, Conflict) as exc:
+            why = "is queued or running already" if isinstance(exc, Conflict) else "is not a dead letter"
             print(f"{args.job_id} {why}", file=sys.stderr)
             return EXIT_FAILED
         print(f"{args.job_id} queued again")
     elif action == "discard":
-        if not await deadletters.discard(redis, args.job_id):
+        try:
+            await deadletters.discard(redis, args.job_id)
+        except NotFound:
             print(f"{args.job_id} is not a dead letter", file=sys.stderr)
             return EXIT_FAILED
         print(f"{args.job_id} discarded")

@@ -3,36 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from falcon.asgi import Request, Response
 from redis.asyncio import Redis
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import current_user
 from api.http import limit_param, query_int, send
-from chat import arqseam, deadletters, heartbeats, jobstats, monitor
-from chat.errors import Conflict, Forbidden, NotFound, Unauthorized, field_error
-from chat.models import User
-from chat.queues import Queues
+from chat.db import Reader
+from chat.errors import NotFound
+from chat.jobqueue import heartbeats, jobstats, monitor
+from chat.jobqueue.lanes import Queues
+from chat.usecases import deadletters
+from chat.usecases.jobs import require_admin
 
 
 @dataclass(frozen=True, slots=True)
 class AdminOnly:
     """Every admin route checks the caller's admin flag in Postgres, so revoking takes effect at once."""
 
-    reader: AsyncEngine
+    reader: Reader
     redis: Redis
     queues: Queues
 
     async def _require_admin(self, req: Request) -> None:
-        async with self.reader.connect() as conn:
-            is_admin = await conn.scalar(select(User.is_admin).where(User.id == current_user(req)))
-        if is_admin is None:
-            raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
-        if not is_admin:
-            raise Forbidden("Admins only.")
+        await require_admin(self.reader, current_user(req))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +59,9 @@ class DeadLetters(AdminOnly):
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
         limit = limit_param(req)
-        try:
-            items, cursor = await deadletters.page(
-                self.redis, limit=limit, cursor=req.get_param("cursor"), function=req.get_param("function")
-            )
-        except ValueError:
-            raise field_error("query.cursor", "Not a cursor this endpoint issued.") from None
+        items, cursor = await deadletters.page(
+            self.redis, limit=limit, cursor=req.get_param("cursor"), function=req.get_param("function")
+        )
         send(resp, {"items": items, "next_cursor": cursor})
 
 
@@ -78,12 +69,11 @@ class DeadLetters(AdminOnly):
 class DeadLetter(AdminOnly):
     async def on_get(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        send(resp, await _dead_letter(self.redis, job_id))
+        send(resp, await deadletters.show(self.redis, job_id))
 
     async def on_delete(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        if not await deadletters.discard(self.redis, job_id):
-            raise NotFound("No such dead letter.")
+        await deadletters.discard(self.redis, job_id)
         resp.status = 204
 
 
@@ -91,23 +81,9 @@ class DeadLetter(AdminOnly):
 class DeadLetterRetry(AdminOnly):
     async def on_post(self, req: Request, resp: Response, job_id: str) -> None:
         await self._require_admin(req)
-        entry = await _dead_letter(self.redis, job_id)
-        done = await arqseam.requeue_dead_letter(
-            self.redis, self.queues.for_function(entry["function"]), entry
-        )
-        if done == -1:
-            raise NotFound("No such dead letter.")
-        if done == 0:
-            raise Conflict("This job is queued or running again already.")
+        await deadletters.retry(self.redis, self.queues, job_id)
         resp.set_header("Location", f"/api/v1/admin/jobs/{job_id}")
         send(resp, {"job_id": job_id, "status": "queued"}, 202)
-
-
-async def _dead_letter(redis: Redis, job_id: str) -> dict[str, Any]:
-    entry = await deadletters.get(redis, job_id)
-    if entry is None:
-        raise NotFound("No such dead letter.")
-    return entry
 
 
 @dataclass(frozen=True, slots=True)
