@@ -203,7 +203,7 @@ async def _add_self(call: Call, caller: TestUser | None) -> dict[str, Any]:
     return {"user_ids": [(caller or call.world.eve).id]}
 
 
-# The api's description and the pages that show it (api.openapi leaves them out of it), in order.
+# The api's description and the pages that show it (api/operations/docs.py), in order.
 DOCS = sorted(SELF_DESCRIBING)
 
 # A valid body for every route that takes one, and a query string where one is required.
