@@ -34,8 +34,8 @@ from api.throttle import AddressLimit, FailureLimit, UserLimit
 from chat import probes, ratelimit, wsprotocol
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
-from chat.queue import JobQueue
-from chat.queues import Queues
+from chat.jobqueue.accept import JobQueue
+from chat.jobqueue.lanes import Queues
 from chat.quota import ByteQuota
 from chat.ratelimit import Limiter
 from chat.redis import create_redis

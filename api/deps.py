@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat.eventbus import Publisher
-from chat.queue import JobQueue
+from chat.jobqueue.accept import JobQueue
+from chat.jobqueue.connection import ArqRedis
 from chat.ratelimit import Limiter
 from chat.security import Passwords, Tokens
 from chat.sequence import Sequencer

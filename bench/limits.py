@@ -30,9 +30,9 @@ import psutil
 from bench.meter import services
 from chat.eventbus import RedisPublisher
 from chat.events import MessageCreated
-from chat.jobs import PersistMessage
+from chat.jobqueue.accept import JobQueue, Send
+from chat.jobqueue.jobs import PersistMessage
 from chat.membership import members_key
-from chat.queue import JobQueue, Send
 from chat.redis import create_redis
 from chat.schemas import MessageOut
 from chat.sequence import counter_key

@@ -31,7 +31,7 @@ import aiohttp
 import psutil
 import redis
 
-from chat.deadletters import HASH as DEAD_LETTERS
+from chat.jobqueue.deadletters import HASH as DEAD_LETTERS
 from tests.support.chatload import Listener, Sender, conversation, reconcile, register, stored_count, until
 from tests.support.settings import migrated_database
 from tests.support.stack import Process, Stack, stack_env

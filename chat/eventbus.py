@@ -14,8 +14,8 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from chat.arqseam import Outbox
 from chat.events import LUA_FRAME, StoredEvent, Typing, encode
+from chat.jobqueue.outbox import Outbox
 
 STREAM_PREFIX = "events:"
 CHANNEL_PREFIX = "user:"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
-from chat.arqseam import deserialize, serialize
+from chat.jobqueue.connection import ArqRedis, client_options
 from chat.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,11 +37,7 @@ class MemoryArqRedis(ArqRedis):
 
 def create_redis(settings: Settings, *, max_connections: int | None = None) -> ArqRedis:
     """A Redis client that is also an arq pool (it can enqueue jobs), configured for JSON jobs."""
-    options: dict[str, Any] = {
-        "job_serializer": serialize,
-        "job_deserializer": deserialize,
-        "default_queue_name": settings.queue_name,
-    }
+    options = client_options(settings.queue_name)
     url = settings.redis_url
     if url.startswith("memory://"):
         from fakeredis.aioredis import FakeAsyncRedisConnection

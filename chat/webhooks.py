@@ -30,11 +30,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import metrics, presence
-from chat.arqseam import Outbox, QueueWriter
 from chat.eventbus import Publisher
 from chat.events import MessageCreated, StoredEvent, Typing
+from chat.jobqueue.enqueue import QueueWriter
+from chat.jobqueue.lanes import DELIVER_WEBHOOK, WEBHOOK_JOB_PREFIX
+from chat.jobqueue.outbox import Outbox
 from chat.models import Webhook
-from chat.queues import DELIVER_WEBHOOK, WEBHOOK_JOB_PREFIX
 
 log = logging.getLogger("chat.webhooks")
 

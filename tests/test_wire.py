@@ -9,22 +9,11 @@ import orjson
 from falcon.testing import ASGIConductor
 
 from api.deps import Deps
-from chat import (
-    arqseam,
-    deadletters,
-    eventbus,
-    heartbeats,
-    jobstats,
-    membership,
-    presence,
-    probes,
-    queue,
-    quota,
-    sequence,
-)
+from chat import eventbus, membership, presence, probes, quota, sequence
 from chat.cli import set_admin
 from chat.eventbus import RedisPublisher
 from chat.events import encode, frame
+from chat.jobqueue import accept, deadletters, heartbeats, jobstats, keys
 from chat.security import Tokens
 from chat.settings import Settings
 from push.app import create_app as create_push
@@ -53,8 +42,8 @@ def families(settings: Settings) -> list[str]:
     return [
         eventbus.stream_key(""),
         sequence.counter_key(""),
-        queue.claim_key(""),
-        queue.send_rate_prefix(""),
+        accept.claim_key(""),
+        accept.send_rate_prefix(""),
         membership.members_key(""),
         membership.generation_key(""),
         presence.presence_key(""),
@@ -68,10 +57,10 @@ def families(settings: Settings) -> list[str]:
         "chat:limits",  # the limits library's own keys, under the prefix chat.ratelimit gives it
         quota.KEY_PREFIX,
         probes.PROBE_KEY,
-        arqseam.job_key(""),
-        arqseam.in_progress_key(""),
-        arqseam.result_key(""),
-        arqseam.retry_key(""),
+        keys.job_key(""),
+        keys.in_progress_key(""),
+        keys.result_key(""),
+        keys.retry_key(""),
         q,
         f"{q}:health-check",
     ]
@@ -115,7 +104,7 @@ def test_a_send_without_attachments_is_the_job_it_was_before_them() -> None:
     import uuid
     from datetime import UTC, datetime
 
-    from chat.jobs import PersistMessage
+    from chat.jobqueue.jobs import PersistMessage
 
     fields = {
         "message_id": uuid.uuid4(),

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import attachments, mentions
 from chat.failures import describe
-from chat.jobs import PersistMessage
+from chat.jobqueue.jobs import PersistMessage
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer
 from workers import store

@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import TypedDict
 
 import httpx
-from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chat.arqseam import Outbox
 from chat.eventbus import RedisPublisher
+from chat.jobqueue.connection import ArqRedis
+from chat.jobqueue.outbox import Outbox
 from chat.outage import Outages
 from chat.settings import Settings
 from chat.storage import Storage
@@ -26,11 +26,9 @@ class JobContext(TypedDict, total=False):
     job_try: int
     enqueue_time: datetime
     score: int
-    # ChatWorker only: the commands a job stages for its finishing transaction, who runs it, and
-    # that failures are recorded by the worker (the stock arq worker leaves that to the job).
+    # ChatWorker's: the commands a job stages for its finishing transaction, and who runs it.
     outbox: Outbox
     worker_id: str
-    worker_records_failures: bool
     # on_startup (workers.main).
     settings: Settings
     engine: AsyncEngine
@@ -38,7 +36,6 @@ class JobContext(TypedDict, total=False):
     publisher: RedisPublisher
     storage: Storage
     max_tries: int
-    dead_letter_limits: tuple[int, float]
     batcher: PersistBatcher
     outages: Outages
     webhooks: Dispatcher  # the webhook registry and dispatch

@@ -1,8 +1,9 @@
-"""The `worker` process: ChatWorker (see `chat.arqseam`) over the message jobs, and in slots of
-their own the webhook deliveries (`chat.queues`).
+"""The `worker` process: ChatWorker (`workers.runtime`) over the message jobs, and in slots of
+their own the webhook deliveries (`chat.jobqueue.lanes`).
 
-`worker_options(settings)` is the one place that turns settings into worker options, for
-`python -m workers` (the Procfile's line) and for arq's own command line alike.
+`create_worker(settings)` is the one place that turns settings into a worker, for
+`python -m workers` (the Procfile's line), the dev server and tests. arq's own command line
+(`arq workers.main.WorkerSettings`) is refused at start: its worker lacks what ChatWorker does.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import httpx
-from arq.connections import RedisSettings
-from arq.worker import func
 
-from chat.arqseam import ChatWorker, deserialize, serialize
 from chat.db import create_engine, create_sessionmaker
 from chat.eventbus import RedisPublisher
 from chat.failures import is_transient
+from chat.jobqueue.codec import deserialize, serialize
 from chat.outage import Outages
 from chat.process import withhold_job_args
 from chat.redis import create_redis
@@ -29,6 +28,7 @@ from chat.storage import create_storage
 from chat.webhooks import create_dispatcher
 from workers.batch import PersistBatcher
 from workers.context import JobContext
+from workers.runtime import ChatWorker, func
 from workers.sweeper import sweep_forever
 from workers.tasks import delete_message, edit_message, persist_message, react
 from workers.webhooks import deliver_webhook
@@ -49,7 +49,7 @@ def functions(settings: Settings) -> list[Any]:
 
 def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
     async def on_startup(ctx: JobContext) -> None:
-        # Here, not only in configure_logging: arq's own command line never calls that.
+        # Also in configure_logging; here for a worker that is made without it (tests, the dev server).
         withhold_job_args()
         # ctx["redis"] is the worker's own arq pool; publishing shares it.
         engine = create_engine(settings)
@@ -60,7 +60,6 @@ def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
         ctx["storage"] = create_storage(settings)
         ctx["max_tries"] = settings.job_max_tries
         ctx["outages"] = Outages(logging.getLogger("workers.tasks"))
-        ctx["dead_letter_limits"] = dead_letter_limits(settings)
         ctx["webhooks"] = create_dispatcher(
             ctx["redis"],
             ctx["sessions"],
@@ -107,7 +106,7 @@ def dead_letter_limits(settings: Settings) -> tuple[int, float]:
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    """The options arq's own Worker takes, from settings."""
+    """The options of arq's Worker that ChatWorker takes too, from settings."""
     return {
         "functions": functions(settings),
         "queue_name": settings.queue_name,
@@ -143,29 +142,15 @@ def create_worker(settings: Settings, **overrides: Any) -> ChatWorker:
     return ChatWorker(**options)
 
 
-def arq_cli_settings(settings: Settings) -> dict[str, Any]:
-    """`arq workers.main.WorkerSettings`: the stock arq worker, with the same options as ours."""
-    url = settings.redis_url
-    # memory:// lives inside one process (dev mode), which arq's CLI cannot join: arq's default
-    # address stands in, so resolving the settings works and only running the worker fails.
-    redis = RedisSettings() if url.startswith("memory://") else RedisSettings.from_dsn(url)
-    return {**worker_options(settings), "redis_settings": redis}
-
-
-def arq_cli_webhook_settings(settings: Settings) -> dict[str, Any]:
-    """`arq workers.main.WebhookWorkerSettings`: the stock arq worker for webhook deliveries,
-    which ChatWorker serves beside the messages (arq's worker takes one queue)."""
-    return {
-        **arq_cli_settings(settings),
-        "queue_name": settings.webhook_queue_name,
-        "max_jobs": settings.webhook_max_jobs,
-    }
+# Said by `arq workers.main.WorkerSettings` (or `WebhookWorkerSettings`) before it exits.
+STOCK_WORKER_REFUSED = (
+    "arq's own worker is not supported: it lacks the worker heartbeats, the webhook lane, the "
+    "outage rule and the dead letters. Run `python -m workers` (the Procfile's worker line) instead."
+)
 
 
 def __getattr__(name: str) -> Any:
-    # Built when arq's CLI asks for it, not at import: settings come from the environment then.
-    if name == "WorkerSettings":
-        return arq_cli_settings(Settings())
-    if name == "WebhookWorkerSettings":
-        return arq_cli_webhook_settings(Settings())
+    # arq's command line asks for these names: it stops at start, with the command to run instead.
+    if name in ("WorkerSettings", "WebhookWorkerSettings"):
+        raise SystemExit(STOCK_WORKER_REFUSED)
     raise AttributeError(name)

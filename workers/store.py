@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat import attachments
 from chat.db import upsert_insert as _insert
-from chat.jobs import DeleteMessage, EditMessage, PersistMessage, React
+from chat.jobqueue.jobs import DeleteMessage, EditMessage, PersistMessage, React
 from chat.models import Conversation, Message, Participant, Reaction, UTCDateTime
 from chat.schemas import MessageOut
 from chat.sequence import Sequencer, persisted_max_seq

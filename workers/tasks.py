@@ -1,7 +1,7 @@
 """arq job functions: open a session, write through `store`, commit, then publish the event.
 
-Under ChatWorker the publish is staged and runs in the transaction that finishes the job; under
-the stock arq worker it goes to Redis straight after the commit. Either way it follows the commit.
+The publish is staged in the job's outbox and runs in the transaction that finishes the job
+(`workers.runtime.finish`), so it follows the commit.
 """
 
 from __future__ import annotations
@@ -9,13 +9,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import attachments, deadletters, metrics, reading
+from chat import attachments, metrics, reading
 from chat.eventbus import Publisher, RedisPublisher
 from chat.events import (
     MessageCreated,
@@ -25,8 +23,8 @@ from chat.events import (
     ReactionRef,
     ReactionRemoved,
 )
-from chat.failures import describe, is_transient, scrubbed_traceback
-from chat.jobs import DeleteMessage, EditMessage, PersistMessage, React
+from chat.failures import describe, is_transient
+from chat.jobqueue.jobs import DeleteMessage, EditMessage, PersistMessage, React, Retry
 from chat.models import Message
 from chat.schemas import MessageOut
 from chat.webhooks import WebhookPublisher
@@ -46,10 +44,11 @@ def backoff(job_try: int) -> float:
 
 
 def job(fn: Task) -> Task:
-    """Retry transient failures with back-off; let anything else fail the job for good.
+    """Retry transient failures with back-off; let anything else fail the job for good (the worker
+    records the dead letter, `workers.runtime.finish`).
 
-    Under ChatWorker a failure that is a dependency being away spends no try whatever this says:
-    the worker gives the try back and defers the job (chat.arqseam, `_wait_out`)."""
+    A failure that is a dependency being away spends no try whatever this says: the worker gives
+    the try back and defers the job (`workers.runtime.run`, `_wait_out`)."""
 
     @functools.wraps(fn)
     async def run(ctx: Ctx, payload: dict[str, Any]) -> str:
@@ -69,26 +68,6 @@ def job(fn: Task) -> Task:
                 # have it. Retried like an outage, and dead-lettered after the last try.
                 log.warning("job %s: %s (try %d)", ctx.get("job_id"), describe(exc), tries)
                 raise Retry(defer=backoff(tries)) from exc
-            if not ctx.get("worker_records_failures"):
-                # The stock arq worker keeps no dead letters; ChatWorker records its own.
-                metrics.JOBS.labels(fn.__name__, "failed").inc()
-                await deadletters.record(
-                    ctx["redis"],
-                    {
-                        "job_id": str(ctx.get("job_id")),
-                        "function": fn.__name__,
-                        "args": [payload],
-                        # Shown to admins: no SQL values, job bodies or URL secrets in either.
-                        "error": describe(exc),
-                        "reason": "raised",
-                        "traceback": scrubbed_traceback(exc),
-                        "tries": tries,
-                        "enqueued_at": None,
-                        "failed_at": datetime.now(UTC).isoformat(),
-                        "worker_id": None,
-                    },
-                    *ctx["dead_letter_limits"],
-                )
             raise
         outages.up()
         return result
@@ -97,11 +76,11 @@ def job(fn: Task) -> Task:
 
 
 def publisher(ctx: Ctx) -> Publisher:
-    """The job's publisher: staged in the finishing transaction under ChatWorker, direct otherwise;
-    webhook deliveries of its event join the same transaction (chat.webhooks)."""
+    """The job's publisher: staged in the finishing transaction; webhook deliveries of its event
+    join the same transaction (chat.webhooks)."""
     direct: RedisPublisher = ctx["publisher"]
-    outbox = ctx.get("outbox")
-    inner: Publisher = direct if outbox is None else direct.staged(outbox)
+    outbox = ctx["outbox"]
+    inner: Publisher = direct.staged(outbox)
     dispatcher = ctx.get("webhooks")
     if dispatcher is None:
         return inner

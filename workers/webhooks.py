@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 import orjson
-from arq import Retry
 from pydantic import BaseModel, ConfigDict
 
 from chat import metrics
 from chat.failures import redact_url, redact_urls
+from chat.jobqueue.jobs import Retry
 from chat.settings import Settings
 from chat.webhooks import Dispatcher, signature
 from workers.context import JobContext

@@ -8,9 +8,9 @@ import uuid
 from falcon import inspect
 
 from api.deps import Deps
-from chat import deadletters, heartbeats
-from chat.arqseam import QueueWriter
 from chat.cli import set_admin
+from chat.jobqueue import deadletters, heartbeats
+from chat.jobqueue.enqueue import QueueWriter
 from tests.support import ApiClient, assert_problem
 
 

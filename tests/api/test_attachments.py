@@ -14,10 +14,11 @@ from falcon.testing import Result
 from sqlalchemy import update
 
 from api.deps import Deps
-from chat import attachments, deadletters
+from chat import attachments
 from chat.cli import set_admin
 from chat.events import MessageCreated, MessageDeleted, MessageUpdated
-from chat.jobs import PERSIST_MESSAGE, PersistMessage
+from chat.jobqueue import deadletters
+from chat.jobqueue.jobs import PERSIST_MESSAGE, PersistMessage
 from chat.models import Upload
 from chat.s3storage import S3Storage
 from chat.settings import Settings

@@ -21,9 +21,11 @@ from falcon.testing import Result
 from sqlalchemy import func, select
 
 from api.deps import Deps
-from chat import arqseam, deadletters, events
+from chat import events
 from chat.cli import set_admin
 from chat.eventbus import stream_key
+from chat.jobqueue import deadletters
+from chat.jobqueue.state import job_state
 from chat.models import Conversation, Message, Participant, RefreshToken, User
 from tests.support import PASSWORD, ApiClient, TestUser, assert_problem
 from tests.support.settings import RunWorker
@@ -375,7 +377,7 @@ async def test_edits_at_once_apply_in_the_order_they_were_accepted(
     # Each edit carries the moment the api accepted it; the latest accepted is the one that stays.
     accepted = []
     for r in results:
-        state = await arqseam.job_state(deps.redis, deps.settings.queue_name, r.json["job_id"])
+        state = await job_state(deps.redis, deps.settings.queue_name, r.json["job_id"])
         assert state.status == "complete" and state.success, state
         accepted.append((datetime.fromisoformat(state.args[0]["edited_at"]), state.args[0]["body"]))
     last_at, last_body = max(accepted)
@@ -442,7 +444,7 @@ async def test_retrying_and_discarding_one_dead_letter_at_once_does_one(api: Api
     statuses = tally(results)
     assert statuses[202] == 1 and statuses[202] + statuses[404] + statuses[409] == N, statuses
     assert await deadletters.get(deps.redis, "edit:retried") is None
-    assert (await arqseam.job_state(deps.redis, queue, "edit:retried")).status == "queued"
+    assert (await job_state(deps.redis, queue, "edit:retried")).status == "queued"
     assert await deps.redis.zcard(queue) == 1
 
     await _dead_letter(deps, "edit:contested")
@@ -454,7 +456,7 @@ async def test_retrying_and_discarding_one_dead_letter_at_once_does_one(api: Api
     assert statuses[202] + statuses[204] == 1, statuses
     assert statuses[202] + statuses[204] + statuses[404] + statuses[409] == N, statuses
     assert await deadletters.get(deps.redis, "edit:contested") is None
-    state = await arqseam.job_state(deps.redis, queue, "edit:contested")
+    state = await job_state(deps.redis, queue, "edit:contested")
     assert state.status == ("queued" if statuses[202] else "not_found")
     assert await deadletters.count(deps.redis) == 0
 
@@ -517,7 +519,7 @@ async def test_adds_and_removes_at_once_end_as_the_last_accepted(
         [
             (datetime.fromisoformat(state.args[0]["changed_at"]), state.args[0]["present"])
             for state in [
-                await arqseam.job_state(deps.redis, deps.settings.queue_name, job_id)
+                await job_state(deps.redis, deps.settings.queue_name, job_id)
                 for job_id in [
                     k.decode().removeprefix("arq:result:")
                     for k in await deps.redis.keys("arq:result:react:*")

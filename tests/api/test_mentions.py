@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from api.deps import Deps
 from chat import mentions
 from chat.events import MessageCreated
-from chat.jobs import PersistMessage
+from chat.jobqueue.jobs import PersistMessage
 from chat.mentions import names_in
 from chat.sequence import Sequencer
 from tests.support import ApiClient, TestUser

@@ -11,8 +11,8 @@ import pytest
 from falcon.testing import ASGIConductor
 
 from api.app import build_deps, create_app
-from chat.arqseam import job_state
 from chat.cli import set_admin
+from chat.jobqueue.state import job_state
 from chat.settings import Settings
 from tests.support import ApiClient, services
 from tests.support.messages import send

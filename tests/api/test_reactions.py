@@ -10,7 +10,7 @@ import pytest
 from api.deps import Deps
 from chat import reactions
 from chat.events import MessageDeleted, MessageUpdated, ReactionAdded, ReactionRemoved
-from chat.jobs import React
+from chat.jobqueue.jobs import React
 from tests.support import ApiClient, assert_problem
 from tests.support.messages import send, stream
 from tests.support.settings import RunWorker

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.deps import Deps
-from chat.jobs import PersistMessage
+from chat.jobqueue.jobs import PersistMessage
 from chat.models import Message
 from chat.sequence import Sequencer
 from tests.support import ApiClient, TestUser, assert_problem

@@ -19,8 +19,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from chat import deadletters, heartbeats, jobstats
-from chat.jobs import change_job_id, persist_job_id
+from chat.jobqueue import deadletters, heartbeats, jobstats
+from chat.jobqueue.jobs import change_job_id, persist_job_id
 from tests.support.browser import WAIT, console
 from tests.support.stack import E2E_REDIS_URL, ROOT, Process, Stack
 

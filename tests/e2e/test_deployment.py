@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio
 
-from chat import heartbeats
+from chat.jobqueue import heartbeats
 from tests.support import services
 from tests.support.compose import compose
 from tests.support.stack import E2E_REDIS_URL, ROOT, Process, Stack, stack_env

@@ -37,8 +37,8 @@ import pytest
 import redis
 import redis.asyncio
 
-from chat import deadletters
-from chat.arqseam import QueueWriter
+from chat.jobqueue import deadletters
+from chat.jobqueue.enqueue import QueueWriter
 from chat.settings import Settings
 from tests.support import services
 from tests.support.stack import E2E_REDIS_URL, ROOT

@@ -24,7 +24,7 @@ import orjson
 import pytest
 import redis.asyncio
 
-from chat.deadletters import HASH as DEAD_LETTERS
+from chat.jobqueue.deadletters import HASH as DEAD_LETTERS
 from tests.support import services
 from tests.support.chatload import (
     Accepted,

@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from chat import arqseam, deadletters
+from chat.jobqueue import deadletters
+from chat.jobqueue.state import job_state
 from chat.settings import Settings
 from tests.support import services
 from tests.support.chatload import conversation, register, stored_count, until
@@ -79,14 +80,14 @@ async def test_jobs_wait_out_a_postgres_outage_longer_than_their_tries(
             await asyncio.to_thread(own_postgres.stop)
             accepted = [await _send(http, alice, cid, n) for n in range(MESSAGES)]
             await asyncio.sleep(DOWN_SECONDS)  # the outage itself: what the jobs must wait out
-            during = [await arqseam.job_state(redis, queue, a["job_id"]) for a in accepted]
+            during = [await job_state(redis, queue, a["job_id"]) for a in accepted]
             dead_during = await deadletters.count(redis)
 
             up_started = time.monotonic()
             await asyncio.to_thread(own_postgres.start)
             ids = [a["id"] for a in accepted]
             drained_at = await until(lambda: _all_stored(own_postgres.dsn, ids), "all stored", 30, every=0.1)
-            after = [await arqseam.job_state(redis, queue, a["job_id"]) for a in accepted]
+            after = [await job_state(redis, queue, a["job_id"]) for a in accepted]
             dead_after = await deadletters.count(redis)
         print(
             f"\n{MESSAGES} sent while Postgres was down for {DOWN_SECONDS} s; "

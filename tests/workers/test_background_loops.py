@@ -16,9 +16,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
-from chat import arqseam, monitor
-from chat.arqseam import QueueWriter
-from chat.queues import DELIVER_WEBHOOK
+from chat.jobqueue import monitor
+from chat.jobqueue.enqueue import QueueWriter
+from chat.jobqueue.lanes import DELIVER_WEBHOOK
+from chat.jobqueue.state import job_state
 from chat.settings import Settings
 from tests.support import services
 from workers import main as worker_main
@@ -84,7 +85,7 @@ async def test_the_heartbeat_comes_back_after_redis_was_out_of_memory(
         await QueueWriter(redis, own.webhook_queue_name).enqueue(DELIVER_WEBHOOK, [args], job_id)
 
         async def complete() -> bool:
-            state = await arqseam.job_state(redis, own.webhook_queue_name, job_id)
+            state = await job_state(redis, own.webhook_queue_name, job_id)
             return state.status == "complete" and bool(state.success)
 
         await _until(complete, "the new job completed", 10)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from api.deps import Deps
-from chat import arqseam, deadletters
-from chat.arqseam import QueueWriter
 from chat.cli import set_admin
-from chat.jobs import PERSIST_MESSAGE
+from chat.jobqueue import deadletters, keys
+from chat.jobqueue.enqueue import QueueWriter
+from chat.jobqueue.jobs import PERSIST_MESSAGE
 from tests.support import ApiClient, TestUser, assert_problem
 from tests.support.messages import send, stored_count
 from tests.support.settings import RunWorker
@@ -38,7 +38,7 @@ async def test_every_way_a_job_fails_for_good_lands_in_the_dead_letters(
     queue = deps.settings.queue_name
     # Its workers died on every try: the try counter already stands at the limit.
     died = await send(api, alice, cid, "its workers kept dying")
-    await deps.redis.set(arqseam.retry_key(died["job_id"]), deps.settings.job_max_tries)
+    await deps.redis.set(keys.retry_key(died["job_id"]), deps.settings.job_max_tries)
     # Expired: still queued, but the job itself is gone.
     await deps.redis.zadd(queue, {"persist:expired": 1})
     # A function no worker knows.

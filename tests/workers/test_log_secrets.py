@@ -11,20 +11,18 @@ from typing import Any
 
 import pytest
 import redis.exceptions
-from arq import Worker
 
 from api.deps import Deps
-from chat import deadletters
-from chat.arqseam import QueueWriter
 from chat.cli import set_admin
 from chat.failures import describe, scrubbed_traceback
+from chat.jobqueue import deadletters
+from chat.jobqueue.enqueue import QueueWriter
 from chat.process import configure_logging
 from chat.settings import Settings
 from tests.support import ApiClient
 from tests.support.messages import send
 from tests.support.settings import RunWorker
 from tests.support.webhooks import Receiver, receiving
-from workers.main import arq_cli_settings, on_shutdown
 
 BODY = "BODY-MARKER-7f3c9a"
 SECRETS = ("HOOKPASS", "QUERYTOKEN123")
@@ -151,41 +149,6 @@ async def test_a_job_that_fails_validation_logs_no_body(
     [dead] = await _dead_letters(deps)
     assert "reply_to" in dead["error"]
     assert BODY not in dead["error"] and BODY not in (dead["traceback"] or "")
-
-
-async def test_the_stock_arq_worker_logs_no_job_arguments_when_jobs_are_retried_and_fail(
-    api: ApiClient, deps: Deps, settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
-    """`arq workers.main.WorkerSettings` logs through arq's own logging config (INFO, every job's
-    arguments), never through configure_logging: the worker's start-up must withhold them."""
-    _, _, cid = await api.pair()
-    writer = QueueWriter(deps.redis, deps.settings.queue_name)
-    alice = uuid.uuid4()
-    # Postgres away (nothing listens on port 9): this job is retried, then fails for good.
-    assert await writer.enqueue("persist_message", [_persist(cid, alice)], "stock-job")
-    # A short payload puts the body inside arq's 80 characters of arguments; an invalid field
-    # puts it in the error text arq logs with the failure.
-    assert await writer.enqueue("persist_message", [{"body": BODY}], "stock-short")
-    assert await writer.enqueue("persist_message", [_persist(cid, alice, reply_to=BODY)], "stock-invalid")
-    away = settings.model_copy(update={"database_url": "postgresql+asyncpg://postgres@127.0.0.1:9/chat"})
-    arq_logger = logging.getLogger("arq.worker")
-    saved = list(arq_logger.filters)
-    caplog.set_level(logging.INFO)
-    options = {**arq_cli_settings(away), "burst": True, "handle_signals": False, "poll_delay": 0.01}
-    worker = Worker(**options)
-    try:
-        await worker.main()
-    finally:
-        arq_logger.filters[:] = saved
-        # arq's own close() calls redis-py's deprecated close(); the same steps with aclose().
-        await on_shutdown(worker.ctx)  # type: ignore[arg-type]  # arq's ctx is a plain dict
-        await worker.pool.aclose(close_connection_pool=True)
-
-    assert worker.jobs_retried >= 1 and worker.jobs_failed == 3
-    logged = _logged(caplog)
-    assert BODY not in logged
-    assert "stock-job:persist_message(…) try=2" in logged  # the lines are there, the arguments not
-    assert "stock-invalid:persist_message failed" in logged
 
 
 async def test_a_redis_pipeline_error_is_described_without_its_commands(deps: Deps) -> None:

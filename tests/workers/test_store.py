@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.deps import Deps
 from chat.failures import is_transient
-from chat.jobs import PersistMessage
+from chat.jobqueue.jobs import PersistMessage
 from chat.sequence import Sequencer
 from tests.support import ApiClient
 from workers import store

@@ -10,9 +10,8 @@ import redis.exceptions
 from arq import Retry
 
 from api.deps import Deps
-from chat import arqseam, heartbeats
-from chat.arqseam import ChatWorker
-from chat.jobs import PersistMessage
+from chat.jobqueue import codec, enqueue, heartbeats, keys
+from chat.jobqueue.jobs import PersistMessage
 from chat.sequence import Sequencer, counter_key
 from chat.settings import Settings
 from tests.support import ApiClient, assert_problem
@@ -20,6 +19,7 @@ from tests.support.messages import send, stored_count, stream
 from tests.support.settings import RunWorker
 from workers import store
 from workers.main import create_worker
+from workers.runtime import ChatWorker
 
 
 async def test_send_is_queued_then_persisted(api: ApiClient, run_worker: RunWorker) -> None:
@@ -202,11 +202,11 @@ async def test_worker_dead_after_commit_its_job_runs_again_and_publishes_once(
     # A worker that claimed the job, committed the message and died: it holds the job, its
     # heartbeat record is gone, and nothing was published.
     ghost = "ghost-worker"
-    await deps.redis.set(arqseam.in_progress_key(sent["job_id"]), ghost, px=60_000)
+    await deps.redis.set(keys.in_progress_key(sent["job_id"]), ghost, px=60_000)
     await deps.redis.sadd(heartbeats.held_key(ghost), sent["job_id"])  # type: ignore[misc]
     await deps.redis.zadd(heartbeats.REGISTRY, {ghost: 0})
-    body = await deps.redis.get(arqseam.job_key(sent["job_id"]))
-    payload = arqseam.deserialize(body)["a"][0]
+    body = await deps.redis.get(keys.job_key(sent["job_id"]))
+    payload = codec.deserialize(body)["a"][0]
     async with deps.sessions() as session:
         await store.persist_messages(session, [PersistMessage.model_validate(payload)], Sequencer(deps.redis))
         await session.commit()
@@ -225,7 +225,7 @@ async def test_worker_dead_after_commit_its_job_runs_again_and_publishes_once(
 async def test_permanent_failure_goes_to_dead_letters(
     api: ApiClient, deps: Deps, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chat import deadletters
+    from chat.jobqueue import deadletters
 
     alice, _, cid = await api.pair()
     sent = await send(api, alice, cid, "doomed")
@@ -333,7 +333,7 @@ async def test_read_marker_only_moves_forward(api: ApiClient, deps: Deps, run_wo
 
 async def test_an_idle_worker_runs_a_retry_when_it_falls_due(deps: Deps, settings: Settings) -> None:
     """A job that asks to be tried again in 0.2 s is, even by a worker that otherwise sleeps
-    between wake-ups (arqseam.IDLE_POLL_SECONDS): nothing else wakes it for that retry."""
+    between wake-ups (workers.runtime.base.IDLE_POLL_SECONDS): nothing else wakes it for that retry."""
     tried: list[float] = []
 
     async def flaky(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
@@ -347,7 +347,7 @@ async def test_an_idle_worker_runs_a_retry_when_it_falls_due(deps: Deps, setting
     task = asyncio.create_task(worker.main())
     try:
         await asyncio.sleep(0.5)  # subscribed to wake-ups, idle
-        await arqseam.QueueWriter(deps.redis, settings.queue_name).enqueue("flaky", [{}], "flaky:1")
+        await enqueue.QueueWriter(deps.redis, settings.queue_name).enqueue("flaky", [{}], "flaky:1")
         async with asyncio.timeout(4):  # well short of an idle poll after each retry
             while len(tried) < 3:
                 await asyncio.sleep(0.02)

@@ -4,7 +4,8 @@ Keys, all owned here:
 - `chat:workers`, a sorted set of worker ids (scored by last beat, for listing);
 - `chat:worker:<id>`, the worker's record as JSON, which expires unless the worker beats again:
   its existence is the one test of being alive (Redis's clock decides, not the workers');
-- `chat:worker:<id>:jobs`, the ids of the jobs it holds, kept by the claim and finish scripts.
+- `chat:worker:<id>:jobs`, the ids of the jobs it holds, kept by the claim and finish scripts
+  (`chat.jobqueue.scripts`, which also holds the release script, `REAP`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import time
 from typing import Any
 
 import orjson
-from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
+from chat.jobqueue.keys import WORKER_RECORD_PREFIX
+from chat.jobqueue.scripts import REAP
+
 REGISTRY = "chat:workers"
-RECORD_PREFIX = "chat:worker:"
+RECORD_PREFIX = WORKER_RECORD_PREFIX
 
 
 def record_key(worker_id: str) -> str:
@@ -51,36 +54,9 @@ async def live(redis: Redis) -> list[dict[str, Any]]:
     return [orjson.loads(r) for r in records if r]
 
 
-# KEYS[1] the registry. Returns {number of dead workers, dead id..., released job id...}: a job is
-# released (its in-progress key deleted, so any worker may claim it) only while the dead worker
-# still holds it, never when another worker has claimed it since.
-_REAP = f"""
-local dead, released = {{}}, {{}}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('EXISTS', '{RECORD_PREFIX}' .. id) == 0 then
-    dead[#dead + 1] = id
-    local held = '{RECORD_PREFIX}' .. id .. ':jobs'
-    for _, job in ipairs(redis.call('SMEMBERS', held)) do
-      local progress = '{in_progress_key_prefix}' .. job
-      if redis.call('GET', progress) == id then
-        redis.call('DEL', progress)
-        released[#released + 1] = job
-      end
-    end
-    redis.call('DEL', held)
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-local out = {{#dead}}
-for _, id in ipairs(dead) do out[#out + 1] = id end
-for _, job in ipairs(released) do out[#out + 1] = job end
-return out
-"""
-
-
 async def reap(redis: Redis) -> tuple[list[str], list[str]]:
     """Forget workers whose record expired and release the jobs they held: (dead ids, job ids)."""
-    raw = await redis.register_script(_REAP)(keys=[REGISTRY])
+    raw = await redis.register_script(REAP)(keys=[REGISTRY])
     count = int(raw[0])
     names = [r.decode() if isinstance(r, bytes) else str(r) for r in raw[1:]]
     return names[:count], names[count:]

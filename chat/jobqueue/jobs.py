@@ -10,7 +10,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from arq import Retry
 from pydantic import BaseModel, ConfigDict
+
+# Raised by a job to run again later (`Retry(defer=seconds)`); arq's, so that the runtime knows it.
+__all__ = ["Retry"]
 
 PERSIST_MESSAGE = "persist_message"
 EDIT_MESSAGE = "edit_message"

@@ -2,8 +2,8 @@
 
 arq's own `enqueue_job` costs a WATCH/MULTI exchange of four round trips, and a send also needs
 its seq claimed and an idle worker woken. The send script does all of it atomically in one call,
-writing the job through `chat.arqseam` exactly where and how `enqueue_job` would, so the stock
-arq worker runs the jobs unchanged.
+writing the job exactly where and how `enqueue_job` would (`chat.jobqueue.scripts.LUA_ENQUEUE`),
+with the seq spliced into its body (`chat.jobqueue.codec.seq_splice`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from enum import Enum
 from typing import Protocol
 
 import limits
-from arq.connections import ArqRedis
-from arq.utils import timestamp_ms
 
-from chat.arqseam import EXPIRES_EXTRA_MS, LUA_ENQUEUE, QueueWriter, job_body
-from chat.jobs import PERSIST_MESSAGE, JobPayload, PersistMessage
+from chat.jobqueue.codec import seq_splice, timestamp_ms
+from chat.jobqueue.connection import ArqRedis
+from chat.jobqueue.enqueue import QueueWriter
+from chat.jobqueue.jobs import PERSIST_MESSAGE, JobPayload, PersistMessage
+from chat.jobqueue.keys import EXPIRES_EXTRA_MS
+from chat.jobqueue.scripts import LUA_ENQUEUE
 from chat.membership import members_key
 from chat.sequence import counter_key
 
@@ -158,8 +160,7 @@ class JobQueue:
         now = timestamp_ms()
         payload = message.dump()
         del payload["seq"]  # spliced in by the script once the seq is known
-        body = job_body(PERSIST_MESSAGE, [payload], now)
-        head, tail = body[:-3] + b',"seq":', b"}]}"
+        head, tail = seq_splice(PERSIST_MESSAGE, payload, now)
         keys = [
             counter_key(message.conversation_id),
             self._enqueuer.queue_name,

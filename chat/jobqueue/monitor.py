@@ -9,54 +9,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
-from chat import deadletters, heartbeats
-from chat.arqseam import JobState, job_state
+from chat.jobqueue import deadletters, heartbeats
+from chat.jobqueue.scripts import COUNT
+from chat.jobqueue.state import JobState, job_state
 
 # How many due jobs one count looks at; beyond it the split by state is extrapolated.
 SCAN_LIMIT = 100_000
-
-# KEYS[1] the queue. ARGV: now (ms), whether to read each job's function, scan limit.
-# Returns {due, deferred, in progress, oldest waiting score or -1, scanned, fn, queued, running, ...}.
-_COUNT = f"""
-local now = tonumber(ARGV[1])
-local by_function = ARGV[2] == '1'
-local limit = tonumber(ARGV[3])
-local due = redis.call('ZCOUNT', KEYS[1], '-inf', now)
-local deferred = redis.call('ZCARD', KEYS[1]) - due
-local running, oldest, scanned, offset = 0, -1, 0, 0
-local fq, fr, names = {{}}, {{}}, {{}}
-while offset < due and scanned < limit do
-  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', offset, 500)
-  if #page == 0 then break end
-  for i = 1, #page, 2 do
-    local id = page[i]
-    local held = redis.call('EXISTS', '{in_progress_key_prefix}' .. id) == 1
-    local name = '*'
-    if by_function then
-      local body = redis.call('GET', '{job_key_prefix}' .. id)
-      name = (body and string.match(body, '"f":"([^"]*)"')) or 'unknown'
-      if not fq[name] then names[#names + 1] = name; fq[name] = 0; fr[name] = 0 end
-    end
-    if held then
-      running = running + 1
-      if by_function then fr[name] = fr[name] + 1 end
-    else
-      if oldest == -1 then oldest = page[i + 1] end
-      if by_function then fq[name] = fq[name] + 1 end
-    end
-    scanned = scanned + 1
-  end
-  offset = offset + 500
-end
-local out = {{due, deferred, running, oldest, scanned}}
-for _, name in ipairs(names) do
-  out[#out + 1] = name; out[#out + 1] = fq[name]; out[#out + 1] = fr[name]
-end
-return out
-"""
 
 
 async def queue_counts(
@@ -66,7 +26,7 @@ async def queue_counts(
     one queue or several together (the messages' and the webhook deliveries')."""
     names = [queues] if isinstance(queues, str) else list(queues)
     now_ms = int(time.time() * 1000)
-    count = redis.register_script(_COUNT)
+    count = redis.register_script(COUNT)
     queued = deferred = in_progress = 0
     oldest = -1
     functions: dict[str, dict[str, int]] = {}

@@ -1,0 +1,54 @@
+"""Putting jobs on arq's queue in one round trip each, waking idle workers, as `enqueue_job` would;
+and putting a dead letter back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from chat.jobqueue import deadletters
+from chat.jobqueue.codec import job_body, timestamp_ms
+from chat.jobqueue.keys import EXPIRES_EXTRA_MS, wake_channel
+from chat.jobqueue.scripts import ENQUEUE, REQUEUE
+
+
+class QueueWriter:
+    """Puts jobs on the queue in one round trip each, waking idle workers, as enqueue_job would."""
+
+    def __init__(self, redis: Redis, queue_name: str) -> None:
+        self.queue_name = queue_name
+        self.wake = wake_channel(queue_name)
+        self._enqueue = redis.register_script(ENQUEUE)
+
+    async def enqueue(self, function: str, args: Sequence[Any], job_id: str) -> bool:
+        """Enqueue unless a job with this id is queued, running or finished."""
+        now = timestamp_ms()
+        body = job_body(function, args, now)
+        argv: list[bytes | str | int] = [job_id, body, now, EXPIRES_EXTRA_MS, self.wake]
+        return bool(await self._enqueue(keys=[self.queue_name], args=argv))
+
+    def stage(self, pipe: Pipeline, function: str, args: Sequence[Any], job_id: str) -> None:
+        """`enqueue` as a command in `pipe`: a job staged in a job's outbox is enqueued in the
+        MULTI/EXEC that finishes that job, so both happen or neither does."""
+        now = timestamp_ms()
+        body = job_body(function, args, now)
+        # EVAL with the text, as RedisPublisher.stage does: EVALSHA in a pipeline asks SCRIPT EXISTS.
+        pipe.execute_command(
+            "EVAL", ENQUEUE, 1, self.queue_name, job_id, body, now, EXPIRES_EXTRA_MS, self.wake
+        )
+
+
+async def requeue_dead_letter(redis: Redis, queue_name: str, entry: dict[str, Any]) -> int:
+    """Put a dead-lettered job back on the queue with its tries reset, and out of the dead letters.
+
+    1 done, 0 the job is queued or running again already, -1 no such dead letter.
+    """
+    now = timestamp_ms()
+    body = job_body(entry["function"], entry["args"], now)
+    script = redis.register_script(REQUEUE)
+    keys = [queue_name, deadletters.HASH, deadletters.INDEX]
+    argv: list[bytes | str | int] = [entry["job_id"], body, now, EXPIRES_EXTRA_MS, wake_channel(queue_name)]
+    return int(await script(keys=keys, args=argv))
