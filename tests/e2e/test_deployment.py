@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import socket
@@ -18,25 +17,7 @@ import redis.asyncio
 from chat.jobqueue import heartbeats
 from tests.support import services
 from tests.support.compose import compose
-from tests.support.stack import E2E_REDIS_URL, ROOT, Process, Stack, stack_env
-
-
-def free_run(length: int) -> int:
-    """The first of `length` consecutive free ports."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = int(probe.getsockname()[1])
-        if first + length > 65535:
-            continue
-        with contextlib.ExitStack() as held:
-            try:
-                for port in range(first, first + length):
-                    held.enter_context(socket.socket()).bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        return first
-    raise RuntimeError(f"no {length} consecutive free ports")
+from tests.support.stack import E2E_REDIS_URL, ROOT, Process, Stack, free_ports_at, stack_env
 
 
 def announced(process: Process, pattern: str, timeout: float = 20) -> re.Match[str]:
@@ -59,7 +40,7 @@ async def live_pids() -> set[int]:
 
 
 def test_workers_on_one_host_share_a_metrics_port_setting(stack: Stack) -> None:
-    first = free_run(3)
+    first = free_ports_at(range(3))
     # Someone else holds the first port; the two workers take the next two, one each.
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

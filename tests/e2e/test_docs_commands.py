@@ -23,7 +23,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ from chat.jobqueue import deadletters
 from chat.jobqueue.enqueue import QueueWriter
 from chat.settings import Settings
 from tests.support import services
-from tests.support.stack import E2E_REDIS_URL, ROOT
+from tests.support.stack import E2E_REDIS_URL, ROOT, free_ports_at
 
 DOCS = ["README.md", "docs/operations.md", "CONTRIBUTING.md"]
 SKIP = re.compile(r"<!-- docs-test: skip \((.+)\) -->")
@@ -89,16 +88,7 @@ def is_server(line: str) -> bool:
 
 def free_base() -> int:
     """A first port for honcho whose steps of 100 (and a few workers above each) are free."""
-    for _ in range(100):
-        base = 20000 + 10 * int.from_bytes(os.urandom(2)) % 20000
-        try:
-            with contextlib.ExitStack() as held:
-                for port in (p + k for p in (base, base + 100, base + 200) for k in range(3)):
-                    held.enter_context(socket.socket()).bind(("0.0.0.0", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free ports for honcho")
+    return free_ports_at(p + k for p in (0, 100, 200) for k in range(3))
 
 
 class Reader:

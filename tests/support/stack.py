@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports_at(offsets: Iterable[int]) -> int:
+    """A free port the OS gives (bind port 0) whose ports at `offsets` above it are free too: the
+    first port of a process manager (honcho) that puts its processes at fixed steps from it."""
+    wanted = sorted({0, *offsets})
+    for _ in range(50):
+        first = free_port()
+        if first + wanted[-1] > 65535:
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                for offset in wanted:
+                    held.enter_context(socket.socket()).bind(("0.0.0.0", first + offset))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError(f"no free ports at {wanted} above any port the OS offered")
 
 
 class Process:
