@@ -42,7 +42,8 @@ from chat.redis import create_redis
 from chat.security import Passwords, Tokens
 from chat.sequence import Sequencer
 from chat.settings import Settings
-from chat.storage import LocalStorage, create_storage
+from chat.storage import LocalStorage
+from chat.stores import create_storage
 from chat.users_status import Authenticator, UserCheck
 from chat.webhooks import WebhookPublisher, create_dispatcher
 

@@ -1,6 +1,6 @@
 """Attachments on S3-compatible storage (AWS S3, MinIO, R2, moto), through boto3.
 
-Imported only when S3_BUCKET is set (`chat.storage.create_storage`): the push process never
+Imported only when S3_BUCKET is set (`chat.stores.create_storage`): the push process never
 loads boto3, the api and the worker only when they use it. Presigning is local computation;
 HEAD is a blocking HTTP call, so it runs in a thread.
 """

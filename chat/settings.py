@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chat import ratelimit
+from chat.jobqueue.keys import DEFAULT_QUEUE
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./headless-chat.db"
 EMBEDDED_REDIS_URL = "memory://"
@@ -47,7 +48,7 @@ class Settings(BaseSettings):
     password_hash_concurrency: int = Field(default=4, ge=1)
 
     # Queue and events.
-    queue_name: str = "arq:queue"
+    queue_name: str = DEFAULT_QUEUE
     job_max_tries: int = Field(default=12, ge=1)
     # A job that meets Postgres, Redis or the object store away spends no try: it waits, its
     # back-off growing with its age up to JOB_OUTAGE_RETRY_MAX_SECONDS (how soon a backlog drains

@@ -3,7 +3,7 @@ that they arrived, the worker checks again before it stores a message, and every
 presigns downloads. Clients move the bytes themselves, straight to the store, so neither the api
 nor the workers carry them (except the local-disk store, whose URLs point back at the api).
 
-`create_storage(settings)` picks S3-compatible storage when `S3_BUCKET` is set, else local disk.
+`chat.stores.create_storage(settings)` picks S3-compatible storage when `S3_BUCKET` is set, else local disk.
 It is built once per process (the api's `Deps`, the worker's ctx) and passed in, never global.
 """
 
@@ -61,15 +61,6 @@ class Storage(Protocol):
     async def delete(self, key: uuid.UUID) -> None:
         """Remove the object; nothing to remove is no error."""
         ...
-
-
-def create_storage(settings: Settings) -> Storage:
-    if settings.s3_bucket:
-        # Imported here: boto3 costs tens of MB and a second of start-up, for S3 users only.
-        from chat.s3storage import S3Storage
-
-        return S3Storage(settings)
-    return LocalStorage.from_settings(settings)
 
 
 def content_disposition(filename: str) -> str:

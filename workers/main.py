@@ -24,7 +24,7 @@ from chat.process import withhold_job_args
 from chat.redis import create_redis
 from chat.sequence import Sequencer
 from chat.settings import Settings
-from chat.storage import create_storage
+from chat.stores import create_storage
 from chat.webhooks import create_dispatcher
 from workers.batch import PersistBatcher
 from workers.context import JobContext
