@@ -14,6 +14,16 @@
   for a shutdown and the Date header's refresh: measured at 0.2 % of a core per process with
   nothing to do, the bulk of an idle deployment's CPU. Here the loop wakes once a second (the Date
   header has one-second resolution anyway) and at once on a shutdown signal.
+
+The uvicorn internals these lean on (pyproject.toml holds uvicorn below its next minor version;
+`tests/test_uvicorn_seam.py` pins each by behaviour, so an upgrade that changes one fails there):
+`Server._serve` calling `main_loop()` after startup and `shutdown(sockets)` after it;
+`Server.on_tick(counter)` refreshing `server_state.default_headers` (Date) when the counter is a
+multiple of ten and returning True once `should_exit` is set; `Server.capture_signals` installing
+`self.handle_exit` as the SIGINT/SIGTERM handler; `HttpToolsProtocol` as httptools' callbacks, so
+`connection_made`, `on_message_begin`, `on_headers_complete` (before the app's task is created)
+and `connection_lost` fire in that order, with `self.config`, `self.loop`, `self.transport` and
+`self.cycle` (`response_complete`, `keep_alive`) as it sets them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,15 @@
-"""Serve the push app with uvicorn on a socket of our own, tuned for backpressure."""
+"""Serve the push app with uvicorn on a socket of our own, tuned for backpressure.
+
+The uvicorn internals this leans on, beyond those of `chat/serving.py` (pyproject.toml holds
+uvicorn below its next minor version; `tests/test_uvicorn_seam.py` pins them by behaviour):
+`WebSocketsSansIOProtocol.__init__(config, server_state, app_state, _loop)` building `self.conn`
+(a websockets `ServerProtocol`, replaced here by `Handshake`); `handle_connect(event)` running
+before the app with `self.scope` built; `send_receive_event_to_app()` called once per complete
+message with `self.frames` and `self.curr_msg_data_type` ("text") set, and
+`handle_parser_exception()` closing after `self.conn.fail`; `send(message)`, and the attributes
+`handshake_complete`, `writable`, `disconnected`, `close_sent`, `initial_response`,
+`transport` and `loop` as that protocol keeps them; `Server.servers` and `Server.shutdown`.
+"""
 
 from __future__ import annotations
 
