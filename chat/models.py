@@ -108,7 +108,8 @@ class Conversation(Base):
     title: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # "<smaller user id>:<larger user id>" for direct conversations: one per pair, enforced by the DB.
     direct_key: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
-    created_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    # None when the app's backend made it (PUT /server/conversations/{external_id}): no user did.
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

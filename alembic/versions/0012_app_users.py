@@ -1,6 +1,6 @@
 """Your app's users: users and conversations carry the app's own ids (external_id) and metadata,
 users can be deactivated and erased (and then have no password), messages can be system messages
-(no sender), and server keys for /server/*
+(no sender), conversations the app's backend made have no creator, and server keys for /server/*
 
 Revision ID: 0012
 Revises: 0011
@@ -28,6 +28,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True))
         batch.create_unique_constraint(op.f("uq_users_external_id"), ["external_id"])
     with op.batch_alter_table("conversations") as batch:
+        batch.alter_column("created_by", existing_type=sa.Uuid(), nullable=True)
         batch.add_column(sa.Column("external_id", sa.String(length=128), nullable=True))
         batch.add_column(sa.Column("metadata", sa.JSON(), nullable=True))
         batch.create_unique_constraint(op.f("uq_conversations_external_id"), ["external_id"])
@@ -57,6 +58,7 @@ def downgrade() -> None:
         batch.drop_constraint(op.f("uq_conversations_external_id"), type_="unique")
         batch.drop_column("metadata")
         batch.drop_column("external_id")
+        batch.alter_column("created_by", existing_type=sa.Uuid(), nullable=False)
     with op.batch_alter_table("users") as batch:
         batch.drop_constraint(op.f("uq_users_external_id"), type_="unique")
         batch.drop_column("erased_at")
