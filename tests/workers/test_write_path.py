@@ -15,6 +15,7 @@ from chat.jobqueue.jobs import PersistMessage
 from chat.sequence import Sequencer, counter_key
 from chat.settings import Settings
 from tests.support import ApiClient, assert_problem
+from tests.support.chatload import until
 from tests.support.messages import send, stored_count, stream
 from tests.support.settings import RunWorker
 from workers import store
@@ -346,7 +347,12 @@ async def test_an_idle_worker_runs_a_retry_when_it_falls_due(deps: Deps, setting
     worker = create_worker(settings, handle_signals=False, functions=[flaky])
     task = asyncio.create_task(worker.main())
     try:
-        await asyncio.sleep(0.5)  # subscribed to wake-ups, idle
+        # Idle once subscribed to wake-ups: waited for, not guessed at.
+        async def subscribed() -> bool:
+            [(_, listeners)] = await deps.redis.pubsub_numsub(keys.wake_channel(settings.queue_name))
+            return int(listeners) > 0
+
+        await until(subscribed, "the worker subscribed to wake-ups", 10)
         await enqueue.QueueWriter(deps.redis, settings.queue_name).enqueue("flaky", [{}], "flaky:1")
         async with asyncio.timeout(4):  # well short of an idle poll after each retry
             while len(tried) < 3:
