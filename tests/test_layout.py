@@ -10,6 +10,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = "tests.support"
 
 
+def absolute(node: ast.ImportFrom, package: str) -> str:
+    """The module a `from ... import` names, a relative one resolved against `package`."""
+    base = node.module or ""
+    if not node.level:
+        return base
+    parts = package.split(".")
+    parent = parts[: len(parts) - node.level + 1]
+    return ".".join([*parent, base] if base else parent)
+
+
 def imported_modules(path: Path) -> list[str]:
     """Every module `path` imports, relative imports resolved against its package."""
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
@@ -18,11 +28,7 @@ def imported_modules(path: Path) -> list[str]:
         if isinstance(node, ast.Import):
             found += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                parent = parts[: len(parts) - node.level + 1]
-                base = ".".join([*parent, base] if base else parent)
+            base = absolute(node, package)
             # `from tests.e2e import test_push` names a module too, not only a package.
             names = [f"{base}.{alias.name}" for alias in node.names]
             found.append(base if crosses(base) else next((n for n in names if crosses(n)), base))
@@ -88,11 +94,7 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")
-                    parent = parts[: len(parts) - node.level + 1]
-                    base = ".".join([*parent, base] if base else parent)
+                base = absolute(node, package)
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
             else:
                 continue
