@@ -137,7 +137,8 @@ class LocalStorage:
         if when is None or not signature:
             raise BadSignature("The URL is missing its expiry or signature.")
         expected = self._signature(method, key, when, bound)
-        if not hmac.compare_digest(expected, signature):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500 before).
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass")):
             raise BadSignature("The URL's signature does not match.")
         if when < (time.time() if now is None else now):
             raise BadSignature("The URL has expired.")
