@@ -6,9 +6,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from chat.db import create_engine
+from chat.infra.db import create_engine
 from chat.models import Base
-from chat.search import in_schema_comparison
+from chat.domain.search import in_schema_comparison
 from chat.settings import Settings
 
 config = context.config

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from chat import serving
-from chat.process import configure_logging, use_uvloop
+from chat.infra import serving
+from chat.infra.process import configure_logging, use_uvloop
 from chat.settings import Settings
 
 

@@ -31,21 +31,23 @@ from api.resources import (
     webhooks,
 )
 from api.throttle import AddressLimit, FailureLimit, UserLimit
-from chat import probes, ratelimit, wsprotocol
-from chat.db import create_engine, create_sessionmaker
-from chat.eventbus import RedisPublisher
+from chat.domain import ratelimit
+from chat.domain.quota import ByteQuota
+from chat.domain.ratelimit import Limiter
+from chat.domain.sequence import Sequencer
+from chat.domain.webhooks import WebhookPublisher, create_dispatcher
+from chat.identity.authn import Authenticator, UserCheck
+from chat.identity.security import Passwords, Tokens
+from chat.infra import probes
+from chat.infra.db import create_engine, create_sessionmaker
+from chat.infra.redisclient import create_redis
+from chat.infra.storage import LocalStorage
+from chat.infra.stores import create_storage
 from chat.jobqueue.accept import JobQueue
 from chat.jobqueue.lanes import Queues
-from chat.quota import ByteQuota
-from chat.ratelimit import Limiter
-from chat.redis import create_redis
-from chat.security import Passwords, Tokens
-from chat.sequence import Sequencer
+from chat.realtime import wsprotocol
+from chat.realtime.eventbus import RedisPublisher
 from chat.settings import Settings
-from chat.storage import LocalStorage
-from chat.stores import create_storage
-from chat.users_status import Authenticator, UserCheck
-from chat.webhooks import WebhookPublisher, create_dispatcher
 
 # What a browser app may read of a response besides the safe headers.
 EXPOSED_HEADERS = [

@@ -1,5 +1,5 @@
 """Bearer authentication for every resource that doesn't opt out with `auth_required = False`:
-the token and then its user (chat.users_status, shared with the push handshake)."""
+the token and then its user (chat.identity.authn, shared with the push handshake)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from falcon.asgi import Request, Response
 
 from chat.errors import Unauthorized
-from chat.users_status import Authenticator
+from chat.identity.authn import Authenticator
 
 
 class BearerAuth:

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chat.eventbus import Publisher
+from chat.domain.ratelimit import Limiter
+from chat.domain.sequence import Sequencer
+from chat.identity.security import Passwords, Tokens
+from chat.infra.storage import Storage
 from chat.jobqueue.accept import JobQueue
 from chat.jobqueue.connection import ArqRedis
-from chat.ratelimit import Limiter
-from chat.security import Passwords, Tokens
-from chat.sequence import Sequencer
+from chat.realtime.eventbus import Publisher
 from chat.settings import Settings
-from chat.storage import Storage
 
 
 @dataclass

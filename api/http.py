@@ -11,9 +11,9 @@ import orjson
 from falcon.asgi import Request, Response
 from pydantic import BaseModel, ValidationError
 
-from chat import cursors
+from chat.domain import cursors
 from chat.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable, field_error
-from chat.numbers import parse_int
+from chat.infra.numbers import parse_int
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -8,8 +8,8 @@ from typing import Any
 from falcon.asgi import Request, Response
 
 from api.deps import Deps
-from chat import metrics
-from chat.serving import SECURITY_HEADERS
+from chat.infra import metrics
+from chat.infra.serving import SECURITY_HEADERS
 
 
 class RequestMetrics:

@@ -11,8 +11,8 @@ import falcon
 import orjson
 from falcon.asgi import Request, Response
 
-from chat import failures
 from chat.errors import ChatError
+from chat.infra import failures
 
 log = logging.getLogger("api.errors")
 

@@ -9,8 +9,8 @@ import limits
 from falcon.asgi import Request, Response
 
 from api.clientaddr import Network, client_address
+from chat.domain.ratelimit import Limiter, Verdict
 from chat.errors import TooManyRequests
-from chat.ratelimit import Limiter, Verdict
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,14 +28,14 @@ import asyncpg
 import psutil
 
 from bench.meter import services
-from chat.eventbus import RedisPublisher
-from chat.events import MessageCreated
+from chat.domain.membership import members_key
+from chat.domain.sequence import counter_key
+from chat.infra.redisclient import create_redis
 from chat.jobqueue.accept import JobQueue, Send
 from chat.jobqueue.jobs import PersistMessage
-from chat.membership import members_key
-from chat.redis import create_redis
+from chat.realtime.eventbus import RedisPublisher
+from chat.realtime.events import MessageCreated
 from chat.schemas import MessageOut
-from chat.sequence import counter_key
 from chat.settings import Settings
 
 CONVERSATIONS = 64

@@ -3,7 +3,7 @@
 Fills a migrated database of its own with N messages (200,000 by default) in 200 conversations,
 six words each from a vocabulary of 5,000 skewed like language (w0 is in about half the messages,
 like "the"; w2000 in a few hundred), makes a reader who is in 50 of them, then times the query
-`GET /search/messages` runs (chat.search.query, through SQLAlchemy and asyncpg as the api does)
+`GET /search/messages` runs (chat.domain.search.query, through SQLAlchemy and asyncpg as the api does)
 for a first page of 50. Prints one row per query: how many messages match in the whole table,
 how many the page held, and the median and worst of 20 runs.
 """
@@ -19,7 +19,7 @@ import uuid
 import asyncpg
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from chat import search
+from chat.domain import search
 from tests.support.settings import migrated_database
 
 QUERIES = ("w0", "w40", "w2000", "w1 w2", '"w0 w1"', "w3 -w0", "nothingmatches")

@@ -20,16 +20,14 @@ from typing import Any
 import orjson
 from pydantic import ValidationError, model_validator
 from redis.asyncio import Redis
-from sqlalchemy import update
 
-from chat.db import create_engine
 from chat.errors import Conflict, NotFound
+from chat.infra.db import create_engine, create_sessionmaker
+from chat.infra.redisclient import create_redis
 from chat.jobqueue import heartbeats, monitor
 from chat.jobqueue.lanes import Queues
-from chat.models import User
-from chat.redis import create_redis
 from chat.settings import EMBEDDED_DATABASE_URL, Settings
-from chat.usecases import deadletters
+from chat.usecases import deadletters, users
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -37,11 +35,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 async def set_admin(settings: Settings, username: str, admin: bool) -> bool:
     engine = create_engine(settings)
     try:
-        async with engine.begin() as conn:
-            result = await conn.execute(
-                update(User).where(User.username_key == username.lower()).values(is_admin=admin)
-            )
-            return bool(result.rowcount)
+        return await users.set_admin(create_sessionmaker(engine), username, admin)
     finally:
         await engine.dispose()
 

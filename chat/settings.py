@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chat import ratelimit
+from chat.domain import ratelimit
 from chat.jobqueue.keys import DEFAULT_QUEUE
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./headless-chat.db"
@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     cors_allowed_origins: str = ""
     # Proxies whose X-Forwarded-For is believed (CIDRs, comma-separated); the client address is
     # the first hop from the right that is not one of them. No server of ours rewrites the peer
-    # address from the header itself (chat/serving.py): this is the only rule.
+    # address from the header itself (chat/infra/serving.py): this is the only rule.
     trusted_proxies: str = ""
     # A connection to the api or push port that has not sent a request's headers this long after
     # it opened (or after it began its next request) is closed: slow-header clients hold no socket.

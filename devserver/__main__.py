@@ -19,8 +19,8 @@ from alembic.config import Config
 from alembic import command
 from api.app import create_app
 from api.problems import RefuseWebSockets
-from chat import serving
-from chat.process import configure_logging
+from chat.infra import serving
+from chat.infra.process import configure_logging
 from chat.settings import Settings
 from push.server import build_server
 from workers.main import create_worker

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 
-from chat.process import configure_logging, settle_gc, use_uvloop
+from chat.infra.process import configure_logging, settle_gc, use_uvloop
 from chat.settings import Settings
 from push.server import build_server
 

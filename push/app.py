@@ -13,14 +13,14 @@ from falcon.asgi import Request, Response, WebSocket
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chat import metrics, probes
-from chat.db import create_engine
 from chat.errors import Unauthorized
-from chat.outage import Outage
-from chat.redis import create_redis
-from chat.security import Tokens
+from chat.identity.authn import Authenticator, UserCheck
+from chat.identity.security import Tokens
+from chat.infra import metrics, probes
+from chat.infra.db import create_engine
+from chat.infra.outage import Outage
+from chat.infra.redisclient import create_redis
 from chat.settings import Settings
-from chat.users_status import Authenticator, UserCheck
 from push import frames
 from push.hub import Hub
 from push.session import SEND_NOW_EXTENSION, Connections, Session

@@ -7,8 +7,8 @@ import re
 import orjson
 
 # The frame format and the close codes are part of the contract, owned in chat/.
-from chat.events import event_id_of
-from chat.wsprotocol import (
+from chat.realtime.events import event_id_of
+from chat.realtime.wsprotocol import (
     GONE,
     RATE_LIMITED,
     RESTARTING,

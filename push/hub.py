@@ -16,7 +16,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from chat.eventbus import CHANNEL_PREFIX, channel
+from chat.realtime.eventbus import CHANNEL_PREFIX, channel
 
 log = logging.getLogger("push.hub")
 

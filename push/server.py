@@ -1,6 +1,6 @@
 """Serve the push app with uvicorn on a socket of our own, tuned for backpressure.
 
-The uvicorn internals this leans on, beyond those of `chat/serving.py` (pyproject.toml holds
+The uvicorn internals this leans on, beyond those of `chat/infra/serving.py` (pyproject.toml holds
 uvicorn below its next minor version; `tests/test_uvicorn_seam.py` pins them by behaviour):
 `WebSocketsSansIOProtocol.__init__(config, server_state, app_state, _loop)` building `self.conn`
 (a websockets `ServerProtocol`, replaced here by `Handshake`); `handle_connect(event)` running
@@ -28,7 +28,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Response
 from websockets.server import ServerProtocol
 
-from chat import serving
+from chat.infra import serving
 from chat.settings import Settings
 from push.app import create_app
 from push.session import SEND_NOW_EXTENSION, Connections

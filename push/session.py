@@ -27,10 +27,12 @@ from falcon.asgi import WebSocket
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from chat import metrics, presence, ratelimit
-from chat.eventbus import EVENT_FIELD, stream_key
-from chat.events import frame as event_frame
-from chat.outage import Outage
+from chat.domain import ratelimit
+from chat.infra import metrics
+from chat.infra.outage import Outage
+from chat.realtime import presence
+from chat.realtime.eventbus import EVENT_FIELD, stream_key
+from chat.realtime.events import frame as event_frame
 from chat.settings import Settings
 from push import frames
 from push.frame_limit import FrameBudget

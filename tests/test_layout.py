@@ -124,3 +124,23 @@ def test_no_import_cycle_among_the_products_modules() -> None:
         if module not in state:
             visit(module)
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+# Where the api and the CLI are built from their parts: they make the engine and sessions they hand on.
+COMPOSITION_ROOTS = ("api/app.py", "api/deps.py")
+DATABASE_MODULES = ("sqlalchemy", "asyncpg", "aiosqlite", "chat.models")
+
+
+def test_the_api_and_the_cli_reach_the_database_only_through_use_cases() -> None:
+    """Resources and CLI commands parse, call a use case (chat/usecases/) and represent: a query
+    written in one of them would be a use case that the server API and the CLI cannot share."""
+    paths = sorted((ROOT / "api").rglob("*.py"))
+    paths.append(ROOT / "chat" / "cli.py")
+    offenders = [
+        f"{path.relative_to(ROOT).as_posix()} imports {module}"
+        for path in paths
+        if path.relative_to(ROOT).as_posix() not in COMPOSITION_ROOTS
+        for module in imported_modules(path)
+        if module.startswith(DATABASE_MODULES)
+    ]
+    assert not offenders, "reach the database through chat/usecases/:\n" + "\n".join(offenders)

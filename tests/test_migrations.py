@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from chat.db import create_engine
+from chat.domain.search import in_schema_comparison
+from chat.infra.db import create_engine
 from chat.models import Base
-from chat.search import in_schema_comparison
 from tests.support.settings import make_settings, migrate
 
 
@@ -19,7 +19,7 @@ async def assert_no_difference(url: str) -> None:
     engine = create_engine(make_settings(database_url=url))
 
     def diff(connection: Connection) -> list[object]:
-        # The search column and its index exist in Postgres only (chat/search.py), on purpose.
+        # The search column and its index exist in Postgres only (chat/domain/search.py), on purpose.
         context = MigrationContext.configure(connection, opts={"include_object": in_schema_comparison})
         return list(compare_metadata(context, Base.metadata))
 

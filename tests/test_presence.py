@@ -1,4 +1,5 @@
-"""chat/presence.py's socket claim, on the in-process Redis and on the real one (where Lua really runs)."""
+"""chat/realtime/presence.py's socket claim, on the in-process Redis and on the real one (where Lua
+really runs)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from chat import presence
-from chat.redis import create_redis
+from chat.infra.redisclient import create_redis
+from chat.realtime import presence
 from tests.support.settings import make_settings
 
 

@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from chat.errors import Unauthorized
-from chat.security import Passwords, Tokens, hash_refresh_token
+from chat.identity.security import Passwords, Tokens, hash_refresh_token
 from tests.support.clock import Clock
 from tests.support.settings import make_settings
 
@@ -42,11 +42,11 @@ def test_a_remembered_token_still_expires_and_the_memory_is_bounded(monkeypatch:
 
     import jwt.api_jwt
 
-    import chat.security
+    import chat.identity.security
 
     # The memory's clock and PyJWT's, moved forward past the expiry instead of waited for.
     clock = Clock(monkeypatch)
-    clock.patch_time(chat.security)
+    clock.patch_time(chat.identity.security)
     clock.patch_datetime(jwt.api_jwt)
     tokens = Tokens(make_settings())
     user = uuid.uuid4()
@@ -59,7 +59,7 @@ def test_a_remembered_token_still_expires_and_the_memory_is_bounded(monkeypatch:
     with pytest.raises(Unauthorized, match="expired"):
         tokens.verify_access(token)
 
-    monkeypatch.setattr(chat.security, "VERIFIED_TOKENS", 3)
+    monkeypatch.setattr(chat.identity.security, "VERIFIED_TOKENS", 3)
     issued = [tokens.issue_access(uuid.uuid4()) for _ in range(5)]
     for each in issued:
         tokens.verify_access(each)

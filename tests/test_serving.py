@@ -1,4 +1,4 @@
-"""chat.serving.Config, which the api, push and dev-mode servers all run: the peer address the app
+"""chat.infra.serving.Config, which the api, push and dev-mode servers all run: the peer address the app
 sees is the socket's, whatever proxy headers say (TRUSTED_PROXIES is the project's one rule)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from chat import serving
+from chat.infra import serving
 
 
 async def echo_client(scope: dict[str, Any], receive: Any, send: Any) -> None:

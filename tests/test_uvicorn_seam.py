@@ -1,4 +1,4 @@
-"""The uvicorn seam: what `chat/serving.py` and `push/server.py` rely on uvicorn to do, pinned by
+"""The uvicorn seam: what `chat/infra/serving.py` and `push/server.py` rely on uvicorn to do, pinned by
 behaviour. pyproject.toml holds uvicorn below its next minor version; to upgrade, raise the pin,
 run these, and change the subclasses (not their callers) until they pass.
 
@@ -21,7 +21,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from chat import serving
+from chat.infra import serving
 from push.server import PushProtocol, PushServer, listen
 from push.session import SEND_NOW_EXTENSION, Connections
 

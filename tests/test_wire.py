@@ -9,12 +9,14 @@ import orjson
 from falcon.testing import ASGIConductor
 
 from api.deps import Deps
-from chat import eventbus, membership, presence, probes, quota, sequence
 from chat.cli import set_admin
-from chat.eventbus import RedisPublisher
-from chat.events import encode, frame
+from chat.domain import membership, quota, sequence
+from chat.identity.security import Tokens
+from chat.infra import probes
 from chat.jobqueue import accept, deadletters, heartbeats, jobstats, keys
-from chat.security import Tokens
+from chat.realtime import eventbus, presence
+from chat.realtime.eventbus import RedisPublisher
+from chat.realtime.events import encode, frame
 from chat.settings import Settings
 from push.app import create_app as create_push
 from tests.support import ApiClient
@@ -54,7 +56,7 @@ def families(settings: Settings) -> list[str]:
         heartbeats.REGISTRY,
         heartbeats.RECORD_PREFIX,
         jobstats.minute_key(q, 0).removesuffix("0"),
-        "chat:limits",  # the limits library's own keys, under the prefix chat.ratelimit gives it
+        "chat:limits",  # the limits library's own keys, under the prefix chat.domain.ratelimit gives it
         quota.KEY_PREFIX,
         probes.PROBE_KEY,
         keys.job_key(""),

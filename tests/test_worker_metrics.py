@@ -1,4 +1,4 @@
-"""The worker's metrics port serves chat.metrics.WORKER_METRICS: every metric the worker's code moves,
+"""The worker's metrics port serves chat.infra.metrics.WORKER_METRICS: every metric the worker's code moves,
 and none that only the api or the push process moves (a new metric must land on the right side)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from chat import metrics
+from chat.infra import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 USE = re.compile(r"\bmetrics\.([A-Z][A-Z0-9_]*)\b")
@@ -19,7 +19,7 @@ API_SIDE = ROOT / "chat" / "usecases"
 
 
 def moved_in(*folders: str, skip: Path | None = None) -> set[str]:
-    """Names of the chat.metrics metrics that code under `folders` (less `skip`) moves."""
+    """Names of the chat.infra.metrics metrics that code under `folders` (less `skip`) moves."""
     found: set[str] = set()
     for folder in folders:
         for path in (ROOT / folder).rglob("*.py"):
@@ -40,10 +40,10 @@ def served_by_worker() -> set[str]:
 
 
 def test_the_worker_serves_what_it_moves_and_nothing_else() -> None:
-    # The worker runs workers/ and the shared chat/ modules (chat.webhooks dispatches for both),
+    # The worker runs workers/ and the shared chat/ modules (chat.domain.webhooks dispatches for both),
     # but not the use cases, which are the api's.
     worker = moved_in("workers", "chat", skip=API_SIDE)
     others = (moved_in("api", "push") | moved_in("chat/usecases")) - worker
     assert worker and others
-    assert worker - served_by_worker() == set(), "add these to chat.metrics.WORKER_METRICS"
+    assert worker - served_by_worker() == set(), "add these to chat.infra.metrics.WORKER_METRICS"
     assert served_by_worker() & others == set(), "the worker never moves these"

@@ -8,7 +8,7 @@ import uuid
 import orjson
 from jsonschema import Draft202012Validator
 
-from chat import events, wsprotocol
+from chat.realtime import events, wsprotocol
 from push import frames
 from tests.support import ApiClient
 from tests.support.messages import message_created

@@ -16,8 +16,8 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from chat import metrics, serving
-from chat.process import configure_logging, settle_gc, use_uvloop
+from chat.infra import metrics, serving
+from chat.infra.process import configure_logging, settle_gc, use_uvloop
 from chat.settings import Settings
 from workers.main import create_worker
 

@@ -19,11 +19,11 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat import attachments, mentions
-from chat.failures import describe
+from chat.domain import attachments, mentions
+from chat.domain.sequence import Sequencer
+from chat.infra.failures import describe
 from chat.jobqueue.jobs import PersistMessage
 from chat.schemas import MessageOut
-from chat.sequence import Sequencer
 from workers import store
 
 log = logging.getLogger("workers.batch")

@@ -9,13 +9,13 @@ from typing import TypedDict
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chat.eventbus import RedisPublisher
+from chat.domain.webhooks import Dispatcher
+from chat.infra.outage import Outages
+from chat.infra.storage import Storage
 from chat.jobqueue.connection import ArqRedis
 from chat.jobqueue.outbox import Outbox
-from chat.outage import Outages
+from chat.realtime.eventbus import RedisPublisher
 from chat.settings import Settings
-from chat.storage import Storage
-from chat.webhooks import Dispatcher
 from workers.batch import PersistBatcher
 
 

@@ -15,17 +15,17 @@ from typing import Any, cast
 
 import httpx
 
-from chat.db import create_engine, create_sessionmaker
-from chat.eventbus import RedisPublisher
-from chat.failures import is_transient
+from chat.domain.sequence import Sequencer
+from chat.domain.webhooks import create_dispatcher
+from chat.infra.db import create_engine, create_sessionmaker
+from chat.infra.failures import is_transient
+from chat.infra.outage import Outages
+from chat.infra.process import withhold_job_args
+from chat.infra.redisclient import create_redis
+from chat.infra.stores import create_storage
 from chat.jobqueue.codec import deserialize, serialize
-from chat.outage import Outages
-from chat.process import withhold_job_args
-from chat.redis import create_redis
-from chat.sequence import Sequencer
+from chat.realtime.eventbus import RedisPublisher
 from chat.settings import Settings
-from chat.stores import create_storage
-from chat.webhooks import create_dispatcher
 from workers.batch import PersistBatcher
 from workers.context import JobContext
 from workers.runtime import ChatWorker, func

@@ -12,12 +12,12 @@ import asyncpg
 from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import attachments
-from chat.db import upsert_insert as _insert
+from chat.domain import attachments
+from chat.domain.sequence import Sequencer, persisted_max_seq
+from chat.infra.db import upsert_insert as _insert
 from chat.jobqueue.jobs import DeleteMessage, EditMessage, PersistMessage, React
 from chat.models import Conversation, Message, Participant, Reaction, UTCDateTime
 from chat.schemas import MessageOut
-from chat.sequence import Sequencer, persisted_max_seq
 
 # How often a lost counter may hand out a taken number before the job gives up (and retries later).
 MAX_RESEQUENCE = 5

@@ -1,5 +1,5 @@
 """The uploads sweep: one worker at a time, every UPLOAD_SWEEP_SECONDS, deletes the bytes of
-discarded uploads (`chat.attachments.sweep`). It runs beside the jobs in each worker process; a
+discarded uploads (`chat.domain.attachments.sweep`). It runs beside the jobs in each worker process; a
 Redis key taken with SET NX lets only the first worker of each interval do it.
 """
 
@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat import attachments
-from chat.failures import is_transient, scrubbed_traceback, unavailable_reason
+from chat.domain import attachments
+from chat.infra.failures import is_transient, scrubbed_traceback, unavailable_reason
+from chat.infra.storage import Storage, StorageUnavailable
 from chat.settings import Settings
-from chat.storage import Storage, StorageUnavailable
 
 log = logging.getLogger("workers.sweeper")
 

@@ -13,9 +13,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import attachments, metrics, reading
-from chat.eventbus import Publisher, RedisPublisher
-from chat.events import (
+from chat.domain import attachments, reading
+from chat.domain.webhooks import WebhookPublisher
+from chat.infra import metrics
+from chat.infra.failures import describe, is_transient
+from chat.jobqueue.jobs import DeleteMessage, EditMessage, PersistMessage, React, Retry
+from chat.models import Message
+from chat.realtime.eventbus import Publisher, RedisPublisher
+from chat.realtime.events import (
     MessageCreated,
     MessageDeleted,
     MessageUpdated,
@@ -23,11 +28,7 @@ from chat.events import (
     ReactionRef,
     ReactionRemoved,
 )
-from chat.failures import describe, is_transient
-from chat.jobqueue.jobs import DeleteMessage, EditMessage, PersistMessage, React, Retry
-from chat.models import Message
 from chat.schemas import MessageOut
-from chat.webhooks import WebhookPublisher
 from workers import store
 from workers.batch import PersistBatcher
 from workers.context import JobContext
@@ -77,7 +78,7 @@ def job(fn: Task) -> Task:
 
 def publisher(ctx: Ctx) -> Publisher:
     """The job's publisher: staged in the finishing transaction; webhook deliveries of its event
-    join the same transaction (chat.webhooks)."""
+    join the same transaction (chat.domain.webhooks)."""
     direct: RedisPublisher = ctx["publisher"]
     outbox = ctx["outbox"]
     inner: Publisher = direct.staged(outbox)

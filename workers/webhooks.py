@@ -18,11 +18,11 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from chat import metrics
-from chat.failures import redact_url, redact_urls
+from chat.domain.webhooks import Dispatcher, signature
+from chat.infra import metrics
+from chat.infra.failures import redact_url, redact_urls
 from chat.jobqueue.jobs import Retry
 from chat.settings import Settings
-from chat.webhooks import Dispatcher, signature
 from workers.context import JobContext
 from workers.tasks import job
 

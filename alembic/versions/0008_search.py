@@ -2,7 +2,7 @@
 
 The column is computed by Postgres from `body`, so every write path (the worker's one-statement
 batch, edits, deletes) keeps it right without knowing it exists. SQLite (dev mode) has no
-full-text types: it searches with a plain match instead (chat/search.py), and gets neither.
+full-text types: it searches with a plain match instead (chat/domain/search.py), and gets neither.
 
 Adding a stored generated column rewrites the messages table under an exclusive lock: on a large
 installation, run this migration in a quiet hour.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from api import representations as r
 from api.operations.base import PREFIX, unguarded
-from chat import probes
+from chat.infra import probes
 
 BOTH = ("", PREFIX)
 

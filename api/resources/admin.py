@@ -9,8 +9,8 @@ from redis.asyncio import Redis
 
 from api.auth import current_user
 from api.http import limit_param, query_int, send
-from chat.db import Reader
 from chat.errors import NotFound
+from chat.infra.db import Reader
 from chat.jobqueue import heartbeats, jobstats, monitor
 from chat.jobqueue.lanes import Queues
 from chat.usecases import deadletters

@@ -12,8 +12,8 @@ from api.auth import current_user
 from api.fields import NoNul
 from api.http import parse, send
 from api.throttle import AddressLimit, FailureLimit
-from chat.db import Sessions
-from chat.security import Passwords, Tokens, password_weakness
+from chat.identity.security import Passwords, Tokens, password_weakness
+from chat.infra.db import Sessions
 from chat.usecases import accounts
 
 Username = Annotated[str, StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]

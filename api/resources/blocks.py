@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from api.auth import current_user
 from api.http import limit_param, path_uuid, send, time_cursor
-from chat.db import Sessions
+from chat.infra.db import Sessions
 from chat.usecases import blocks
 
 

@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 from api.auth import current_user
 from api.fields import NoNul
 from api.http import limit_param, parse, path_uuid, send, time_cursor
-from chat.db import Sessions
-from chat.eventbus import Publisher
-from chat.sequence import Sequencer
-from chat.storage import Storage
+from chat.domain.sequence import Sequencer
+from chat.infra.db import Sessions
+from chat.infra.storage import Storage
+from chat.realtime.eventbus import Publisher
 from chat.usecases import conversations
 from chat.usecases.conversations import MAX_PARTICIPANTS
 

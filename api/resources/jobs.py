@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from api.auth import current_user
 from api.http import send
-from chat.db import Sessions
+from chat.infra.db import Sessions
 from chat.jobqueue.lanes import Queues
 from chat.usecases import jobs
 

@@ -15,12 +15,12 @@ from redis.asyncio import Redis
 from api.auth import current_user
 from api.fields import PG_INT_MAX, NoNul, NotBlankNoNul
 from api.http import limit_param, parse, path_uuid, query_int, query_uuid, send
-from chat import attachments
-from chat.db import Reader, Sessions
+from chat.domain import attachments
+from chat.domain.sequence import Sequencer
 from chat.errors import field_error
+from chat.infra.db import Reader, Sessions
+from chat.infra.storage import Storage
 from chat.jobqueue.accept import Enqueuer
-from chat.sequence import Sequencer
-from chat.storage import Storage
 from chat.usecases import messages, reactions
 from chat.usecases.messages import Queued, Sending
 

@@ -12,9 +12,9 @@ from redis.asyncio import Redis
 
 from api.auth import current_user
 from api.http import parse, path_uuid, send
-from chat.db import Sessions
-from chat.eventbus import Publisher
-from chat.storage import Storage
+from chat.infra.db import Sessions
+from chat.infra.storage import Storage
+from chat.realtime.eventbus import Publisher
 from chat.usecases import participants
 from chat.usecases.conversations import MAX_PARTICIPANTS
 

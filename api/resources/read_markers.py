@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 from api.auth import current_user
 from api.fields import Seq
 from api.http import parse, path_uuid, send
-from chat.db import Sessions
-from chat.eventbus import Publisher
-from chat.sequence import Sequencer
+from chat.domain.sequence import Sequencer
+from chat.infra.db import Sessions
+from chat.realtime.eventbus import Publisher
 from chat.usecases import reading
 
 

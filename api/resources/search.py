@@ -8,10 +8,10 @@ from falcon.asgi import Request, Response
 
 from api.auth import current_user
 from api.http import limit_param, query_uuid, send
-from chat import search
-from chat.db import Sessions
+from chat.domain import search
 from chat.errors import field_error
-from chat.storage import Storage
+from chat.infra.db import Sessions
+from chat.infra.storage import Storage
 from chat.usecases import search as searching
 
 

@@ -9,8 +9,8 @@ from redis.asyncio import Redis
 
 from api.auth import current_user
 from api.http import path_uuid
-from chat.db import Sessions
-from chat.eventbus import Publisher
+from chat.infra.db import Sessions
+from chat.realtime.eventbus import Publisher
 from chat.usecases import reading
 
 

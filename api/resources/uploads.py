@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Strict, field_validator
 from api.auth import current_user
 from api.http import parse, path_uuid, send
 from api.throttle import UserLimit
-from chat import attachments
-from chat.db import Sessions
+from chat.domain import attachments
+from chat.domain.quota import ByteQuota
 from chat.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, field_error
-from chat.numbers import parse_int
-from chat.quota import ByteQuota
-from chat.storage import BadSignature, LocalStorage, Storage, content_disposition
+from chat.infra.db import Sessions
+from chat.infra.numbers import parse_int
+from chat.infra.storage import BadSignature, LocalStorage, Storage, content_disposition
 from chat.usecases import uploads
 
 

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from api.auth import current_user
 from api.http import limit_param, parse, path_uuid, send
 from api.resources.auth import DisplayName
-from chat.db import Sessions
+from chat.infra.db import Sessions
 from chat.usecases import users
 
 

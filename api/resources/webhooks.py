@@ -13,8 +13,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from api.fields import NoNul, _Rule
 from api.http import parse, path_uuid, send
 from api.resources.admin import AdminOnly
-from chat import webhooks
-from chat.db import Sessions
+from chat.domain import webhooks
+from chat.infra.db import Sessions
 from chat.usecases import webhooks as hooks
 
 EVENT_TYPES = list(webhooks.EVENT_TYPES)

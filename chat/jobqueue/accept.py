@@ -15,14 +15,14 @@ from typing import Protocol
 
 import limits
 
+from chat.domain.membership import members_key
+from chat.domain.sequence import counter_key
 from chat.jobqueue.codec import seq_splice, timestamp_ms
 from chat.jobqueue.connection import ArqRedis
 from chat.jobqueue.enqueue import QueueWriter
 from chat.jobqueue.jobs import PERSIST_MESSAGE, JobPayload, PersistMessage
 from chat.jobqueue.keys import EXPIRES_EXTRA_MS
 from chat.jobqueue.scripts import LUA_ENQUEUE
-from chat.membership import members_key
-from chat.sequence import counter_key
 
 
 def claim_key(message_id: uuid.UUID | str) -> str:

@@ -14,8 +14,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from chat import cursors
-from chat.numbers import parse_int
+from chat.domain import cursors
+from chat.infra.numbers import parse_int
 
 HASH = "chat:dead-letters"
 INDEX = "chat:dead-letters:by-time"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from chat.settings import Settings
 
 DELIVER_WEBHOOK = "deliver_webhook"
-# Delivery job ids start with this (`chat.webhooks.Dispatcher`), so an id names its queue.
+# Delivery job ids start with this (`chat.domain.webhooks.Dispatcher`), so an id names its queue.
 WEBHOOK_JOB_PREFIX = "webhook:"
 
 

@@ -15,11 +15,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat.db import Sessions
 from chat.errors import Conflict, Unauthorized
+from chat.identity.security import Passwords, Tokens, hash_refresh_token, new_refresh_token
+from chat.infra.db import Sessions
 from chat.models import RefreshToken, User
 from chat.schemas import UserOut
-from chat.security import Passwords, Tokens, hash_refresh_token, new_refresh_token
 
 
 class Outcome(Protocol):

@@ -12,10 +12,10 @@ from redis.asyncio import Redis
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import cursors, membership
-from chat.blocks import direct_key
-from chat.db import Sessions, upsert_insert
+from chat.domain import cursors, membership
+from chat.domain.blocks import direct_key
 from chat.errors import NotFound, field_error
+from chat.infra.db import Sessions, upsert_insert
 from chat.models import Block, Conversation, User
 
 

@@ -14,15 +14,16 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import blocks, cursors, membership, mentions, reading
-from chat.db import Sessions
-from chat.errors import Forbidden, NotFound, Unauthorized, Unprocessable, field_error
-from chat.eventbus import Publisher
-from chat.events import ConversationCreated
+from chat.domain import blocks, cursors, membership, mentions, reading
+from chat.domain.sequence import Sequencer
+from chat.errors import Forbidden, NotFound, Unprocessable, field_error
+from chat.identity.authn import user_gone
+from chat.infra.db import Sessions
+from chat.infra.storage import Storage
 from chat.models import Conversation, Message, Participant, User
+from chat.realtime.eventbus import Publisher
+from chat.realtime.events import ConversationCreated
 from chat.schemas import ConversationOut, MessageOut, ParticipantOut
-from chat.sequence import Sequencer
-from chat.storage import Storage
 
 # A group's size cap: fan-out to this many sockets stays cheap.
 MAX_PARTICIPANTS = 1000
@@ -49,7 +50,7 @@ async def create(
     direct_key = conversation.direct_key
     async with sessions() as session:
         if await session.get(User, me) is None:
-            raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
+            raise user_gone()
         await require_users(session, others, "body.participant_ids")
         refused: list[uuid.UUID] = []
         if direct_key is not None:

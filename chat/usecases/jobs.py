@@ -10,8 +10,9 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from chat.db import Reader, Sessions
-from chat.errors import Forbidden, NotFound, Unauthorized
+from chat.errors import Forbidden, NotFound
+from chat.identity.authn import user_gone
+from chat.infra.db import Reader, Sessions
 from chat.jobqueue.lanes import Queues
 from chat.jobqueue.monitor import job_view
 from chat.jobqueue.state import JobState, job_state
@@ -28,7 +29,7 @@ async def require_admin(reader: Reader, user_id: uuid.UUID) -> None:
     async with reader.connect() as conn:
         is_admin = await admin_flag(conn, user_id)
     if is_admin is None:
-        raise Unauthorized("The user of this token no longer exists.", invalid_token=True)
+        raise user_gone()
     if not is_admin:
         raise Forbidden("Admins only.")
 

@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from chat import attachments, blocks, membership, metrics, reading
-from chat.db import Sessions
+from chat.domain import attachments, blocks, membership, reading
+from chat.domain.sequence import Sequencer, persisted_max_seq
 from chat.errors import (
     Conflict,
     Forbidden,
@@ -31,6 +31,9 @@ from chat.errors import (
     Unprocessable,
     field_error,
 )
+from chat.infra import metrics
+from chat.infra.db import Sessions
+from chat.infra.storage import Storage
 from chat.jobqueue.accept import Blocked, Enqueuer, NeedsSeed, NotMember, RateLimited, Send
 from chat.jobqueue.jobs import (
     DELETE_MESSAGE,
@@ -43,8 +46,6 @@ from chat.jobqueue.jobs import (
 )
 from chat.models import Conversation, Message, Participant, Upload
 from chat.schemas import MessageOut
-from chat.sequence import Sequencer, persisted_max_seq
-from chat.storage import Storage
 from chat.usecases.conversations import require_participant
 
 # After Redis lost its data, the newest claims of a conversation that come back from Postgres.

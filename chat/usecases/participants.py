@@ -12,14 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import membership
-from chat.db import Sessions
+from chat.domain import membership
 from chat.errors import Forbidden, NotFound, ServiceUnavailable, field_error
-from chat.eventbus import Publisher
-from chat.events import ParticipantAdded, ParticipantRemoved, UserRef
+from chat.infra.db import Sessions
+from chat.infra.storage import Storage
 from chat.models import Participant
+from chat.realtime.eventbus import Publisher
+from chat.realtime.events import ParticipantAdded, ParticipantRemoved, UserRef
 from chat.schemas import ConversationOut
-from chat.storage import Storage
 from chat.usecases.conversations import (
     MAX_PARTICIPANTS,
     conversation_of,

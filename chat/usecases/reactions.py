@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from chat import blocks, reactions
-from chat.db import Sessions
+from chat.domain import blocks, reactions
 from chat.errors import Conflict, Forbidden, field_error
+from chat.infra.db import Sessions
 from chat.jobqueue.accept import Enqueuer
 from chat.jobqueue.jobs import REACT, React, change_job_id
 from chat.usecases.messages import visible

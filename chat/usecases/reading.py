@@ -9,14 +9,15 @@ import uuid
 from redis.asyncio import Redis
 from sqlalchemy import update
 
-from chat import blocks, presence
-from chat.blocks import BLOCKED
-from chat.db import Sessions
+from chat.domain import blocks
+from chat.domain.blocks import BLOCKED
+from chat.domain.sequence import Sequencer
 from chat.errors import Forbidden, TooManyRequests
-from chat.eventbus import Publisher
-from chat.events import ConversationRead, ReadMarker, Typing, UserRef
+from chat.infra.db import Sessions
 from chat.models import Participant
-from chat.sequence import Sequencer
+from chat.realtime import presence
+from chat.realtime.eventbus import Publisher
+from chat.realtime.events import ConversationRead, ReadMarker, Typing, UserRef
 from chat.usecases.conversations import conversation_of, participant_ids, require_participant
 
 

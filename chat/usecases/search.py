@@ -1,14 +1,14 @@
 """Message search as a reader asks it: their conversations (or one of them), best first, each
-message as they see it (chat.search builds the query)."""
+message as they see it (chat.domain.search builds the query)."""
 
 from __future__ import annotations
 
 import uuid
 
-from chat import reading, search
-from chat.db import Sessions
+from chat.domain import reading, search
+from chat.infra.db import Sessions
+from chat.infra.storage import Storage
 from chat.schemas import MessageOut
-from chat.storage import Storage
 from chat.usecases.conversations import require_participant
 
 

@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Protocol
 
-from chat.db import Sessions
+from chat.domain.quota import ByteQuota
 from chat.errors import TooManyRequests, field_error
+from chat.infra.db import Sessions
+from chat.infra.storage import Presigned, Storage
 from chat.models import Upload
-from chat.quota import ByteQuota
-from chat.storage import Presigned, Storage
 
 
 class UserCounter(Protocol):

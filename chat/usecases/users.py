@@ -1,4 +1,5 @@
-"""Users: me, renaming me, username prefix search, and a public profile with presence."""
+"""Users: me, renaming me, username prefix search, a public profile with presence, and granting
+admin."""
 
 from __future__ import annotations
 
@@ -8,25 +9,33 @@ import uuid
 from redis.asyncio import Redis
 from sqlalchemy import select, update
 
-from chat import cursors, presence
-from chat.db import Sessions
-from chat.errors import NotFound, Unauthorized, field_error
+from chat.domain import cursors
+from chat.errors import NotFound, field_error
+from chat.identity.authn import user_gone
+from chat.infra.db import Sessions
 from chat.models import User
+from chat.realtime import presence
 from chat.schemas import UserOut, UserProfileOut
 
 _USERNAME_PART = re.compile(r"[a-z0-9_.-]{0,32}")
-
-
-def _gone() -> Unauthorized:
-    return Unauthorized("The user of this token no longer exists.", invalid_token=True)
 
 
 async def me(sessions: Sessions, user_id: uuid.UUID) -> UserOut:
     async with sessions() as session:
         user = await session.get(User, user_id)
     if user is None:
-        raise _gone()
+        raise user_gone()
     return UserOut.model_validate(user)
+
+
+async def set_admin(sessions: Sessions, username: str, admin: bool) -> bool:
+    """Grant or revoke admin (the CLI's make-admin and revoke-admin); False when no such user."""
+    async with sessions() as session:
+        result = await session.execute(
+            update(User).where(User.username_key == username.lower()).values(is_admin=admin)
+        )
+        await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def rename(sessions: Sessions, user_id: uuid.UUID, display_name: str) -> UserOut:
@@ -39,7 +48,7 @@ async def rename(sessions: Sessions, user_id: uuid.UUID, display_name: str) -> U
         )
         await session.commit()
     if user is None:
-        raise _gone()
+        raise user_gone()
     return UserOut.model_validate(user)
 
 

@@ -1,7 +1,7 @@
 """Admins' webhooks: register, list, read, delete (docs/api.md, Webhooks).
 
 Every change bumps the registry's version key in Redis, after the commit, so each process's
-cached list (chat.webhooks.Registry) picks it up within WEBHOOK_REGISTRY_REFRESH_SECONDS.
+cached list (chat.domain.webhooks.Registry) picks it up within WEBHOOK_REGISTRY_REFRESH_SECONDS.
 The caller has checked that the user is an admin.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import delete, select
 
-from chat import webhooks
-from chat.db import Sessions
+from chat.domain import webhooks
 from chat.errors import NotFound
+from chat.infra.db import Sessions
 from chat.models import Webhook
 
 

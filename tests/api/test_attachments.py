@@ -14,15 +14,15 @@ from falcon.testing import Result
 from sqlalchemy import update
 
 from api.deps import Deps
-from chat import attachments
 from chat.cli import set_admin
-from chat.events import MessageCreated, MessageDeleted, MessageUpdated
+from chat.domain import attachments
+from chat.infra.s3storage import S3Storage
+from chat.infra.storage import StorageUnavailable
 from chat.jobqueue import deadletters
 from chat.jobqueue.jobs import PERSIST_MESSAGE, PersistMessage
 from chat.models import Upload
-from chat.s3storage import S3Storage
+from chat.realtime.events import MessageCreated, MessageDeleted, MessageUpdated
 from chat.settings import Settings
-from chat.storage import StorageUnavailable
 from tests.support import ApiClient, TestUser, assert_problem
 from tests.support.messages import stream
 from tests.support.s3 import S3Server

@@ -24,8 +24,8 @@ from falcon.testing import Result
 from api.deps import Deps
 from api.operations import OPERATIONS, SELF_DESCRIBING, Scope
 from chat.cli import set_admin
+from chat.identity.security import Tokens
 from chat.jobqueue import deadletters
-from chat.security import Tokens
 from tests.support import PASSWORD, PREFIX, ApiClient, TestUser, assert_problem
 from tests.support.settings import RunWorker
 

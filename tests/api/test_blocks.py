@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from api.deps import Deps
-from chat.membership import members_key
+from chat.domain.membership import members_key
 from tests.support import ApiClient, assert_problem
 from tests.support.messages import send
 from tests.support.settings import RunWorker

@@ -21,12 +21,12 @@ from falcon.testing import Result
 from sqlalchemy import func, select
 
 from api.deps import Deps
-from chat import events
 from chat.cli import set_admin
-from chat.eventbus import stream_key
 from chat.jobqueue import deadletters
 from chat.jobqueue.state import job_state
 from chat.models import Conversation, Message, Participant, RefreshToken, User
+from chat.realtime import events
+from chat.realtime.eventbus import stream_key
 from tests.support import PASSWORD, ApiClient, TestUser, assert_problem
 from tests.support.settings import RunWorker
 

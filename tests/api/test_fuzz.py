@@ -28,10 +28,10 @@ from sqlalchemy import delete
 
 from api.deps import Deps
 from chat.cli import set_admin
+from chat.infra.storage import LocalStorage
 from chat.jobqueue import deadletters
 from chat.models import User
 from chat.settings import Settings
-from chat.storage import LocalStorage
 from tests.support import ApiClient, TestUser, assert_problem
 from tests.support.fuzz import (
     CONTENT_TYPES,

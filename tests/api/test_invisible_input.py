@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from api.fields import is_blank
-from chat import reactions
+from chat.domain import reactions
 from tests.support import ApiClient, assert_problem
 from tests.support.messages import send
 from tests.support.settings import RunWorker

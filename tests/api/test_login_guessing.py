@@ -6,9 +6,9 @@ import asyncio
 import uuid
 from collections import Counter
 
-from chat import ratelimit
-from chat.ratelimit import Limiter
-from chat.redis import create_redis
+from chat.domain import ratelimit
+from chat.domain.ratelimit import Limiter
+from chat.infra.redisclient import create_redis
 from tests.support import PASSWORD, ApiClient, assert_problem
 from tests.support.settings import make_settings
 

@@ -7,11 +7,11 @@ import uuid
 from datetime import UTC, datetime
 
 from api.deps import Deps
-from chat import mentions
-from chat.events import MessageCreated
+from chat.domain import mentions
+from chat.domain.mentions import names_in
+from chat.domain.sequence import Sequencer
 from chat.jobqueue.jobs import PersistMessage
-from chat.mentions import names_in
-from chat.sequence import Sequencer
+from chat.realtime.events import MessageCreated
 from tests.support import ApiClient, TestUser
 from tests.support.messages import send, stream
 from tests.support.settings import RunWorker

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.deps import Deps
-from chat.events import MessageCreated
+from chat.realtime.events import MessageCreated
 from tests.support import ApiClient, assert_problem
 from tests.support.messages import send, stream
 from tests.support.settings import RunWorker

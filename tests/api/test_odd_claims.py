@@ -9,7 +9,7 @@ import pytest
 
 from api.deps import Deps
 from chat.errors import Unauthorized
-from chat.security import Tokens
+from chat.identity.security import Tokens
 from tests.support import ApiClient, assert_problem
 from tests.support.tokens import ODD_CLAIMS, signed_with
 

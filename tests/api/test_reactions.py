@@ -8,9 +8,9 @@ from urllib.parse import quote
 import pytest
 
 from api.deps import Deps
-from chat import reactions
-from chat.events import MessageDeleted, MessageUpdated, ReactionAdded, ReactionRemoved
+from chat.domain import reactions
 from chat.jobqueue.jobs import React
+from chat.realtime.events import MessageDeleted, MessageUpdated, ReactionAdded, ReactionRemoved
 from tests.support import ApiClient, assert_problem
 from tests.support.messages import send, stream
 from tests.support.settings import RunWorker

@@ -20,7 +20,7 @@ import redis.exceptions
 from falcon.testing import ASGIConductor
 
 from api.app import build_deps, create_app
-from chat.sequence import counter_key
+from chat.domain.sequence import counter_key
 from chat.settings import Settings
 from tests.support import ApiClient, TestUser, assert_problem, services
 from workers.main import create_worker

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import delete, text
 
 from api.deps import Deps
+from chat.identity.security import Passwords
 from chat.models import User
-from chat.security import Passwords
 from chat.settings import Settings
 from tests.support import ApiClient, assert_problem
 from tests.support.apps import api_with

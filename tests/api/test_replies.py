@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.deps import Deps
+from chat.domain.sequence import Sequencer
 from chat.jobqueue.jobs import PersistMessage
 from chat.models import Message
-from chat.sequence import Sequencer
 from tests.support import ApiClient, TestUser, assert_problem
 from tests.support.messages import send, stream
 from tests.support.settings import RunWorker

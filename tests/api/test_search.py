@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from api.deps import Deps
-from chat import search
+from chat.domain import search
 from chat.models import Message, Participant
 from tests.support import ApiClient, TestUser, assert_problem
 from tests.support.messages import send

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from api.deps import Deps
-from chat import storage
+from chat.infra import storage
 from chat.settings import Settings
 from tests.support import ApiClient, assert_problem
 from tests.support.clock import Clock

@@ -10,8 +10,8 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from chat.quota import ByteQuota
-from chat.redis import create_redis
+from chat.domain.quota import ByteQuota
+from chat.infra.redisclient import create_redis
 from chat.settings import Settings
 from tests.support import ApiClient, assert_problem
 from tests.support.settings import make_settings

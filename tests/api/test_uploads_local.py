@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select, update
 
-from chat import attachments
+from chat.domain import attachments
+from chat.infra.storage import BadSignature, LocalStorage
 from chat.models import Upload
-from chat.storage import BadSignature, LocalStorage
 from tests.support import ApiClient, assert_problem
 from tests.support.settings import RunWorker
 from tests.support.sqlite import sqlite_world

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import pytest
 
-from chat.numbers import parse_int
+from chat.infra.numbers import parse_int
 from tests.support import ApiClient, assert_problem
 
 BAD_NUMBERS = ["\u00b2", "\u0663", "-1", "1e9", "9" * 400, "", " 5", "+5", "1_000", "0x10", "5\n"]

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from api.deps import Deps
-from chat import webhooks
 from chat.cli import set_admin
+from chat.domain import webhooks
 from tests.support import ApiClient, TestUser, assert_problem
 
 URL = "https://hooks.example.com/chat?team=1"

@@ -16,8 +16,8 @@ import redis.asyncio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from chat.eventbus import RedisPublisher, stream_key
-from chat.presence import presence_key
+from chat.realtime.eventbus import RedisPublisher, stream_key
+from chat.realtime.presence import presence_key
 from tests.support.messages import message_created
 from tests.support.sockets import direct, frames_until, next_frame, open_ws, pair_online, procs
 from tests.support.stack import E2E_REDIS_URL, SECRET, Client, Process, Stack

@@ -21,7 +21,7 @@ import pytest
 import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from chat.eventbus import stream_key
+from chat.realtime.eventbus import stream_key
 from tests.support import services
 from tests.support.stack import E2E_REDIS_URL, Process, Stack, stack_env
 

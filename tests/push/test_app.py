@@ -15,7 +15,7 @@ import pytest
 from falcon import WebSocketDisconnected
 from falcon.testing import ASGIConductor
 
-from chat.security import Tokens
+from chat.identity.security import Tokens
 from chat.settings import Settings
 from push import frames, session
 from push.app import create_app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat import ratelimit
+from chat.domain import ratelimit
 from push.frame_limit import FrameBudget
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from redis import exceptions as redis_errors
 
-from chat.eventbus import channel
-from chat.redis import create_redis
+from chat.infra.redisclient import create_redis
+from chat.realtime.eventbus import channel
 from push.hub import Hub
 from tests.support.settings import make_settings
 

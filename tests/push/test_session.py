@@ -16,9 +16,9 @@ from arq.connections import ArqRedis
 from falcon.errors import PayloadTypeError
 from redis import exceptions as redis_errors
 
-from chat.eventbus import RedisPublisher, stream_key
-from chat.events import MessageCreated
-from chat.redis import create_redis
+from chat.infra.redisclient import create_redis
+from chat.realtime.eventbus import RedisPublisher, stream_key
+from chat.realtime.events import MessageCreated
 from chat.settings import Settings
 from push import frames
 from push.hub import Hub

@@ -19,7 +19,7 @@ import orjson
 from falcon import WebSocketDisconnected
 from falcon.testing import ASGIConductor
 
-from chat.security import Tokens
+from chat.identity.security import Tokens
 from chat.settings import Settings
 from push.app import create_app
 from tests.support import ApiClient

@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from api.deps import Deps
-from chat import events
-from chat.eventbus import stream_key
 from chat.models import Message
+from chat.realtime import events
+from chat.realtime.eventbus import stream_key
 from chat.schemas import MessageOut
 from tests.support import ApiClient, TestUser
 

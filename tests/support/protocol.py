@@ -9,7 +9,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from chat import wsprotocol
+from chat.realtime import wsprotocol
 
 
 @cache

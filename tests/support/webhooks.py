@@ -74,7 +74,7 @@ async def receiving(receiver: Receiver) -> AsyncIterator[Receiver]:
 
 def docs_verify() -> Callable[[str, Mapping[str, str], bytes], bool]:
     """`verify_webhook` as docs/api.md writes it, run from the page itself: what a receiver would
-    copy, kept apart from chat.webhooks on purpose."""
+    copy, kept apart from chat.domain.webhooks on purpose."""
     text = (ROOT / "docs" / "api.md").read_text()
     section = text[text.index("## Webhooks") :]
     code = section[section.index("```python") + len("```python") :]

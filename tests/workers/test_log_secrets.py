@@ -14,10 +14,10 @@ import redis.exceptions
 
 from api.deps import Deps
 from chat.cli import set_admin
-from chat.failures import describe, scrubbed_traceback
+from chat.infra.failures import describe, scrubbed_traceback
+from chat.infra.process import configure_logging
 from chat.jobqueue import deadletters
 from chat.jobqueue.enqueue import QueueWriter
-from chat.process import configure_logging
 from chat.settings import Settings
 from tests.support import ApiClient
 from tests.support.messages import send

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from api.deps import Deps
-from chat import attachments
+from chat.domain import attachments
 from chat.jobqueue import deadletters
 from tests.support import ApiClient
 from tests.support.messages import send

@@ -12,9 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from api.deps import Deps
-from chat.failures import is_transient
+from chat.domain.sequence import Sequencer
+from chat.infra.failures import is_transient
 from chat.jobqueue.jobs import PersistMessage
-from chat.sequence import Sequencer
 from tests.support import ApiClient
 from workers import store
 
@@ -148,7 +148,7 @@ async def test_a_pooled_connection_closed_under_the_batch_is_transient(deps: Dep
 def test_an_outage_is_logged_once_however_many_jobs_hit_it(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from chat.outage import Outages
+    from chat.infra.outage import Outages
 
     outages = Outages(logging.getLogger("workers.tasks"))
     with caplog.at_level(logging.WARNING, logger="workers.tasks"):

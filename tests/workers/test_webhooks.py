@@ -10,15 +10,16 @@ from typing import Any
 import pytest
 
 from api.deps import Deps
-from chat import presence, webhooks
 from chat.cli import set_admin
-from chat.eventbus import RedisPublisher
-from chat.events import MessageCreated
+from chat.domain import webhooks
 from chat.jobqueue import deadletters
 from chat.jobqueue.enqueue import QueueWriter
 from chat.jobqueue.lanes import DELIVER_WEBHOOK
 from chat.jobqueue.outbox import Outbox
 from chat.jobqueue.state import job_state
+from chat.realtime import presence
+from chat.realtime.eventbus import RedisPublisher
+from chat.realtime.events import MessageCreated
 from chat.settings import Settings
 from tests.support import ApiClient, TestUser
 from tests.support.chatload import until

@@ -10,9 +10,9 @@ import redis.exceptions
 from arq import Retry
 
 from api.deps import Deps
+from chat.domain.sequence import Sequencer, counter_key
 from chat.jobqueue import codec, enqueue, heartbeats, keys
 from chat.jobqueue.jobs import PersistMessage
-from chat.sequence import Sequencer, counter_key
 from chat.settings import Settings
 from tests.support import ApiClient, assert_problem
 from tests.support.chatload import until

@@ -19,9 +19,9 @@ from typing import Any, Literal
 import redis.exceptions
 from arq import Worker
 
+from chat.infra.outage import Outage
 from chat.jobqueue.outbox import Outbox
 from chat.jobqueue.scripts import CLAIM
-from chat.outage import Outage
 
 log = logging.getLogger("workers.arq")
 

@@ -12,10 +12,10 @@ from typing import Any
 import redis.exceptions
 from arq.utils import timestamp_ms
 
+from chat.infra.outage import Backoff
 from chat.jobqueue import heartbeats
 from chat.jobqueue.keys import wake_channel
 from chat.jobqueue.scripts import CLAIM
-from chat.outage import Backoff
 from workers.runtime.base import IDLE_POLL_SECONDS, REDIS_ERRORS, Claimed, Running, text
 from workers.runtime.run import Runner
 

@@ -9,12 +9,12 @@ import asyncio
 import contextlib
 from typing import Any
 
-from chat import metrics
-from chat.failures import describe
+from chat.infra import metrics
+from chat.infra.failures import describe
+from chat.infra.outage import Backoff
 from chat.jobqueue import deadletters, heartbeats, jobstats
 from chat.jobqueue.codec import serialize
 from chat.jobqueue.keys import in_progress_key, job_key, result_key, retry_key
-from chat.outage import Backoff
 from workers.runtime.base import REDIS_DOWN, REDIS_ERRORS, Outcome, WorkerBase, iso, log
 
 

@@ -1,6 +1,6 @@
 """The heartbeat (arq's `heart_beat` and `record_health`, and more): the worker's record in
 `chat.jobqueue.heartbeats`, releasing the jobs of workers whose record expired, and the queue
-gauges; each runs in a loop that survives any Redis error (`chat.outage.keep_running`)."""
+gauges; each runs in a loop that survives any Redis error (`chat.infra.outage.keep_running`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from arq.utils import timestamp_ms
 
-from chat import metrics
+from chat.infra import metrics
 from chat.jobqueue import heartbeats, monitor
 from workers.runtime.base import WorkerBase, iso, log
 

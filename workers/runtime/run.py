@@ -11,8 +11,8 @@ from arq import Retry
 from arq.jobs import SerializationError, deserialize_job_raw
 from arq.utils import ms_to_datetime, timestamp_ms
 
-from chat import metrics
-from chat.failures import describe, scrubbed_traceback, unavailable
+from chat.infra import metrics
+from chat.infra.failures import describe, scrubbed_traceback, unavailable
 from workers.runtime.base import OUTAGE_FIRST_RETRY_SECONDS, Claimed, Outcome, log
 from workers.runtime.finish import Finishing
 
@@ -101,7 +101,7 @@ class Runner(Finishing):
         return outcome
 
     def _wait_out(self, outcome: Outcome, exc: BaseException) -> None:
-        """A dependency was away (chat.failures.unavailable): not the job's fault, so the try is
+        """A dependency was away (chat.infra.failures.unavailable): not the job's fault, so the try is
         given back and the job waits for it, however many tries it has left, until it is older
         than the outage budget (JOB_OUTAGE_MAX_SECONDS). Its back-off grows with its age, up to
         JOB_OUTAGE_RETRY_MAX_SECONDS: that bounds how soon the backlog drains once it is back."""

@@ -16,8 +16,8 @@ from signal import Signals
 
 from arq.connections import create_pool
 
+from chat.infra.outage import Outage, keep_running
 from chat.jobqueue import heartbeats
-from chat.outage import Outage, keep_running
 from workers.runtime.base import GAUGE_EVERY_BEATS, REDIS_ERRORS, log
 from workers.runtime.claim import Claiming
 from workers.runtime.heartbeat import Beating
@@ -56,7 +56,7 @@ class ChatWorker(Claiming, Beating):
         self.ctx["worker_id"] = self.worker_id
         if self.on_startup:
             await self.on_startup(self.ctx)
-        # Each loop keeps running whatever Redis answers (chat.outage.keep_running), and logs its
+        # Each loop keeps running whatever Redis answers (chat.infra.outage.keep_running), and logs its
         # own failures: a full Redis must not stop the heartbeat for good.
         every = self._heartbeat_s
         loops = {

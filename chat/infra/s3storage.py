@@ -1,6 +1,6 @@
 """Attachments on S3-compatible storage (AWS S3, MinIO, R2, moto), through boto3.
 
-Imported only when S3_BUCKET is set (`chat.stores.create_storage`): the push process never
+Imported only when S3_BUCKET is set (`chat.infra.stores.create_storage`): the push process never
 loads boto3, the api and the worker only when they use it. Presigning is local computation;
 HEAD is a blocking HTTP call, so it runs in a thread.
 """
@@ -17,8 +17,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from chat.infra.storage import Presigned, StorageUnavailable, StoredObject, content_disposition
 from chat.settings import Settings
-from chat.storage import Presigned, StorageUnavailable, StoredObject, content_disposition
 
 if TYPE_CHECKING:  # the stubs are a dev dependency
     from mypy_boto3_s3 import S3Client

@@ -7,7 +7,7 @@ import gc
 import logging
 import os
 
-from chat.failures import scrub_text, scrubbed_traceback, unavailable_reason
+from chat.infra.failures import scrub_text, scrubbed_traceback, unavailable_reason
 
 # Collect the youngest generation every 50,000 net allocations instead of 700: a message's trip
 # through a process allocates thousands of short-lived objects, and at 700 the collector ran
@@ -34,8 +34,8 @@ def configure_logging() -> None:
 class Redact(logging.Filter):
     """The last guard on every line the process writes, whoever logs it (a library, asyncio's
     "exception was never retrieved"): URLs lose their credentials and query, Postgres's DETAIL and
-    redis-py's quoted commands are withheld, and a traceback is written as chat.failures scrubs it.
-    The code's own log lines are safe already (chat.failures.describe); this catches the rest."""
+    redis-py's quoted commands are withheld, and a traceback is written as chat.infra.failures scrubs it.
+    The code's own log lines are safe already (chat.infra.failures.describe); this catches the rest."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -59,7 +59,7 @@ _ARQ_JOB_START = "%6.2fs → %s(%s)%s"
 
 class WithholdJobArgs(logging.Filter):
     """On arq's own worker logger: a job's start line keeps its id, function and try but not its
-    arguments (message bodies), and a job's failure is described as chat.failures describes one."""
+    arguments (message bodies), and a job's failure is described as chat.infra.failures describes one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args

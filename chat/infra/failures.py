@@ -71,7 +71,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def unavailable(exc: BaseException) -> str | None:
     """The dependency that is away ("the database", "Redis"), or None when this is not an outage."""
     sa, apg, database = sys.modules.get("sqlalchemy.exc"), sys.modules.get("asyncpg"), _database_errors()
-    storage = sys.modules.get("chat.storage")  # looked up, like the database's: push never loads it
+    storage = sys.modules.get("chat.infra.storage")  # looked up, like the database's: push never loads it
     for error in _chain(exc):
         if storage is not None and isinstance(error, storage.StorageUnavailable):
             return "object storage"

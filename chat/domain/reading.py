@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat import attachments, mentions, reactions
+from chat.domain import attachments, mentions, reactions
+from chat.infra.storage import Storage
 from chat.schemas import MessageOut
-from chat.storage import Storage
 
 
 async def as_read(

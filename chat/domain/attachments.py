@@ -29,11 +29,11 @@ from typing import Any
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chat.infra.storage import Storage, StorageUnavailable, StoredObject
 from chat.models import Message, Upload
 from chat.schemas import AttachmentOut
-from chat.storage import Storage, StorageUnavailable, StoredObject
 
-log = logging.getLogger("chat.attachments")
+log = logging.getLogger("chat.domain.attachments")
 
 MAX_ATTACHMENTS = 10
 MAX_FILENAME = 255

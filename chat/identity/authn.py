@@ -26,14 +26,21 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat.errors import Unauthorized
-from chat.failures import unavailable
+from chat.identity.security import AccessClaims, Tokens
+from chat.infra.failures import unavailable
+from chat.infra.outage import Outage
 from chat.models import User
-from chat.outage import Outage
-from chat.security import AccessClaims, Tokens
 
 log = logging.getLogger("chat.auth")
 
 GONE_DETAIL = "The user of this token no longer exists."
+
+
+def user_gone() -> Unauthorized:
+    """The 401 for a token whose user is gone (deleted between the check and a use case's read)."""
+    return Unauthorized(GONE_DETAIL, invalid_token=True)
+
+
 # While Postgres is away, how often a request tries it again (the others go by the token alone).
 RETRY_SECONDS = 1.0
 
@@ -93,5 +100,5 @@ class Authenticator:
         """The token's claims, or Unauthorized (401; the socket closes 4401)."""
         claims = self._tokens.verify_access(token)
         if await self._users.standing(claims.user_id) is Standing.GONE:
-            raise Unauthorized(GONE_DETAIL, invalid_token=True)
+            raise user_gone()
         return claims

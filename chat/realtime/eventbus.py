@@ -14,8 +14,8 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from chat.events import LUA_FRAME, StoredEvent, Typing, encode
 from chat.jobqueue.outbox import Outbox
+from chat.realtime.events import LUA_FRAME, StoredEvent, Typing, encode
 
 STREAM_PREFIX = "events:"
 CHANNEL_PREFIX = "user:"
@@ -40,7 +40,7 @@ class Publisher(Protocol):
 
 class RedisPublisher:
     # Append to each recipient's stream and publish the framed event on their channel, in one round
-    # trip; the frame is chat.events' own (LUA_FRAME).
+    # trip; the frame is chat.realtime.events' own (LUA_FRAME).
     _SCRIPT = (
         LUA_FRAME
         + """

@@ -29,15 +29,16 @@ from redis.asyncio.client import Pipeline
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat import metrics, presence
-from chat.eventbus import Publisher
-from chat.events import MessageCreated, StoredEvent, Typing
+from chat.infra import metrics
 from chat.jobqueue.enqueue import QueueWriter
 from chat.jobqueue.lanes import DELIVER_WEBHOOK, WEBHOOK_JOB_PREFIX
 from chat.jobqueue.outbox import Outbox
 from chat.models import Webhook
+from chat.realtime import presence
+from chat.realtime.eventbus import Publisher
+from chat.realtime.events import MessageCreated, StoredEvent, Typing
 
-log = logging.getLogger("chat.webhooks")
+log = logging.getLogger("chat.domain.webhooks")
 
 VERSION_KEY = "chat:webhooks:version"
 

@@ -3,8 +3,9 @@ that they arrived, the worker checks again before it stores a message, and every
 presigns downloads. Clients move the bytes themselves, straight to the store, so neither the api
 nor the workers carry them (except the local-disk store, whose URLs point back at the api).
 
-`chat.stores.create_storage(settings)` picks S3-compatible storage when `S3_BUCKET` is set, else local disk.
-It is built once per process (the api's `Deps`, the worker's ctx) and passed in, never global.
+`chat.infra.stores.create_storage(settings)` picks S3-compatible storage when `S3_BUCKET` is
+set, else local disk. It is built once per process (the api's `Deps`, the worker's ctx) and
+passed in, never global.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import IO, Protocol
 from urllib.parse import quote, urlencode
 
-from chat.numbers import parse_int
+from chat.infra.numbers import parse_int
 from chat.settings import Settings
 
 CONTENT_PATH = "/api/v1/uploads/{upload_id}/content"

@@ -1,6 +1,6 @@
 """Blocking: a user who blocked another is never opened a direct conversation by them, and their
 sends, reactions and typing in the direct conversation they share are refused (the api's send
-script reads that from the conversation's members set in Redis; see chat.membership)."""
+script reads that from the conversation's members set in Redis; see chat.domain.membership)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.exceptions
 
-from chat.failures import scrubbed_traceback, unavailable, unavailable_reason
+from chat.infra.failures import scrubbed_traceback, unavailable, unavailable_reason
 
 
 class Backoff:
@@ -91,7 +91,7 @@ async def keep_running(
 
 
 class Outages:
-    """One Outage per dependency, named by chat.failures: which are away, since when."""
+    """One Outage per dependency, named by chat.infra.failures: which are away, since when."""
 
     def __init__(self, log: logging.Logger) -> None:
         self._log = log

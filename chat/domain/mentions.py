@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from chat.db import upsert_insert
+from chat.infra.db import upsert_insert
 from chat.models import Mention, Message, Participant, User
 from chat.schemas import MessageOut
 

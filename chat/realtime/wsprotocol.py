@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from chat import events
+from chat.realtime import events
 
 REF = "#/components/schemas/{model}"
 # RFC 6455: a close frame's payload is at most 125 bytes, and the code takes two of them.

@@ -19,7 +19,7 @@ from sqlalchemy import Float, Select, and_, cast, exists, func, literal, literal
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
 from sqlalchemy.sql.elements import ColumnElement
 
-from chat import cursors
+from chat.domain import cursors
 from chat.models import Block, Message, Participant
 
 VECTOR_COLUMN = "search_vector"

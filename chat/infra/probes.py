@@ -11,7 +11,7 @@ from falcon.asgi import Request, Response
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
-from chat import metrics
+from chat.infra import metrics
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
