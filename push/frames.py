@@ -9,6 +9,7 @@ import orjson
 # The frame format and the close codes are part of the contract, owned in chat/.
 from chat.realtime.events import event_id_of
 from chat.realtime.wsprotocol import (
+    DEACTIVATED,
     GONE,
     RATE_LIMITED,
     RESTARTING,
@@ -27,6 +28,7 @@ _STREAM_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})\Z")
 _MAX_PART = 2**64 - 1  # what Redis accepts in a stream id
 
 __all__ = [
+    "DEACTIVATED",
     "GONE",
     "PONG",
     "RATE_LIMITED",

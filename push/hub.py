@@ -3,6 +3,8 @@
 A user's channel is subscribed when their first local socket opens and dropped when the last one
 closes, so adding push processes does not multiply traffic. Each published frame arrives as
 ready-to-send JSON and is decoded to text once, then offered to every local socket of that user.
+An order on the same channel (`chat.realtime.usercontrol`: the user was deactivated) is never
+offered as a frame: it closes every local socket of that user.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from chat.realtime import usercontrol
 from chat.realtime.eventbus import CHANNEL_PREFIX, channel
 
 log = logging.getLogger("push.hub")
@@ -27,6 +30,8 @@ class Subscriber(Protocol):
     def offer(self, frame: str) -> None: ...
 
     def restart(self) -> None: ...
+
+    def deactivated(self) -> None: ...
 
 
 class Hub:
@@ -136,8 +141,14 @@ class Hub:
         if not sockets:
             return
         frame = data.decode() if isinstance(data, bytes) else data  # once per process, not per socket
-        for subscriber in list(sockets):
-            subscriber.offer(frame)
+        if frame.startswith("{"):  # an event: the hot path pays one character's comparison
+            for subscriber in list(sockets):
+                subscriber.offer(frame)
+            return
+        if usercontrol.decode(frame) is usercontrol.Order.DEACTIVATED:
+            for subscriber in list(sockets):
+                subscriber.deactivated()
+        # Anything else is neither an event nor an order this process knows: no client gets it.
 
     async def close(self) -> None:
         if self._reader is not None:

@@ -109,6 +109,10 @@ class Session:
     def restart(self) -> None:
         self.close_with(frames.RESTARTING)
 
+    # Called by the hub when the user was deactivated or erased (chat.realtime.usercontrol).
+    def deactivated(self) -> None:
+        self.close_with(frames.DEACTIVATED)
+
     def close_with(self, close: frames.Close) -> None:
         if not self._closing.done():
             self._closing.set_result(close)

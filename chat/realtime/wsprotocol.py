@@ -49,6 +49,8 @@ RESTARTING = Close(
 )
 FRAME_TOO_LARGE = Close(1009, meaning="a client frame over 4 KiB")
 TOKEN_INVALID = Close(4401, "token missing, invalid or expired", "get a new access token, then reconnect")
+# The user was deactivated or erased: the handshake refuses them, and their open sockets close.
+DEACTIVATED = Close(4403, "user deactivated or erased", "do not reconnect: the user may not connect any more")
 TOO_SLOW = Close(4408, "too far behind; reconnect with last_event_id", "reconnect with last_event_id")
 RATE_LIMITED = 4429
 CLOSE_CODES = (
@@ -56,6 +58,7 @@ CLOSE_CODES = (
     SERVER_ERROR,
     RESTARTING,
     TOKEN_INVALID,
+    DEACTIVATED,
     TOO_SLOW,
     Close(
         RATE_LIMITED, "too many sockets; retry after 5 s", "wait the seconds the reason names, then reconnect"

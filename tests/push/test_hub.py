@@ -27,6 +27,9 @@ class Recorder:
     def restart(self) -> None:
         self.restarted.set()
 
+    def deactivated(self) -> None:
+        self.restarted.set()
+
 
 async def test_a_socket_back_before_the_others_left_is_subscribed_again(
     monkeypatch: pytest.MonkeyPatch,
