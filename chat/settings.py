@@ -34,6 +34,17 @@ class Settings(BaseSettings):
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_expire_minutes: int = Field(default=15, ge=1)
     refresh_token_expire_days: int = Field(default=30, ge=1)
+    # App tokens: JWTs the app's backend signs for its users (chat/identity/apptokens.py). HS256
+    # with APP_JWT_SECRET, and/or RS256, ES256, EdDSA with the keys APP_JWKS_URL serves.
+    app_jwt_secret: SecretStr = SecretStr("")
+    app_jwks_url: str = ""
+    app_jwt_issuer: str = ""
+    app_jwt_audience: str = ""
+    app_jwt_max_ttl_seconds: int = Field(default=86400, ge=1)
+    app_jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # An unknown `kid` fetches the JWKS again at most this often (a flood of made-up kids cannot
+    # make us hammer the app's server); also the shortest a fetched JWKS is kept.
+    app_jwks_min_refresh_seconds: float = Field(default=60, gt=0)
 
     # Argon2id cost; tests lower it, production keeps argon2-cffi's RFC 9106 "low memory" profile.
     password_hash_time_cost: int = Field(default=3, ge=1)
@@ -191,6 +202,7 @@ class Settings(BaseSettings):
         if self.upload_unsent_ttl_seconds <= self.upload_url_expire_seconds:
             # Else an upload would be discarded while its client may still be sending the bytes.
             raise ValueError("UPLOAD_UNSENT_TTL_SECONDS must be longer than UPLOAD_URL_EXPIRE_SECONDS")
+        _check_app_secret(self)
         if self.environment != "production":
             if not self.secret_key.get_secret_value():
                 # A per-process random key: tokens survive only within one dev process, by design.
@@ -210,3 +222,14 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _check_app_secret(settings: Settings) -> None:
+    app_secret = settings.app_jwt_secret.get_secret_value()
+    if not app_secret:
+        return
+    if len(app_secret.encode()) < MIN_SECRET_KEY_LENGTH:
+        raise ValueError(f"APP_JWT_SECRET must be at least {MIN_SECRET_KEY_LENGTH} bytes")
+    if app_secret == settings.secret_key.get_secret_value():
+        # Else the app's backend could sign our own access tokens (any user id) with it.
+        raise ValueError("APP_JWT_SECRET must differ from SECRET_KEY")
