@@ -28,7 +28,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -40,10 +39,10 @@ from chat.jobqueue import deadletters
 from chat.jobqueue.enqueue import QueueWriter
 from chat.settings import Settings
 from tests.support import services
+from tests.support.docblocks import Block, blocks
 from tests.support.stack import E2E_REDIS_URL, ROOT, free_ports_at
 
 DOCS = ["README.md", "docs/operations.md", "CONTRIBUTING.md"]
-SKIP = re.compile(r"<!-- docs-test: skip \((.+)\) -->")
 READER_SETS = ("DATABASE_URL", "REDIS_URL")
 SERVERS = {"web", "worker", "push"}
 # What each process logs once it listens: uvicorn's own line for web, ours for worker and push.
@@ -53,28 +52,6 @@ ANNOUNCES = {
     "push": (r"push serving ws://0\.0\.0\.0:(\d+)/ws", "/healthz"),
 }
 QUEUE = "arq:queue"
-
-
-@dataclass
-class Block:
-    where: str
-    text: str
-    skip: str | None
-
-
-def blocks(doc: str) -> list[Block]:
-    lines = (ROOT / doc).read_text().splitlines()
-    found: list[Block] = []
-    for i, line in enumerate(lines):
-        assert not re.match(r"```(bash|shell|console|zsh)\b", line), f"{doc}:{i + 1}: fence it as ```sh"
-        if re.match(r"\s*<!--\s*docs-test", line):
-            assert SKIP.fullmatch(line.strip()), f"{doc}:{i + 1}: write <!-- docs-test: skip (why) -->"
-        if line.strip() != "```sh":
-            continue
-        end = lines.index("```", i + 1)
-        marker = SKIP.fullmatch(lines[i - 1].strip())
-        found.append(Block(f"{doc}:{i + 1}", "\n".join(lines[i + 1 : end]), marker[1] if marker else None))
-    return found
 
 
 def is_server(line: str) -> bool:
