@@ -61,12 +61,15 @@ class ApiError(Exception):
 class ChatClient:
     """One signed-in user: REST calls, and (for a receiving user) a self-healing WebSocket."""
 
-    def __init__(self, api: str, push: str, username: str, password: str) -> None:
+    def __init__(self, api: str, push: str, username: str, password: str, app_backend: str = "") -> None:
         # Accept the URLs with or without their path, as dev mode prints them with it.
         self.api = api.rstrip("/").removesuffix("/api/v1") + "/api/v1"
         self.push = push.rstrip("/").removesuffix("/ws") + "/ws"
         self.username = username
         self.password = password
+        # With an app backend (examples/app_backend.py), the password is the app's and the token
+        # comes from there; the chat service never sees the password (docs/integrate.md).
+        self.app_backend = app_backend.rstrip("/")
         self.user_id = ""
         self._http = httpx.AsyncClient(base_url=self.api, timeout=10)
         self._access_token = ""
@@ -95,6 +98,9 @@ class ChatClient:
 
     async def sign_in(self) -> None:
         """Register (a 409 just means the user exists already), log in, learn our own id."""
+        if self.app_backend:
+            await self._sign_in_through_app()
+            return
         registered = await self._http.post(
             "/auth/register", json={"username": self.username, "password": self.password}
         )
@@ -111,14 +117,29 @@ class ChatClient:
         self.user_id = (await self._call("GET", "/users/me"))["id"]
         self.say(f"logged in as user {self.user_id}")
 
+    async def _sign_in_through_app(self) -> None:
+        """Log in to the app's backend, which hands us a chat token (no refresh token: when it
+        expires we ask the app again)."""
+        login = await self._http.post(
+            f"{self.app_backend}/login", json={"username": self.username, "password": self.password}
+        )
+        if login.status_code != 200:
+            raise ApiError(login)
+        self._keep_tokens(login.json())
+        self.user_id = (await self._call("GET", "/users/me"))["id"]
+        self.say(f"signed in through the app backend: chat user {self.user_id}")
+
     def _keep_tokens(self, pair: Json) -> None:
         self._access_token = pair["access_token"]
-        self._refresh_token = pair["refresh_token"]
+        self._refresh_token = pair.get("refresh_token", "")
 
     async def refresh_tokens(self, stale: str) -> None:
         """Trade the refresh token for a new pair, unless another task already did."""
         async with self._refresh_lock:
             if self._access_token != stale:
+                return
+            if self.app_backend:
+                await self._sign_in_through_app()
                 return
             answer = await self._http.post("/auth/refresh", json={"refresh_token": self._refresh_token})
             if answer.status_code == 200:

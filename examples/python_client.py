@@ -3,11 +3,12 @@
     python examples/python_client.py --api http://127.0.0.1:8000 --push ws://127.0.0.1:8001
 
 Against `make dev` (or `python -m devserver`) it runs the whole flow a chat app needs and prints
-each step: two users sign in (registering first if they are new), A opens a direct conversation
-with B, B's WebSocket connects, A sends messages, B receives them. In the middle B's network goes
-away for a moment; A keeps sending, and B's reconnect resumes from its last `event_id`, so the
-messages sent meanwhile arrive through the server's replay. It exits 0 once B holds every message
-exactly once and in `seq` order, and 1 otherwise.
+each step: two users sign in (registering first if they are new; or, with `--app-backend URL`,
+logging in to your app's backend, which hands them chat tokens: examples/app_backend.py), A opens
+a direct conversation with B, B's WebSocket connects, A sends messages, B receives them. In the
+middle B's network goes away for a moment; A keeps sending, and B's reconnect resumes from its
+last `event_id`, so the messages sent meanwhile arrive through the server's replay. It exits 0
+once B holds every message exactly once and in `seq` order, and 1 otherwise.
 
 What to copy is `ChatClient`, in `chat_client.py` beside this file: sends that are safe to retry
 (`client_id`), retries that honour `Retry-After`, de-duplication by `event_id`, and a reconnect
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import uuid
 from typing import TYPE_CHECKING
@@ -44,8 +46,8 @@ async def wait_until_stored(client: ChatClient, conversation_id: str, seqs: list
 
 
 async def demo(args: argparse.Namespace) -> bool:
-    alice = ChatClient(args.api, args.push, args.user_a, args.password)
-    bob = ChatClient(args.api, args.push, args.user_b, args.password)
+    alice = ChatClient(args.api, args.push, args.user_a, args.password, args.app_backend)
+    bob = ChatClient(args.api, args.push, args.user_b, args.password, args.app_backend)
     sent: list[Json] = []  # alice's 202 answers, plus the body and client_id she sent
     offline: list[int] = []  # seqs sent while bob was offline
     listening: asyncio.Task[None] | None = None
@@ -140,6 +142,12 @@ def main() -> int:
     parser.add_argument("--user-a", default="alice", help="the sender (registered if new)")
     parser.add_argument("--user-b", default="bob", help="the receiver (registered if new)")
     parser.add_argument("--password", default="demo-password", help="both users' password")
+    parser.add_argument(
+        "--app-backend",
+        default=os.environ.get("APP_BACKEND_URL", ""),
+        help="get chat tokens by logging in to this app backend (examples/app_backend.py) "
+        "instead of registering with the chat service; default $APP_BACKEND_URL",
+    )
     parser.add_argument("--timeout", type=float, default=60, help="give up after this many seconds")
     args = parser.parse_args()
 

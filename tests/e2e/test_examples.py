@@ -7,6 +7,7 @@ of its own, so its origin is http://127.0.0.1:PORT and the api must allow it thr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -19,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +36,8 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLES = ROOT / "examples"
 PASSWORD = "examples-password"
+APP_SECRET = "examples-app-secret-" + "x" * 32
+APP_PASSWORD = "ada-and-grace"  # examples/app_backend.py's users' password
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -65,6 +69,8 @@ def dev(static_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
         "PASSWORD_HASH_TIME_COST": "1",
         "PASSWORD_HASH_MEMORY_KIB": "1024",
         "LOG_LEVEL": "WARNING",
+        # examples/app_backend.py signs its users' chat tokens with it.
+        "APP_JWT_SECRET": APP_SECRET,
     }
     with dev_server(tmp_path_factory.mktemp("dev"), env) as dev:
         yield dev
@@ -93,6 +99,83 @@ def test_python_client_runs_the_demo(dev: DevServer) -> None:
         "OK: 8 messages received once each in seq order, "
         "3 of them sent while py_bob was offline and replayed on resume"
     )
+
+
+@contextlib.contextmanager
+def app_backend(*options: str, **env: str) -> Iterator[str]:
+    """examples/app_backend.py on a free port; yields its URL once it says where it listens."""
+    with subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "app_backend.py"), "--port", "0", *options],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as backend:
+        assert backend.stdout is not None
+        try:
+            line = backend.stdout.readline()
+            started = re.fullmatch(r"app backend on (http://127\.0\.0\.1:\d+)\n", line)
+            assert started, f"app_backend.py printed {line!r} (exit {backend.poll()})"
+            yield started[1]
+        finally:
+            backend.terminate()
+            backend.wait(10)
+
+
+def run_client_through(dev: DevServer, backend: str) -> str:
+    """The Python demo, its two users logging in to the app backend for their chat tokens."""
+    example = [sys.executable, str(EXAMPLES / "python_client.py"), "--api", dev.api, "--push", dev.push]
+    users = ["--user-a", "ada", "--user-b", "grace", "--password", APP_PASSWORD]
+    done = subprocess.run(
+        [*example, "--app-backend", backend, *users],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=40,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "[ada] signed in through the app backend" in out and "registered" not in out
+    assert "[grace] resumed: 3 missed events replayed, now live" in out
+    assert out.rstrip().endswith(
+        "OK: 8 messages received once each in seq order, "
+        "3 of them sent while grace was offline and replayed on resume"
+    )
+    return out
+
+
+def test_python_client_gets_its_token_from_the_app_backend(dev: DevServer) -> None:
+    """The app backend signs HS256 tokens with APP_JWT_SECRET: the client never registers."""
+    with app_backend(APP_JWT_SECRET=APP_SECRET) as backend:
+        wrong = httpx.post(f"{backend}/login", json={"username": "ada", "password": "not hers"})
+        assert wrong.status_code == 401
+        login = httpx.post(f"{backend}/login", json={"username": "ada", "password": APP_PASSWORD})
+        assert login.status_code == 200, login.text
+        me = httpx.get(
+            f"{dev.api}/api/v1/users/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"}
+        )
+        assert me.status_code == 200, me.text
+        assert (me.json()["external_id"], me.json()["display_name"]) == ("user-42", "Ada Lovelace")
+        run_client_through(dev, backend)
+
+
+def test_app_backend_with_a_server_key(dev: DevServer) -> None:
+    """`--server-key`: the app backend gets each token from POST /server/tokens."""
+    # The CLI on dev mode's machine: nothing configured, as dev_server runs it.
+    configured = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}
+    unconfigured = {k: v for k, v in os.environ.items() if k not in configured}
+    created = subprocess.run(
+        [str(Path(sys.executable).parent / "headless-chat"), "server-keys", "create", "examples-app"],
+        cwd=dev.log.parent,  # dev mode's database is the SQLite file there
+        env={**unconfigured, "ENVIRONMENT": "dev", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    with app_backend("--server-key", "--chat-api", dev.api, SERVER_KEY=key) as backend:
+        run_client_through(dev, backend)
 
 
 def test_readme_try_it_runs(dev: DevServer) -> None:
