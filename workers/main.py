@@ -28,12 +28,13 @@ from chat.realtime.eventbus import RedisPublisher
 from chat.settings import Settings
 from workers.batch import PersistBatcher
 from workers.context import JobContext
+from workers.erase import erase_user
 from workers.runtime import ChatWorker, func
 from workers.sweeper import sweep_forever
 from workers.tasks import delete_message, edit_message, persist_message, react
 from workers.webhooks import deliver_webhook
 
-FUNCTIONS = [persist_message, edit_message, delete_message, react, deliver_webhook]
+FUNCTIONS = [persist_message, edit_message, delete_message, react, erase_user, deliver_webhook]
 
 
 def functions(settings: Settings) -> list[Any]:

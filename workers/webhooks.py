@@ -23,6 +23,7 @@ from chat.infra import metrics
 from chat.infra.failures import redact_url, redact_urls
 from chat.jobqueue.jobs import Retry
 from chat.settings import Settings
+from chat.usecases.erasure import about_erased
 from workers.context import JobContext
 from workers.tasks import job
 
@@ -111,6 +112,10 @@ async def deliver_webhook(ctx: JobContext, payload: dict[str, Any]) -> str:
         # Deleted since the event: nobody wants it any more, and no dead letter should say otherwise.
         metrics.WEBHOOK_DELIVERIES.labels("dropped").inc()
         return "webhook deleted"
+    if await about_erased(ctx["sessions"], delivery.event):
+        # Queued before its user was erased: nothing of theirs leaves after the erasure.
+        metrics.WEBHOOK_DELIVERIES.labels("dropped").inc()
+        return "its user was erased"
     settings = ctx["settings"]
     failure = await attempt(
         ctx["http"], hook.url, delivery, hook.secret, deadline=settings.webhook_timeout_seconds

@@ -20,6 +20,7 @@ PERSIST_MESSAGE = "persist_message"
 EDIT_MESSAGE = "edit_message"
 DELETE_MESSAGE = "delete_message"
 REACT = "react"
+ERASE_USER = "erase_user"
 
 
 class JobPayload(BaseModel):
@@ -74,6 +75,17 @@ class React(JobPayload):
     emoji: str
     present: bool
     changed_at: datetime
+
+
+class EraseUser(JobPayload):
+    """Erase what a user left behind (`chat.usecases.erasure`); running it again changes nothing."""
+
+    user_id: uuid.UUID
+
+
+def erase_job_id(user_id: uuid.UUID) -> str:
+    # One id per user: asking again while the job is queued, running or kept enqueues nothing.
+    return f"erase:{user_id}"
 
 
 def persist_job_id(message_id: uuid.UUID) -> str:
