@@ -74,8 +74,13 @@ async def serve(settings: Settings, host: str, api_port: int, push_port: int) ->
         await asyncio.sleep(0.05)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
     print(f"headless-chat dev mode ({settings.database_url}, redis {settings.redis_url})", flush=True)
-    print(f"  api:  http://{shown_host}:{api_port}/api/v1", flush=True)
-    print(f"  push: ws://{shown_host}:{push_port}/ws", flush=True)
+    base = f"http://{shown_host}:{api_port}"
+    print(f"  api:       {base}/api/v1", flush=True)
+    print(f"  push:      ws://{shown_host}:{push_port}/ws", flush=True)
+    print(f"  docs:      {base}/docs (Swagger UI), {base}/redoc, {base}/openapi.json", flush=True)
+    print(f"  dashboard: {base}/api/v1/admin/ui (an admin: headless-chat make-admin NAME)", flush=True)
+    # Its Redis lives in this process: `headless-chat jobs ...` in another shell cannot reach it.
+    print("  jobs:      the dashboard and /api/v1/admin/* (the jobs CLI needs a real Redis)", flush=True)
 
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     stop()
