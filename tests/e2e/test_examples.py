@@ -350,3 +350,42 @@ def wait_until_stored(api: str, username: str, seqs: list[int]) -> None:
                 return
             assert time.monotonic() < deadline, history
             time.sleep(0.05)
+
+
+def test_browser_page_gets_its_token_from_the_app_backend(
+    dev: DevServer, static_url: str, browser: WebDriver
+) -> None:
+    """The page's optional app backend field: both users log in there, B's socket goes live."""
+    wait = WebDriverWait(browser, WAIT)
+    with app_backend(APP_JWT_SECRET=APP_SECRET) as backend:
+        browser.get(f"{static_url}/browser.html")
+        fields = {
+            "api-url": dev.api,
+            "push-url": dev.push,
+            "user-a": "ada",
+            "user-b": "grace",
+            "password": APP_PASSWORD,
+            "app-backend": backend,
+        }
+        for field, value in fields.items():
+            browser.find_element(By.ID, field).clear()
+            browser.find_element(By.ID, field).send_keys(value)
+        browser.find_element(By.ID, "start").click()
+
+        def log() -> str:
+            return browser.find_element(By.ID, "log").get_attribute("textContent") or ""
+
+        def live(driver: WebDriver) -> bool:
+            return driver.find_element(By.ID, "ws-state").get_attribute("data-state") == "live"
+
+        wait.until(live, f"B's socket never went live: {log()}")
+        assert "[ada] signed in through the app backend" in log() and "registered" not in log()
+        body = f"through the app {uuid.uuid4().hex[:6]}"
+        browser.find_element(By.ID, "body").send_keys(body)
+        browser.find_element(By.ID, "send").click()
+
+        def shown(driver: WebDriver) -> bool:
+            items = driver.find_elements(By.CSS_SELECTOR, "#messages li .body")
+            return any(item.text == body for item in items)
+
+        wait.until(shown, f"B never showed {body!r}: {log()}")
