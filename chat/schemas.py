@@ -18,6 +18,8 @@ class UserOut(Representation):
     username: str
     display_name: str
     created_at: datetime
+    # The app's own id for the user (its tokens' `sub`); null for built-in accounts.
+    external_id: str | None = None
 
 
 class UserProfileOut(UserOut):
@@ -43,7 +45,9 @@ class MessageOut(Representation):
     id: uuid.UUID
     conversation_id: uuid.UUID
     seq: int
-    sender_id: uuid.UUID
+    # A system message (`kind` "system", posted by the app's backend through the server API) has no sender.
+    kind: Literal["user", "system"] = "user"
+    sender_id: uuid.UUID | None
     body: str | None
     client_id: str | None
     created_at: datetime
@@ -67,6 +71,8 @@ class ConversationOut(Representation):
     id: uuid.UUID
     kind: Literal["direct", "group"]
     title: str | None
+    # The app's own id for a conversation its backend made (`PUT /server/conversations/{external_id}`).
+    external_id: str | None = None
     created_at: datetime
     participants: list[ParticipantOut]
     last_seq: int

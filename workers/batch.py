@@ -93,7 +93,12 @@ class PersistBatcher:
             # The uploads the api claimed, linked again in the same transaction: a no-op unless the
             # claim was released meanwhile, and harmless when a retried job runs it again.
             await attachments.link(
-                session, [(c.message_id, c.sender_id, c.attachments) for c, _ in commands if c.attachments]
+                session,
+                [
+                    (c.message_id, c.sender_id, c.attachments)
+                    for c, _ in commands
+                    if c.attachments and c.sender_id is not None  # a system message has no files
+                ],
             )
             await session.commit()
         stored = [

@@ -28,6 +28,7 @@ def _row(job: PersistMessage, seq: int) -> dict[str, Any]:
         "id": job.message_id,
         "conversation_id": job.conversation_id,
         "seq": seq,
+        "kind": job.kind,
         "sender_id": job.sender_id,
         "body": job.body,
         "client_id": job.client_id,
@@ -54,13 +55,13 @@ def _out(job: PersistMessage, seq: int) -> MessageOut:
 _PG_BATCH = """
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::uuid[], $5::text[], $6::varchar[],
-                         $7::varchar[], $8::timestamptz[], $9::uuid[])
-        AS b(id, conversation_id, seq, sender_id, body, client_id, client_digest, created_at, reply_to)
+                         $7::varchar[], $8::timestamptz[], $9::uuid[], $10::varchar[])
+        AS b(id, conversation_id, seq, sender_id, body, client_id, client_digest, created_at, reply_to, kind)
 ), inserted AS (
     INSERT INTO messages (id, conversation_id, seq, sender_id, body, client_id, client_digest,
-                          created_at, edited_at, deleted, reply_to, reply_count)
+                          created_at, edited_at, deleted, reply_to, reply_count, kind)
     SELECT id, conversation_id, seq, sender_id, body, client_id, client_digest, created_at, NULL, false,
-           reply_to, 0
+           reply_to, 0, kind
     FROM batch
     ON CONFLICT DO NOTHING
     RETURNING id, reply_to, created_at
@@ -133,6 +134,7 @@ async def _insert_batch(
             [j.client_digest for j in jobs],
             [j.created_at.astimezone(UTC) for j in jobs],
             [j.reply_to for j in jobs],
+            [j.kind for j in jobs],
         )
     except BaseException as exc:
         if _connection_lost(exc):

@@ -96,7 +96,7 @@ async def persist_message(ctx: Ctx, payload: dict[str, Any]) -> str:
     first_try = int(ctx.get("job_try", 1)) == 1
     command = PersistMessage.model_validate(payload)
     files = []
-    if command.attachments:
+    if command.attachments and command.sender_id is not None:  # a system message has no files
         # Checked before anything is stored: a message is stored with its attachments or not at all.
         storage = ctx["storage"]
         found = await attachments.ready(

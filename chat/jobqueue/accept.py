@@ -34,19 +34,22 @@ def send_rate_prefix(user_id: uuid.UUID | str) -> str:
 
 
 # KEYS: counter, queue, members, [claim]. ARGV: digest, claim ttl, job head, job tail, job id,
-# now (ms), expiry ms, wake channel, sender id, send limit (0 = off), its window (ms), the sender's
-# rate key prefix.
+# now (ms), expiry ms, wake channel, sender id ("" for a system message), send limit (0 = off), its
+# window (ms), the sender's rate key prefix.
 # Returns {1, seq} new, {0, seq} a repeat of the same body, {2, "seq:digest"} a repeat with another
 # body, {-1} the counter needs a seed, {-3} the members need a seed, {-4} not a member,
 # {-5, ms} over the send limit for that long, {-6} blocked by the other side of a direct
-# conversation. Membership comes first: a non-member learns nothing.
+# conversation. Membership comes first: a non-member learns nothing. A system message has no
+# sender to check (the server key that posts it was checked, and limited, by the api).
 _ACCEPT = (
     LUA_ENQUEUE
     + """
-if redis.call('EXISTS', KEYS[3]) == 0 then return {-3} end
-if redis.call('SISMEMBER', KEYS[3], ARGV[9]) == 0 then
-  if redis.call('SISMEMBER', KEYS[3], '!' .. ARGV[9]) == 1 then return {-6} end
-  return {-4}
+if ARGV[9] ~= '' then
+  if redis.call('EXISTS', KEYS[3]) == 0 then return {-3} end
+  if redis.call('SISMEMBER', KEYS[3], ARGV[9]) == 0 then
+    if redis.call('SISMEMBER', KEYS[3], '!' .. ARGV[9]) == 1 then return {-6} end
+    return {-4}
+  end
 end
 if KEYS[4] then
   local existing = redis.call('GET', KEYS[4])
@@ -168,8 +171,11 @@ class JobQueue:
         ]
         if send.claims:
             keys.append(claim_key(message.message_id))
+        sender = message.sender_id
         amount, window_ms = (
-            (0, 1000) if send_limit is None else (send_limit.amount, send_limit.get_expiry() * 1000)
+            (0, 1000)
+            if send_limit is None or sender is None
+            else (send_limit.amount, send_limit.get_expiry() * 1000)
         )
 
         args: list[bytes | str | int] = [
@@ -181,16 +187,16 @@ class JobQueue:
             now,
             EXPIRES_EXTRA_MS,
             self._enqueuer.wake,
-            str(message.sender_id),
+            "" if sender is None else str(sender),
             amount,
             window_ms,
-            send_rate_prefix(message.sender_id),
+            "" if sender is None else send_rate_prefix(sender),
         ]
         return keys, args
 
     async def accept_message(self, send: Send) -> Accepted | NeedsSeed | NotMember | Blocked | RateLimited:
-        """Check the sender's membership and send rate, give the message the conversation's next
-        seq and enqueue it, atomically, in one round trip.
+        """Check the sender's membership and send rate (a system message has neither), give the
+        message the conversation's next seq and enqueue it, atomically, in one round trip.
 
         A client_id send (`send.claims`) that repeats gets the seq of the first send back.
         """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from arq import Retry
 from pydantic import BaseModel, ConfigDict
@@ -33,7 +33,8 @@ class JobPayload(BaseModel):
 class PersistMessage(JobPayload):
     message_id: uuid.UUID
     conversation_id: uuid.UUID
-    sender_id: uuid.UUID
+    # None for a system message (the app's backend posted it; no user sent it).
+    sender_id: uuid.UUID | None
     seq: int
     body: str
     client_id: str | None
@@ -43,6 +44,7 @@ class PersistMessage(JobPayload):
     # Upload ids, in the sender's order; the api claimed them for this message, the worker checks
     # their objects are stored before it stores the message.
     attachments: tuple[uuid.UUID, ...] = ()
+    kind: Literal["user", "system"] = "user"
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
@@ -50,6 +52,8 @@ class PersistMessage(JobPayload):
             # Left out when empty: workers from before attachments (extra="forbid") keep taking
             # sends without files during a rolling deploy.
             del data["attachments"]
+        if self.kind == "user":
+            del data["kind"]  # likewise: only system messages need a worker that knows kinds
         return data
 
 

@@ -160,7 +160,10 @@ def document(version: str, push_host: str = "localhost:8001") -> dict[str, Any]:
             "description": (
                 "Every event of the user's conversations, live, on every connection; one JSON object"
                 " per text frame. Reconnect with `last_event_id` to get what was missed, in order, then"
-                " live events; de-duplicate by `event_id`.\n\nClose codes:\n\n"
+                " live events; de-duplicate by `event_id`.\n\nA message's `kind` is `user`, or `system`:"
+                " posted by the app's backend through the server API, with `sender_id` null; it"
+                " arrives as `message.created` like any other, and counts as unread for everyone."
+                "\n\nClose codes:\n\n"
                 "| code | reason | what to do |\n|---|---|---|\n" + closes
             ),
         },

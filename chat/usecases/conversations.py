@@ -228,6 +228,7 @@ async def conversation_views(
             id=c.id,
             kind=c.kind,
             title=c.title,
+            external_id=c.external_id,
             created_at=c.created_at,
             participants=members.get(c.id, []),
             last_seq=c.last_seq,
@@ -257,7 +258,8 @@ async def _unread(
         .where(
             Message.conversation_id.in_(ids),
             Message.seq > mine.c.last_read_seq,
-            Message.sender_id != viewer,
+            # A system message (no sender) is from others, to everyone.
+            or_(Message.sender_id.is_(None), Message.sender_id != viewer),
             Message.deleted.is_(False),
         )
         .group_by(Message.conversation_id)

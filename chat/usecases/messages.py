@@ -68,6 +68,14 @@ def digest(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
+def message_id_for(me: uuid.UUID | None, cid: uuid.UUID, client_id: str | None) -> uuid.UUID:
+    """A client_id send's id is derived from (sender, conversation, client_id), a system message's
+    from ("system", conversation, client_id), so a repeat maps to the same id on any replica."""
+    if not client_id:
+        return uuid.uuid4()
+    return uuid.uuid5(CLIENT_ID_NAMESPACE, f"{me or 'system'}:{cid}:{client_id}")
+
+
 @dataclass(frozen=True, slots=True)
 class Sending:
     """Accepts sends into conversations: the collaborators and limits every send shares."""
@@ -85,7 +93,7 @@ class Sending:
 
     async def accept(
         self,
-        me: uuid.UUID,
+        me: uuid.UUID | None,
         cid: uuid.UUID,
         body: str,
         client_id: str | None = None,
@@ -93,17 +101,23 @@ class Sending:
         uploads: Sequence[uuid.UUID] = (),
     ) -> Queued:
         """Give `me`'s message to `cid` its seq and queue it; a repeated client_id gets the first
-        send's id and seq (409 if the body or the uploads differ)."""
+        send's id and seq (409 if the body or the uploads differ).
+
+        `me` None is a system message (the app's backend posts it through the server API): no
+        sender, so no membership check and no per-user send limit; it is a plain text message.
+        """
+        if me is None and (reply_to is not None or uploads):
+            raise field_error("body", "A system message has neither a reply_to nor attachments.")
         if len(set(uploads)) != len(uploads):
             raise field_error("body.attachments", "Each upload can be attached once.")
-        if reply_to is not None:
+        if reply_to is not None and me is not None:
             await self._check_parent(cid, me, reply_to)
-        message_id = uuid.uuid5(CLIENT_ID_NAMESPACE, f"{me}:{cid}:{client_id}") if client_id else uuid.uuid4()
+        message_id = message_id_for(me, cid, client_id)
         # Sends without uploads touch neither Postgres nor the store here. Nor does a repeat of a
         # client_id whose message is stored: its uploads are that message's (or, deleted, gone),
         # and accepting it answers the first send's seq, or 409 if it differs.
         claimed: list[uuid.UUID] = []
-        if uploads and not (client_id and await self._stored(message_id)):
+        if me is not None and uploads and not (client_id and await self._stored(message_id)):
             claimed = await self._claim(cid, me, uploads, message_id)
         try:
             return await self._queue(cid, me, body, client_id, reply_to, uploads, message_id)
@@ -117,7 +131,7 @@ class Sending:
     async def _queue(
         self,
         cid: uuid.UUID,
-        me: uuid.UUID,
+        me: uuid.UUID | None,
         body: str,
         client_id: str | None,
         reply_to: uuid.UUID | None,
@@ -138,6 +152,7 @@ class Sending:
             client_digest=body_digest if client_id else None,
             reply_to=reply_to,
             attachments=tuple(uploads),
+            kind="user" if me is not None else "system",
         )
         job_id = persist_job_id(message_id)
         # One Redis round trip decides everything: membership, a repeated client_id, the send
@@ -344,6 +359,7 @@ async def find(sessions: Sessions, me: uuid.UUID, mid: uuid.UUID) -> tuple[Messa
 async def edit(queue: Enqueuer, me: uuid.UUID, message: Message, body: str) -> Queued:
     """Queue the sender's new body for their message (one `find` gave `me`)."""
     if message.sender_id != me:
+        # A system message has no sender: no user can edit it.
         raise Forbidden("Only the sender can edit a message.")
     if message.deleted:
         raise Conflict("The message was deleted.")
@@ -357,6 +373,8 @@ async def delete(sessions: Sessions, queue: Enqueuer, me: uuid.UUID, mid: uuid.U
     """Queue the deletion of a message, by its sender or the owner of its group."""
     async with sessions() as session:
         message, role = await visible(session, me, mid)
+        if message.kind == "system":
+            raise Forbidden("A system message is the app's: only its backend could change it.")
         if message.sender_id != me:
             kind = await session.scalar(
                 select(Conversation.kind).where(Conversation.id == message.conversation_id)

@@ -40,6 +40,7 @@ async def test_send_is_queued_then_persisted(api: ApiClient, run_worker: RunWork
         "id": sent["id"],
         "conversation_id": conv["id"],
         "seq": 1,
+        "kind": "user",
         "sender_id": alice.id,
         "body": "hi bob",
         "client_id": None,
