@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 
 from chat.infra import serving
-from chat.infra.process import configure_logging, use_uvloop
-from chat.settings import Settings
+from chat.infra.process import configure_logging, settings_or_exit, use_uvloop
 
 
 def main() -> None:
     # The app's own lines (outages, failures) through the same redacting handler as push and workers.
     configure_logging()
-    settings = Settings()
+    settings = settings_or_exit()
     config = serving.Config(
         "api.asgi:app",
         header_timeout=settings.http_header_timeout_seconds,

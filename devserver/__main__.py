@@ -20,7 +20,7 @@ from alembic import command
 from api.app import create_app
 from api.problems import RefuseWebSockets
 from chat.infra import serving
-from chat.infra.process import configure_logging
+from chat.infra.process import configure_logging, settings_or_exit
 from chat.settings import Settings
 from push.server import build_server
 from workers.main import create_worker
@@ -94,7 +94,7 @@ async def serve(settings: Settings, host: str, api_port: int, push_port: int) ->
 def main() -> None:
     configure_logging()
     os.environ.setdefault("ENVIRONMENT", "dev")
-    settings = Settings()
+    settings = settings_or_exit()
     host = os.environ.get("HOST", "127.0.0.1")
     api_port = int(os.environ.get("API_PORT", os.environ.get("PORT", "8000")))
     push_port = int(os.environ.get("PUSH_PORT", str(api_port + 1)))

@@ -6,8 +6,7 @@ import asyncio
 import logging
 import os
 
-from chat.infra.process import configure_logging, settle_gc, use_uvloop
-from chat.settings import Settings
+from chat.infra.process import configure_logging, settings_or_exit, settle_gc, use_uvloop
 from push.server import build_server
 
 log = logging.getLogger("push")
@@ -15,7 +14,7 @@ log = logging.getLogger("push")
 
 def main() -> None:
     configure_logging()
-    settings = Settings()
+    settings = settings_or_exit()
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a server process listens on all interfaces
     port = int(os.environ.get("PORT", "8001"))
     server, sock = build_server(settings, host, port)

@@ -50,3 +50,21 @@ def test_an_upload_cannot_expire_unsent_before_its_url_does(monkeypatch: pytest.
         Settings(upload_url_expire_seconds=599, upload_unsent_ttl_seconds=600).upload_unsent_ttl_seconds
         == 600
     )
+
+
+@pytest.mark.parametrize("process", ["api", "push", "workers"])
+def test_a_process_started_without_a_setting_says_which_in_one_line(process: str) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": os.environ["PATH"], "ENVIRONMENT": "production", "REDIS_URL": "redis://127.0.0.1:9/0"}
+    done = subprocess.run(
+        [sys.executable, "-m", process], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("headless-chat: ") and "SECRET_KEY" in lines[0]

@@ -17,8 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from chat.infra import metrics, serving
-from chat.infra.process import configure_logging, settle_gc, use_uvloop
-from chat.settings import Settings
+from chat.infra.process import configure_logging, settings_or_exit, settle_gc, use_uvloop
 from workers.main import create_worker
 
 log = logging.getLogger("workers")
@@ -130,7 +129,7 @@ def serve_metrics(first: int, registry: CollectorRegistry) -> int | None:
 
 def main() -> None:
     configure_logging()
-    settings = Settings()
+    settings = settings_or_exit()
     port = settings.worker_metrics_port or (int(os.environ["PORT"]) if os.environ.get("PORT") else None)
     if port:
         serve_metrics(port, metrics.WORKER_METRICS)

@@ -6,8 +6,12 @@ import asyncio
 import gc
 import logging
 import os
+import sys
+
+from pydantic import ValidationError
 
 from chat.infra.failures import scrub_text, scrubbed_traceback, unavailable_reason
+from chat.settings import Settings
 
 # Collect the youngest generation every 50,000 net allocations instead of 700: a message's trip
 # through a process allocates thousands of short-lived objects, and at 700 the collector ran
@@ -99,3 +103,19 @@ def settle_gc() -> None:
     gc.freeze()
     _, second, third = gc.get_threshold()
     gc.set_threshold(GC_THRESHOLD_0, second, third)
+
+
+def settings_or_exit() -> Settings:
+    """The process's settings, or one line per missing or invalid setting on stderr and exit 2.
+
+    pydantic's own report is a traceback of some fifty lines for one missing SECRET_KEY; an
+    operator needs the setting's name and what it wants.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper()
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(f"headless-chat: {name + ': ' if name else ''}{message}", file=sys.stderr)
+        raise SystemExit(2) from None
