@@ -32,7 +32,7 @@ def test_compose_runs_the_procfile_lines_from_one_image() -> None:
     assert "ports" not in apps["worker"]  # --scale worker=N needs no host port per worker
     assert apps["release"]["restart"] == "no"
     assert {apps[n]["restart"] for n in ("web", "worker", "push")} == {"unless-stopped"}
-    assert "healthcheck" in apps["web"] and "healthcheck" in apps["push"]
+    assert all("healthcheck" in apps[name] for name in ("web", "worker", "push"))
     for name in ("postgres", "redis"):
         # TCP, not the Unix socket that Postgres's first-run init server answers on.
         assert "127.0.0.1" in defined[name]["healthcheck"]["test"]
