@@ -36,7 +36,7 @@ from chat.domain.quota import ByteQuota
 from chat.domain.ratelimit import Limiter
 from chat.domain.sequence import Sequencer
 from chat.domain.webhooks import WebhookPublisher, create_dispatcher
-from chat.identity.authn import Authenticator, UserCheck
+from chat.identity.authn import Authenticator, UserCheck, app_users
 from chat.identity.security import Passwords, Tokens
 from chat.infra import probes
 from chat.infra.db import create_engine, create_sessionmaker
@@ -96,7 +96,7 @@ def create_app(
     deps = deps or build_deps(settings or Settings())
     # The user check reads on the AUTOCOMMIT reader: one round trip per request.
     users = UserCheck(deps.reader, deps.settings.database_pool_timeout_seconds)
-    authenticator = Authenticator(deps.tokens, users)
+    authenticator = Authenticator(deps.tokens, users, app_users(deps.settings, deps.sessions, users))
     middleware: list[Any] = [RequestMetrics(), SecurityHeaders(), Lifespan(deps), BearerAuth(authenticator)]
     origins = [o.strip() for o in deps.settings.cors_allowed_origins.split(",") if o.strip()]
     if origins:

@@ -13,11 +13,11 @@ from falcon.asgi import Request, Response, WebSocket
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chat.errors import Unauthorized
-from chat.identity.authn import Authenticator, UserCheck
+from chat.errors import ServiceUnavailable, Unauthorized
+from chat.identity.authn import Authenticator, Deactivated, UserCheck, app_users
 from chat.identity.security import Tokens
 from chat.infra import metrics, probes
-from chat.infra.db import create_engine
+from chat.infra.db import create_engine, create_sessionmaker
 from chat.infra.outage import Outage
 from chat.infra.redisclient import create_redis
 from chat.settings import Settings
@@ -30,6 +30,8 @@ log = logging.getLogger("push")
 # The longest a handshake waits for Postgres to say whether its user exists, before it goes by the
 # token alone (a hung server must not hold every connecting client).
 HANDSHAKE_CHECK_SECONDS = 2.0
+# An app token whose user this process does not know yet, while Postgres is away (REST: 503).
+TRY_AGAIN_LATER = frames.Close(1013, "try again later", "reconnect with back-off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +50,14 @@ class Socket:
         # Browsers cannot set headers on a WebSocket, so the token is in the query: never log it.
         try:
             claims = await self.authenticator.authenticate(req.get_param("token") or _bearer(req))
+        except Deactivated:
+            await _refuse(ws, frames.DEACTIVATED)
+            return
         except Unauthorized:
-            await ws.accept()
-            await ws.close(frames.TOKEN_INVALID.code, frames.TOKEN_INVALID.reason)
-            metrics.WS_CLOSED.labels(str(frames.TOKEN_INVALID.code)).inc()
+            await _refuse(ws, frames.TOKEN_INVALID)
+            return
+        except ServiceUnavailable:  # an app token's new user, while Postgres is away
+            await _refuse(ws, TRY_AGAIN_LATER)
             return
         send_now = req.scope.get("extensions", {}).get(SEND_NOW_EXTENSION, {}).get("send")
         session = Session(ws, claims.user_id, claims.expires_at, self.settings, send_now)
@@ -62,6 +68,13 @@ class Socket:
         finally:
             self.connections.discard(session)
             metrics.WS_CONNECTIONS.dec()
+
+
+async def _refuse(ws: WebSocket, close: frames.Close) -> None:
+    # Accepted first: a close before accept reaches the client as a bare HTTP 403, with no code.
+    await ws.accept()
+    await ws.close(close.code, close.reason)
+    metrics.WS_CLOSED.labels(str(close.code)).inc()
 
 
 def _bearer(req: Request) -> str | None:
@@ -99,7 +112,8 @@ def create_app(
     # it is away the token's signature alone admits, as in the api. /readyz does not depend on it.
     database = create_engine(settings.model_copy(update={"database_pool_size": 1}))
     check = UserCheck(database.execution_options(isolation_level="AUTOCOMMIT"), HANDSHAKE_CHECK_SECONDS)
-    socket = Socket(settings, redis, hub, Authenticator(Tokens(settings), check), connections)
+    apps = app_users(settings, create_sessionmaker(database), check)
+    socket = Socket(settings, redis, hub, Authenticator(Tokens(settings), check, apps), connections)
     middleware: list[Any] = [Lifespan(redis, hub, connections, database)]
     app = falcon.asgi.App(middleware=middleware)
     # Falcon's buffered receiver runs a pump task per socket to notice disconnects while the app

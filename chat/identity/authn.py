@@ -10,8 +10,14 @@ Sends need only Redis, and must keep working while Postgres is away (the queue a
 outage). So when Postgres cannot answer, the token's signature alone vouches for its user, the
 outage is logged once, and only one request a second tries Postgres again until it answers.
 
-The user's standing is decided in `user_standing` alone: the coming "deactivated" flag is read
-there (and answered with a standing of its own: 401 on REST, close 4403 on the socket).
+The user's standing is decided in `user_standing` alone, in that same primary-key read: a
+deactivated or erased user is refused at once (401 on REST, close 4403 on the socket).
+
+App tokens (chat.identity.apptokens), when configured, are accepted wherever ours are: a token our
+key did not sign is tried as one. Its `sub` names a user by the app's id; `ensure_user` makes it on
+first sight, and a small cache here (sub → user id and the last `name` seen) keeps steady traffic
+to that same one read, no write. While Postgres is away an app token whose `sub` is cached goes by
+its signature as ours do; one whose `sub` is not cannot be resolved: 503 (the socket closes 1013).
 """
 
 from __future__ import annotations
@@ -19,17 +25,22 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 import uuid
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chat.errors import Unauthorized
-from chat.identity.security import AccessClaims, Tokens
+from chat.errors import ServiceUnavailable, Unauthorized
+from chat.identity.apptokens import AppClaims, AppTokens
+from chat.identity.security import AccessClaims, NotOurs, Tokens, VerifiedCache
+from chat.infra.db import Sessions
 from chat.infra.failures import unavailable
 from chat.infra.outage import Outage
 from chat.models import User
+from chat.settings import Settings
+from chat.usecases.external_users import ensure_user
 
 log = logging.getLogger("chat.auth")
 
@@ -41,6 +52,13 @@ def user_gone() -> Unauthorized:
     return Unauthorized(GONE_DETAIL, invalid_token=True)
 
 
+class Deactivated(Unauthorized):
+    """A deactivated or erased user's token: 401 on REST, close 4403 on the socket."""
+
+    def __init__(self) -> None:
+        super().__init__("This user has been deactivated.", invalid_token=True)
+
+
 # While Postgres is away, how often a request tries it again (the others go by the token alone).
 RETRY_SECONDS = 1.0
 
@@ -48,6 +66,7 @@ RETRY_SECONDS = 1.0
 class Standing(enum.Enum):
     ACTIVE = "active"
     GONE = "gone"  # no such user (deleted): the token is refused
+    DEACTIVATED = "deactivated"  # deactivated or erased: refused, and told so (4403)
     UNCHECKED = "unchecked"  # Postgres is away: the token's signature alone vouches
 
 
@@ -57,8 +76,24 @@ async def user_standing(engine: AsyncEngine, user_id: uuid.UUID) -> Standing:
     `engine` should be an AUTOCOMMIT one (the api's `reader`): one round trip, no transaction.
     """
     async with engine.connect() as conn:
-        found = await conn.scalar(select(User.id).where(User.id == user_id))
-    return Standing.ACTIVE if found is not None else Standing.GONE
+        row = (
+            await conn.execute(select(User.deactivated_at, User.erased_at).where(User.id == user_id))
+        ).first()
+    if row is None:
+        return Standing.GONE
+    return standing_of(row.deactivated_at, row.erased_at)
+
+
+def standing_of(deactivated_at: object, erased_at: object) -> Standing:
+    return Standing.ACTIVE if deactivated_at is None and erased_at is None else Standing.DEACTIVATED
+
+
+def admit(standing: Standing) -> None:
+    """Raise for a standing that refuses its token."""
+    if standing is Standing.GONE:
+        raise user_gone()
+    if standing is Standing.DEACTIVATED:
+        raise Deactivated()
 
 
 class UserCheck:
@@ -73,8 +108,16 @@ class UserCheck:
         self._outage = Outage(log, "The database (user check)")
         self._next_try = 0.0
 
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    def resting(self) -> bool:
+        """Postgres is away and not to be tried again yet."""
+        return self._outage.down_since is not None and time.monotonic() < self._next_try
+
     async def standing(self, user_id: uuid.UUID) -> Standing:
-        if self._outage.down_since is not None and time.monotonic() < self._next_try:
+        if self.resting():
             return Standing.UNCHECKED
         self._next_try = time.monotonic() + RETRY_SECONDS
         try:
@@ -89,16 +132,82 @@ class UserCheck:
         return standing
 
 
+# How many app users' subs a process remembers: about one per active user.
+KNOWN_SUBS = 10_000
+
+
+class AppUsers:
+    """App tokens to users: the token, its `sub` to a user id (made on first sight), its standing."""
+
+    def __init__(self, tokens: AppTokens, sessions: Sessions, users: UserCheck) -> None:
+        self._tokens = tokens
+        self._sessions = sessions
+        self._users = users
+        # sub → (user id, the last `name` seen); never expires, the standing is read every time.
+        self._known: VerifiedCache[tuple[uuid.UUID, str | None]] = VerifiedCache(KNOWN_SUBS)
+
+    async def authenticate(self, token: str) -> AccessClaims:
+        claims = await self._tokens.verify(token)
+        known = self._known.get(claims.sub)
+        if known is not None and claims.name in (None, known[1]):
+            standing = await self._users.standing(known[0])
+            if standing is not Standing.GONE:
+                admit(standing)
+                return AccessClaims(user_id=known[0], expires_at=claims.expires_at)
+            self._known.drop(claims.sub)  # deleted: made again below, as on first sight
+            known = None
+        user_id, standing = await self._ensure(claims, known)
+        admit(standing)
+        return AccessClaims(user_id=user_id, expires_at=claims.expires_at)
+
+    async def _ensure(
+        self, claims: AppClaims, known: tuple[uuid.UUID, str | None] | None
+    ) -> tuple[uuid.UUID, Standing]:
+        try:
+            if self._users.resting():
+                raise ConnectionRefusedError("Postgres is away (user check)")
+            async with asyncio.timeout(self._users.timeout):
+                user, _ = await ensure_user(
+                    self._sessions,
+                    external_id=claims.sub,
+                    display_name=claims.name,
+                    username=claims.preferred_username,
+                )
+        except Exception as exc:
+            if unavailable(exc) is None and not isinstance(exc, ConnectionRefusedError):
+                raise  # not an outage: a bug, answered as one
+            if known is not None:  # a new name waits for Postgres; the user is known
+                return known[0], Standing.UNCHECKED
+            raise ServiceUnavailable("The database is unavailable; try again shortly.") from exc
+        self._known.put(claims.sub, (user.id, claims.name or known_name(known)), math.inf)
+        return user.id, standing_of(user.deactivated_at, user.erased_at)
+
+
+def known_name(known: tuple[uuid.UUID, str | None] | None) -> str | None:
+    return known[1] if known is not None else None
+
+
 class Authenticator:
     """The token, then its user: the api's BearerAuth and the push handshake both call this."""
 
-    def __init__(self, tokens: Tokens, users: UserCheck) -> None:
+    def __init__(self, tokens: Tokens, users: UserCheck, apps: AppUsers | None = None) -> None:
         self._tokens = tokens
         self._users = users
+        self._apps = apps
 
     async def authenticate(self, token: str | None) -> AccessClaims:
-        """The token's claims, or Unauthorized (401; the socket closes 4401)."""
-        claims = self._tokens.verify_access(token)
-        if await self._users.standing(claims.user_id) is Standing.GONE:
-            raise user_gone()
+        """The token's claims, or Unauthorized (401; the socket closes 4401; Deactivated: 4403),
+        or ServiceUnavailable (an app user Postgres is needed to resolve, while it is away)."""
+        try:
+            claims = self._tokens.verify_access(token)
+        except NotOurs:
+            if self._apps is None or token is None:
+                raise
+            return await self._apps.authenticate(token)
+        admit(await self._users.standing(claims.user_id))
         return claims
+
+
+def app_users(settings: Settings, sessions: Sessions, users: UserCheck) -> AppUsers | None:
+    """The app token path, when the deployment configured one (APP_JWT_SECRET or APP_JWKS_URL)."""
+    return AppUsers(AppTokens(settings), sessions, users) if AppTokens.configured(settings) else None

@@ -10,8 +10,10 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 import jwt
 from argon2 import PasswordHasher, Type
@@ -79,8 +81,47 @@ class AccessClaims:
     expires_at: datetime
 
 
-# How many verified access tokens a process remembers: about one per active user.
+# How many verified tokens a process remembers: about one per active user.
 VERIFIED_TOKENS = 10_000
+
+T = TypeVar("T")
+
+
+class NotOurs(Unauthorized):
+    """A token our key did not sign (wrong signature or algorithm, or not a JWS at all): maybe
+    the app's backend's (chat.identity.apptokens), never one of ours."""
+
+
+class VerifiedCache(Generic[T]):
+    """Tokens that passed every check, with their expiry: a client sends the same token with
+    every request, and checking it again (base64, signature, JSON, claims) was a fifth of a send's
+    CPU. Only a verified token gets in; its expiry is checked on every use; oldest out first."""
+
+    def __init__(self, size: int | None = None) -> None:
+        self._size = size  # None: VERIFIED_TOKENS, read when it matters
+        self._items: OrderedDict[str, tuple[T, float]] = OrderedDict()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def get(self, token: str) -> T | None:
+        known = self._items.get(token)
+        if known is None:
+            return None
+        value, expires = known
+        if time.time() >= expires:
+            del self._items[token]  # expired: the full check says so
+            return None
+        self._items.move_to_end(token)
+        return value
+
+    def put(self, token: str, value: T, expires: float) -> None:
+        self._items[token] = (value, expires)
+        if len(self._items) > (self._size or VERIFIED_TOKENS):
+            self._items.popitem(last=False)
+
+    def drop(self, token: str) -> None:
+        self._items.pop(token, None)
 
 
 class Tokens:
@@ -89,10 +130,7 @@ class Tokens:
     def __init__(self, settings: Settings) -> None:
         self._key = settings.secret_key.get_secret_value()
         self._algorithm = settings.algorithm
-        # Tokens verified before, with their expiry: a client sends the same token with every
-        # request, and checking it again (base64, HMAC, JSON, claims) was a fifth of a send's CPU.
-        # Only a token that passed every check gets in; its expiry is checked on every use.
-        self._verified: OrderedDict[str, tuple[AccessClaims, float]] = OrderedDict()
+        self._verified: VerifiedCache[AccessClaims] = VerifiedCache()
         self.access_ttl = timedelta(minutes=settings.access_token_expire_minutes)
         self.refresh_ttl = timedelta(days=settings.refresh_token_expire_days)
 
@@ -112,15 +150,9 @@ class Tokens:
             raise Unauthorized("Missing bearer token.")
         known = self._verified.get(token)
         if known is not None:
-            claims_seen, expires = known
-            if time.time() < expires:
-                self._verified.move_to_end(token)
-                return claims_seen
-            del self._verified[token]  # expired: the full check below says so
+            return known
         access = self._verify(token)
-        self._verified[token] = (access, access.expires_at.timestamp())
-        if len(self._verified) > VERIFIED_TOKENS:
-            self._verified.popitem(last=False)
+        self._verified.put(token, access, access.expires_at.timestamp())
         return access
 
     def _verify(self, token: str) -> AccessClaims:
@@ -131,6 +163,8 @@ class Tokens:
                 algorithms=[self._algorithm],
                 options={"require": ["sub", "exp", "iat", "jti", "type"]},
             )
+        except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError) as exc:
+            raise NotOurs("The access token is invalid.", invalid_token=True) from exc
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("The access token has expired.", invalid_token=True) from exc
         except jwt.PyJWTError as exc:
@@ -139,7 +173,7 @@ class Tokens:
             raise Unauthorized("The token is not an access token.", invalid_token=True)
         # PyJWT reads a string of digits or a bool as a time, and lets any number through that
         # compares: a claim of the wrong type or past what a datetime holds is a bad token too.
-        expires, issued = _numeric_date(claims["exp"]), _numeric_date(claims["iat"])
+        expires, issued = numeric_date(claims["exp"]), numeric_date(claims["iat"])
         sub = claims["sub"]
         try:
             user_id = uuid.UUID(sub) if isinstance(sub, str) and len(sub) <= UUID_TEXT_MAX else None
@@ -155,7 +189,7 @@ _LATEST = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
 UUID_TEXT_MAX = 45  # "urn:uuid:" and 36 characters
 
 
-def _numeric_date(value: object) -> datetime | None:
+def numeric_date(value: object) -> datetime | None:
     """A JWT NumericDate (RFC 7519: a JSON number of seconds) as a datetime, or None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
