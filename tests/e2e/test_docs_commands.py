@@ -45,9 +45,9 @@ from tests.support.stack import E2E_REDIS_URL, ROOT, free_ports_at
 DOCS = ["README.md", "docs/operations.md", "CONTRIBUTING.md"]
 READER_SETS = ("DATABASE_URL", "REDIS_URL")
 SERVERS = {"web", "worker", "push"}
-# What each process logs once it listens: uvicorn's own line for web, ours for worker and push.
+# What each process logs once it listens, as the README quotes it.
 ANNOUNCES = {
-    "web": (r"Uvicorn running on http://0\.0\.0\.0:(\d+)", "/healthz"),
+    "web": (r"api serving http://0\.0\.0\.0:(\d+)/api/v1", "/healthz"),
     "worker": (r"worker metrics on http://0\.0\.0\.0:(\d+)/metrics", "/metrics"),
     "push": (r"push serving ws://0\.0\.0\.0:(\d+)/ws", "/healthz"),
 }
