@@ -65,7 +65,8 @@ def jwks_url(workdir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def app_env(jwks_url: str) -> dict[str, str]:
-    return {"APP_JWT_SECRET": APP_SECRET, "APP_JWKS_URL": jwks_url}
+    # The JWKS floor low, so that the page's wait for a new key's cache time is a second.
+    return {"APP_JWT_SECRET": APP_SECRET, "APP_JWKS_URL": jwks_url, "APP_JWKS_MIN_REFRESH_SECONDS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +120,16 @@ def reader_env(stack: Stack, app_env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **stack.env, **app_env, "PATH": path}
 
 
-def json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """The JSON objects a block printed (curl adds no newline after a body)."""
+    found: list[dict[str, Any]] = []
+    decoder = json.JSONDecoder()
+    at = text.find("{")
+    while at != -1:
+        value, end = decoder.raw_decode(text, at)
+        found.append(value)
+        at = text.find("{", end)
+    return found
 
 
 def printed_by(reader: Reader, first_line: str) -> str:
@@ -151,10 +160,10 @@ def test_integrate_md_runs_as_written(
     assert not unused, f"saved but never run by a sh block: {unused}"
 
     # What the page says each step shows.
-    ada, grace = json_lines(printed_by(reader, "export CHAT_API="))
+    ada, grace = json_objects(printed_by(reader, "export CHAT_API="))
     assert (ada["external_id"], ada["display_name"]) == ("user-42", "Ada Lovelace")
     assert (grace["external_id"], grace["display_name"]) == ("user-43", "Grace Hopper")
-    ready = json_lines(printed_by(reader, "python - <<'EOF'"))[0]
+    ready = json_objects(printed_by(reader, "python - <<'EOF'"))[0]
     assert (ready["type"], ready["user_id"]) == ("ready", ada["id"])
     assert printed_by(reader, 'curl -fsS -X POST "$CHAT_API/server/users/user-43/deactivate"').split() == [
         "204",
@@ -163,7 +172,7 @@ def test_integrate_md_runs_as_written(
     ]
     assert reader.env["STATUS"] == "complete"
     # Both ES256 tokens (the old kid and the new) were Ada.
-    rotation = json_lines(printed_by(reader, "python make_key.py key-2026-11"))
+    rotation = json_objects(printed_by(reader, "python make_key.py key-2026-11"))
     assert [user["id"] for user in rotation] == [ada["id"], ada["id"]]
 
 
