@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import time
 import types
 import uuid
@@ -37,6 +36,7 @@ from tests.support.appbackend import (
     unsigned,
 )
 from tests.support.apps import api_with
+from tests.support.handshake import closed_port
 
 
 @pytest.fixture
@@ -261,17 +261,11 @@ async def test_with_the_jwks_down_cached_keys_work_and_a_new_kid_is_401(
     assert jwks.fetches >= 2
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_with_postgres_away_a_new_app_user_is_503_and_our_tokens_still_pass(
     api: ApiClient, settings: Settings
 ) -> None:
     alice, _bob, cid = await api.pair()
-    gone = f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/gone"
+    gone = f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/gone"
     async with api_with(settings, database_url=gone, app_jwt_secret=APP_SECRET) as outage:
         refused = await me(outage, mint_hs256(claims()))
         assert_problem(refused, 503)

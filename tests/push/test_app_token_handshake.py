@@ -3,14 +3,10 @@ user's is closed 4403, a bad one 4401, a new app user while Postgres is away 101
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
-from falcon import WebSocketDisconnected
 from falcon.testing import ASGIConductor
 from sqlalchemy import func, update
 
@@ -20,9 +16,8 @@ from chat.settings import Settings
 from push.app import create_app
 from tests.support.appbackend import APP_SECRET, JwksServer, claims, ec_key, mint, mint_hs256, serving_jwks
 from tests.support.apps import api_with
+from tests.support.handshake import closed_port, first_frame_or_close
 from tests.support.settings import make_settings
-
-SPEC = "2.4"  # Falcon forwards a close reason only to servers of ASGI spec 2.3 or later
 
 
 @pytest.fixture
@@ -47,18 +42,6 @@ def app_settings(settings: Settings, jwks: JwksServer, **overrides: Any) -> Sett
 async def push(settings: Settings, jwks: JwksServer) -> AsyncIterator[ASGIConductor]:
     async with ASGIConductor(create_app(app_settings(settings, jwks))) as conductor:
         yield conductor
-
-
-async def first_frame_or_close(push: ASGIConductor, token: str) -> tuple[dict[str, Any] | None, int | None]:
-    try:
-        async with (
-            asyncio.timeout(10),
-            push.simulate_ws("/ws", query_string=f"token={token}", spec_version=SPEC) as ws,
-        ):
-            frame: dict[str, Any] = orjson.loads(await ws.receive_text())
-            return frame, None
-    except WebSocketDisconnected as closed:
-        return None, closed.code
 
 
 async def test_the_same_app_token_works_on_the_api_and_on_push(
@@ -99,15 +82,9 @@ async def test_bad_app_tokens_are_closed_4401(jwks: JwksServer, push: ASGIConduc
         assert await first_frame_or_close(push, token) == (None, 4401)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_a_new_app_user_while_postgres_is_away_is_closed_1013(
     settings: Settings, jwks: JwksServer
 ) -> None:
-    gone = f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/gone"
+    gone = f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/gone"
     async with ASGIConductor(create_app(app_settings(settings, jwks, database_url=gone))) as push:
         assert await first_frame_or_close(push, mint_hs256(claims())) == (None, 1013)
