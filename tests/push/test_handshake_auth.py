@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
-import orjson
 import pytest
-from falcon import WebSocketDisconnected
 from falcon.testing import ASGIConductor
 from sqlalchemy import delete
 
@@ -18,9 +14,8 @@ from chat.models import User
 from chat.settings import Settings
 from push.app import create_app
 from tests.support import ApiClient
+from tests.support.handshake import first_frame_or_close
 from tests.support.tokens import ODD_CLAIMS, signed_with
-
-SPEC = "2.4"  # Falcon forwards a close reason only to servers of ASGI spec 2.3 or later
 
 
 @pytest.fixture
@@ -28,19 +23,6 @@ async def push(settings: Settings) -> AsyncIterator[ASGIConductor]:
     """The push app (lifespan included) over the test's Postgres and Redis."""
     async with ASGIConductor(create_app(settings)) as conductor:
         yield conductor
-
-
-async def first_frame_or_close(push: ASGIConductor, token: str) -> tuple[dict[str, Any] | None, int | None]:
-    """The first frame the socket gets, or the code it was closed with first."""
-    try:
-        async with (
-            asyncio.timeout(5),
-            push.simulate_ws("/ws", query_string=f"token={token}", spec_version=SPEC) as ws,
-        ):
-            frame: dict[str, Any] = orjson.loads(await ws.receive_text())
-            return frame, None
-    except WebSocketDisconnected as closed:
-        return None, closed.code
 
 
 async def test_a_live_users_token_gets_ready(api: ApiClient, push: ASGIConductor) -> None:
