@@ -25,6 +25,7 @@ from api.resources import (
     participants,
     read_markers,
     search,
+    server_conversations,
     typing_indicators,
     uploads,
     users,
@@ -48,6 +49,8 @@ from chat.jobqueue.lanes import Queues
 from chat.realtime import wsprotocol
 from chat.realtime.eventbus import RedisPublisher
 from chat.settings import Settings
+from chat.usecases.messages import Sending
+from chat.usecases.server_conversations import ServerConversations
 
 # What a browser app may read of a response besides the safe headers.
 EXPOSED_HEADERS = [
@@ -201,8 +204,32 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
         webhooks.Webhooks(*monitored, sessions, body),
         webhooks.WebhookById(*monitored, sessions),
         admin_ui.AdminUI(),
+        *server_conversation_resources(deps),
     )
     return route_table(API, resources)
+
+
+def server_conversation_resources(deps: Deps) -> tuple[object, ...]:
+    """The server API's conversations and messages; sends go through the users' accept use case."""
+    settings, sessions, body = deps.settings, deps.sessions, deps.settings.max_body_bytes
+    conversations = ServerConversations(sessions, deps.redis, deps.sequencer, deps.publisher, deps.storage)
+    sending = Sending(
+        sessions,
+        deps.reader,
+        deps.redis,
+        deps.queue,
+        deps.sequencer,
+        deps.storage,
+        ratelimit.parse(settings.rate_limit_sends_per_user),
+        settings.client_id_claim_seconds,
+        settings.upload_unsent_ttl_seconds,
+    )
+    return (
+        server_conversations.ServerConversation(conversations, body),
+        server_conversations.ServerMembers(conversations, body),
+        server_conversations.ServerMember(conversations),
+        server_conversations.ServerMessages(sessions, sending, body),
+    )
 
 
 def add_docs(

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from falcon.routing import map_http_methods
 
-from api.operations import admin, auth, conversations, docs, messages, probes, users
+from api.operations import admin, auth, conversations, docs, messages, probes, server_conversations, users
 from api.operations.base import PREFIX, TAGS, Operation, Param, ResourceKey, Scope
 
 __all__ = [
@@ -40,6 +40,7 @@ API: tuple[Operation, ...] = (
     *conversations.OPERATIONS,
     *messages.OPERATIONS,
     *admin.OPERATIONS,
+    *server_conversations.OPERATIONS,
 )
 PAGES: tuple[Operation, ...] = docs.OPERATIONS
 OPERATIONS: dict[tuple[str, str], Operation] = {

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 PREFIX = "/api/v1"
 # The document's tags, in the order it lists them.
-TAGS = ("auth", "users", "conversations", "messages", "jobs", "admin", "operations")
+TAGS = ("auth", "users", "conversations", "messages", "jobs", "admin", "server", "operations")
 
 # Who may call an operation:
 # - `public`: anyone, even without a token;
@@ -19,8 +19,9 @@ TAGS = ("auth", "users", "conversations", "messages", "jobs", "admin", "operatio
 # - `self`: any signed-in user, about themselves; `user`: any signed-in user, about anyone;
 # - `conversation` / `message`: participants only, 404 to everyone else, exactly as for an id that
 #   does not exist; `job`: the user who caused it (or an admin), 404 otherwise;
-# - `admin`: admins, 403 to other users.
-Scope = Literal["public", "signed", "self", "user", "conversation", "message", "job", "admin"]
+# - `admin`: admins, 403 to other users;
+# - `server`: the app's backend, with a server key (`/server/*`); 401 to user and app tokens.
+Scope = Literal["public", "signed", "self", "user", "conversation", "message", "job", "admin", "server"]
 UNAUTHENTICATED: frozenset[Scope] = frozenset({"public", "signed"})
 
 # A resource class, or a name for a resource whose class is shared by several routes or private to

@@ -48,11 +48,29 @@ async def add(
         new = await _insert_new(session, cid, wanted)
         view = await conversation_view(session, cid, me, storage)
         recipients = await participant_ids(session, cid)
-    if new:
-        await membership.changed(redis, cid)
-    for user in new:
-        await publisher.publish(ParticipantAdded(conversation_id=cid, data=UserRef(user_id=user)), recipients)
+    await announce(redis, publisher, cid, recipients, added=new)
     return view
+
+
+async def announce(
+    redis: Redis,
+    publisher: Publisher,
+    cid: uuid.UUID,
+    recipients: Sequence[uuid.UUID],
+    *,
+    added: Sequence[uuid.UUID] = (),
+    removed: Sequence[uuid.UUID] = (),
+) -> None:
+    """After a membership change commits: the Redis mirror is re-read on the next send, and
+    `recipients` (everyone in it before or after the change) hear who came and who went."""
+    if not (added or removed):
+        return
+    await membership.changed(redis, cid)
+    changes: list[ParticipantAdded | ParticipantRemoved]
+    changes = [ParticipantAdded(conversation_id=cid, data=UserRef(user_id=u)) for u in added]
+    changes += [ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=u)) for u in removed]
+    for event in changes:
+        await publisher.publish(event, recipients)
 
 
 async def _insert_new(session: AsyncSession, cid: uuid.UUID, wanted: list[uuid.UUID]) -> list[uuid.UUID]:
@@ -102,8 +120,7 @@ async def remove(
         if member.role == "owner":
             await _hand_over(session, cid, target)
         await session.commit()
-    await membership.changed(redis, cid)
-    await publisher.publish(ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=target)), recipients)
+    await announce(redis, publisher, cid, recipients, removed=[target])
 
 
 async def _hand_over(session: AsyncSession, cid: uuid.UUID, leaving: uuid.UUID) -> None:
