@@ -30,6 +30,8 @@ from tests.support import PASSWORD, PREFIX, ApiClient, TestUser, assert_problem
 from tests.support.settings import RunWorker
 
 DEAD_TO_SHOW, DEAD_TO_RETRY = "persist:matrix-dead-1", "persist:matrix-dead-2"
+# The server API's conversation and its member, by the app's ids.
+MATRIX_GROUP, MATRIX_MEMBER = "matrix-group", "matrix-member"
 # Nothing listens there: no test here runs a worker after registering it.
 WEBHOOK = {"url": "http://127.0.0.1:9/matrix", "events": ["message.created"]}
 
@@ -137,6 +139,8 @@ FILLERS: dict[str, Fill] = {
     "name": lambda w, path: "swagger-ui.css",  # a file of the docs pages
     "webhook_id": lambda w, path: w.webhook,
     "upload_id": lambda w, path: str(uuid.uuid4()),  # signed routes refuse before looking it up
+    "external_id": lambda w, path: MATRIX_GROUP,
+    "member_external_id": lambda w, path: MATRIX_MEMBER,
 }
 PARAM = re.compile(r"{(\w+)}")
 
@@ -221,6 +225,17 @@ BODIES: dict[tuple[str, str], Body] = {
     ("PATCH", f"{PREFIX}/conversations/{{conversation_id}}/settings"): _json({"muted": True}),
     ("PATCH", f"{PREFIX}/messages/{{message_id}}"): _json({"body": "x"}),
     ("POST", f"{PREFIX}/admin/webhooks"): _json(WEBHOOK),
+    # The server API's conversations: the world needs a server conversation MATRIX_GROUP with a
+    # member whose external id is MATRIX_MEMBER (made with the server key in build_world).
+    ("PUT", f"{PREFIX}/server/conversations/{{external_id}}"): _json(
+        {"title": "matrix", "member_ids": [MATRIX_MEMBER]}
+    ),
+    ("POST", f"{PREFIX}/server/conversations/{{external_id}}/members"): _json(
+        {"member_ids": [MATRIX_MEMBER]}
+    ),
+    ("POST", f"{PREFIX}/server/conversations/{{external_id}}/messages"): _json(
+        {"body": "x", "client_id": "matrix"}
+    ),
 }
 QUERIES: dict[tuple[str, str], str] = {("GET", f"{PREFIX}/search/messages"): "q=hello"}
 
