@@ -3,15 +3,15 @@
 
 A token outlives its user: a deleted user's token stayed good until it expired (sends were
 accepted and dead-lettered, lists answered, uploads failed with 500). So each request reads the
-user's row by primary key (about 0.3 ms on an AUTOCOMMIT connection, measured against a local
-Postgres; no cache, so a user removed a moment ago is refused on the very next request).
+user's row (no cache, so a user removed a moment ago is refused on the very next request); the
+requests of one event-loop turn share that read (chat.identity.standing).
 
 Sends need only Redis, and must keep working while Postgres is away (the queue absorbs the
 outage). So when Postgres cannot answer, the token's signature alone vouches for its user, the
 outage is logged once, and only one request a second tries Postgres again until it answers.
 
-The user's standing is decided in `user_standing` alone, in that same primary-key read: a
-deactivated or erased user is refused at once (401 on REST, close 4403 on the socket).
+The user's standing is decided in chat.identity.standing alone, in that same read: a deactivated
+or erased user is refused at once (401 on REST, close 4403 on the socket).
 
 App tokens (chat.identity.apptokens), when configured, are accepted wherever ours are: a token our
 key did not sign is tried as one. Its `sub` names a user by the app's id; `ensure_user` makes it on
@@ -23,22 +23,20 @@ its signature as ours do; one whose `sub` is not cannot be resolved: 503 (the so
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import math
 import time
 import uuid
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat.errors import ServiceUnavailable, Unauthorized
 from chat.identity.apptokens import AppClaims, AppTokens
 from chat.identity.security import AccessClaims, NotOurs, Tokens, VerifiedCache
+from chat.identity.standing import SharedReads, Standing, standing_of
 from chat.infra.db import Sessions
 from chat.infra.failures import unavailable
 from chat.infra.outage import Outage
-from chat.models import User
 from chat.settings import Settings
 from chat.usecases.external_users import ensure_user
 
@@ -63,31 +61,6 @@ class Deactivated(Unauthorized):
 RETRY_SECONDS = 1.0
 
 
-class Standing(enum.Enum):
-    ACTIVE = "active"
-    GONE = "gone"  # no such user (deleted): the token is refused
-    DEACTIVATED = "deactivated"  # deactivated or erased: refused, and told so (4403)
-    UNCHECKED = "unchecked"  # Postgres is away: the token's signature alone vouches
-
-
-async def user_standing(engine: AsyncEngine, user_id: uuid.UUID) -> Standing:
-    """What the database says of the user a token names: one primary-key read.
-
-    `engine` should be an AUTOCOMMIT one (the api's `reader`): one round trip, no transaction.
-    """
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(select(User.deactivated_at, User.erased_at).where(User.id == user_id))
-        ).first()
-    if row is None:
-        return Standing.GONE
-    return standing_of(row.deactivated_at, row.erased_at)
-
-
-def standing_of(deactivated_at: object, erased_at: object) -> Standing:
-    return Standing.ACTIVE if deactivated_at is None and erased_at is None else Standing.DEACTIVATED
-
-
 def admit(standing: Standing) -> None:
     """Raise for a standing that refuses its token."""
     if standing is Standing.GONE:
@@ -103,7 +76,7 @@ class UserCheck:
     """
 
     def __init__(self, engine: AsyncEngine, timeout: float) -> None:
-        self._engine = engine
+        self._reads = SharedReads(engine)
         self._timeout = timeout
         self._outage = Outage(log, "The database (user check)")
         self._next_try = 0.0
@@ -122,7 +95,7 @@ class UserCheck:
         self._next_try = time.monotonic() + RETRY_SECONDS
         try:
             async with asyncio.timeout(self._timeout):
-                standing = await user_standing(self._engine, user_id)
+                standing = await self._reads.standing(user_id)
         except Exception as exc:
             if unavailable(exc) is None:
                 raise  # not an outage: a bug, answered as one
