@@ -17,7 +17,7 @@ from chat.settings import Settings
 from tests.support import ApiClient, services
 from tests.support.messages import send
 from tests.support.services import PrivatePostgres
-from tests.support.settings import make_settings, migrate
+from tests.support.settings import make_settings, migrated_private_postgres
 from workers.main import create_worker
 
 WARM = 4  # requests in flight at once before the restart: the pool holds this many connections
@@ -25,12 +25,8 @@ WARM = 4  # requests in flight at once before the restart: the pool holds this m
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PrivatePostgres]:
-    server = services.private_postgres()
-    try:
-        migrate(server.url)
+    with migrated_private_postgres() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import redis as redis_sync
 
 from tests.support import services
 from tests.support.browser import browser  # noqa: F401  (the fixture, for every browser test)
-from tests.support.settings import migrated_database
+from tests.support.settings import migrated_database, migrated_private_postgres
 from tests.support.stack import E2E_REDIS_URL, Client, Process, Stack, stack_env
 
 HERE = Path(__file__).resolve().parent
@@ -46,3 +46,18 @@ async def client(web: Process) -> AsyncIterator[Client]:
     client = Client(web.url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.PrivateRedis]:
+    """A redis-server of the test's own, with AOF on, to break."""
+    server = services.private_redis(str(tmp_path_factory.mktemp("redis")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[services.PrivatePostgres]:
+    """A PostgreSQL cluster of the test's own, at the migrations' head, to stop and start."""
+    with migrated_private_postgres() as server:
+        yield server

@@ -14,14 +14,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 import redis.asyncio
 
 from chat.jobqueue.deadletters import HASH as DEAD_LETTERS
@@ -38,27 +36,9 @@ from tests.support.chatload import (
     stored_count,
     until,
 )
-from tests.support.settings import migrate
 from tests.support.stack import Process, Stack, stack_env
 
 RATE = 60  # messages/s per sender: three senders, about 180 messages/s in all
-
-
-@pytest.fixture
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.PrivateRedis]:
-    server = services.private_redis(str(tmp_path_factory.mktemp("redis")))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[services.PrivatePostgres]:
-    server = services.private_postgres()
-    try:
-        migrate(server.url)
-        yield server
-    finally:
-        server.destroy()
 
 
 @dataclass

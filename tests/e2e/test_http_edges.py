@@ -58,6 +58,15 @@ def process(stack: Stack, kind: str) -> Process:
     return next(p for p in stack.processes if p.name == kind)
 
 
+async def new_user(stack: Stack) -> dict[str, Any]:
+    """A registered user with an access token, from the stack's web process."""
+    client = Client(process(stack, "web").url)
+    try:
+        return await client.user()
+    finally:
+        await client.aclose()
+
+
 def closed_after(port: int, sent: bytes, trickle: bytes = b"") -> float:
     """Seconds until the server closes a connection that sent `sent` and then only `trickle`
     (again every 0.2 s, as a slowloris client does); PATIENCE if it is still open by then."""
@@ -128,11 +137,7 @@ def test_a_kept_alive_connections_next_request_has_the_deadline_too(edges: Stack
 
 
 async def test_a_websocket_outlives_the_header_deadline(edges: Stack) -> None:
-    client = Client(process(edges, "web").url)
-    try:
-        user = await client.user()
-    finally:
-        await client.aclose()
+    user = await new_user(edges)
     push = process(edges, "push")
     async with connect(f"{push.ws_url}?token={user['access_token']}", compression=None) as ws:
         assert orjson.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "ready"
@@ -182,11 +187,7 @@ def test_every_push_response_carries_the_apis_security_headers(edges: Stack) -> 
 
 
 async def test_an_invalid_utf8_text_frame_is_closed_with_1007_quietly(edges: Stack) -> None:
-    client = Client(process(edges, "web").url)
-    try:
-        user = await client.user()
-    finally:
-        await client.aclose()
+    user = await new_user(edges)
     push = process(edges, "push")
     logged_before = push.output()
     async with connect(f"{push.ws_url}?token={user['access_token']}", compression=None) as ws:

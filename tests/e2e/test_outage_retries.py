@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from redis.asyncio import Redis
 
 from chat.jobqueue import deadletters
@@ -23,29 +21,11 @@ from chat.jobqueue.state import job_state
 from chat.settings import Settings
 from tests.support import services
 from tests.support.chatload import conversation, register, stored_count, until
-from tests.support.settings import migrate
 from tests.support.stack import Stack, stack_env
 
 MAX_TRIES = 3
 MESSAGES = 60
 DOWN_SECONDS = 6.0  # several times what 3 tries took under the old rule
-
-
-@pytest.fixture
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.PrivateRedis]:
-    server = services.private_redis(str(tmp_path_factory.mktemp("redis")))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[services.PrivatePostgres]:
-    server = services.private_postgres()
-    try:
-        migrate(server.url)
-        yield server
-    finally:
-        server.destroy()
 
 
 async def _send(http: aiohttp.ClientSession, user: dict[str, Any], cid: str, n: int) -> dict[str, Any]:

@@ -222,13 +222,6 @@ async def test_sigkilled_worker_jobs_come_back_within_15_seconds_each_once(
     assert [m for m, n in published.items() if n != 1] == [], "every message is published exactly once"
 
 
-@pytest.fixture
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.PrivateRedis]:
-    server = services.private_redis(str(tmp_path_factory.mktemp("redis")))
-    yield server
-    server.stop()
-
-
 async def test_workers_carry_on_after_a_redis_restart_and_lose_nothing(
     stack: Stack, e2e_database: str, own_redis: services.PrivateRedis
 ) -> None:

@@ -55,5 +55,16 @@ def migrated_database(*, durable: bool = False) -> Iterator[str]:
         services.drop_database(name)
 
 
+@contextlib.contextmanager
+def migrated_private_postgres() -> Iterator[services.PrivatePostgres]:
+    """A PostgreSQL cluster of the test's own (to stop and start), at the migrations' head."""
+    server = services.private_postgres()
+    try:
+        migrate(server.url)
+        yield server
+    finally:
+        server.destroy()
+
+
 # The run_worker fixture (tests/conftest.py): drain the queue with a real worker; jobs completed.
 RunWorker = Callable[..., Awaitable[int]]

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from chat.settings import Settings
 from tests.support.stack import ROOT
 
 Answer = Literal["ok", "fail", "hang"]
@@ -87,3 +88,17 @@ def docs_verify() -> Callable[[str, Mapping[str, str], bytes], bool]:
 def verify(secret: str, received: Received) -> bool:
     """The documented check on one received request, its headers as a framework gives them."""
     return docs_verify()(secret, CIMultiDict(received.headers), received.body)
+
+
+def quick_deliveries(settings: Settings, max_tries: int, **more: Any) -> Settings:
+    """Short waits so retries run within a test; a registry re-read on every use, so a webhook
+    registered a moment ago counts at once in the api's own process too."""
+    return settings.model_copy(
+        update={
+            "webhook_backoff_seconds": 0.05,
+            "webhook_timeout_seconds": 0.5,
+            "webhook_max_tries": max_tries,
+            "webhook_registry_refresh_seconds": 0,
+            **more,
+        }
+    )

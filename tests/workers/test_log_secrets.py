@@ -22,7 +22,7 @@ from chat.settings import Settings
 from tests.support import ApiClient
 from tests.support.messages import send
 from tests.support.settings import RunWorker
-from tests.support.webhooks import Receiver, receiving
+from tests.support.webhooks import Receiver, quick_deliveries, receiving
 
 BODY = "BODY-MARKER-7f3c9a"
 SECRETS = ("HOOKPASS", "QUERYTOKEN123")
@@ -36,15 +36,7 @@ def _postgres_text(value: str) -> str:
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "webhook_backoff_seconds": 0.05,
-            "webhook_timeout_seconds": 0.5,
-            "webhook_max_tries": 2,
-            "webhook_registry_refresh_seconds": 0,
-            "job_max_tries": 2,
-        }
-    )
+    return quick_deliveries(settings, 2, job_max_tries=2)
 
 
 @pytest.fixture

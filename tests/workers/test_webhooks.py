@@ -25,7 +25,7 @@ from tests.support import ApiClient, TestUser
 from tests.support.chatload import until
 from tests.support.messages import message_created, send, stream
 from tests.support.settings import RunWorker
-from tests.support.webhooks import Received, Receiver, receiving, verify
+from tests.support.webhooks import Received, Receiver, quick_deliveries, receiving, verify
 from workers.main import create_worker
 
 MAX_TRIES = 3
@@ -33,16 +33,7 @@ MAX_TRIES = 3
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    # Short waits so retries run within the test; a registry re-read on every use, so a webhook
-    # registered a moment ago counts at once in the api's own process too.
-    return settings.model_copy(
-        update={
-            "webhook_backoff_seconds": 0.05,
-            "webhook_timeout_seconds": 0.5,
-            "webhook_max_tries": MAX_TRIES,
-            "webhook_registry_refresh_seconds": 0,
-        }
-    )
+    return quick_deliveries(settings, MAX_TRIES)
 
 
 async def _admin(api: ApiClient, deps: Deps) -> TestUser:
