@@ -26,11 +26,13 @@ from api.resources import (
     read_markers,
     search,
     server_conversations,
+    server_users,
     typing_indicators,
     uploads,
     users,
     webhooks,
 )
+from api.serverauth import ServerAuth
 from api.throttle import AddressLimit, FailureLimit, UserLimit
 from chat.domain import ratelimit
 from chat.domain.quota import ByteQuota
@@ -51,6 +53,7 @@ from chat.realtime.eventbus import RedisPublisher
 from chat.settings import Settings
 from chat.usecases.messages import Sending
 from chat.usecases.server_conversations import ServerConversations
+from chat.usecases.server_keys import ServerKeys
 
 # What a browser app may read of a response besides the safe headers.
 EXPOSED_HEADERS = [
@@ -100,7 +103,22 @@ def create_app(
     # The user check reads on the AUTOCOMMIT reader: one round trip per request.
     users = UserCheck(deps.reader, deps.settings.database_pool_timeout_seconds)
     authenticator = Authenticator(deps.tokens, users, app_users(deps.settings, deps.sessions, users))
-    middleware: list[Any] = [RequestMetrics(), SecurityHeaders(), Lifespan(deps), BearerAuth(authenticator)]
+    server_auth = ServerAuth(
+        ServerKeys(deps.sessions),
+        UserLimit(
+            deps.limiter,
+            ratelimit.parse(deps.settings.rate_limit_server_per_key),
+            name="server",
+            refusal="Too many calls with this server key.",
+        ),
+    )
+    middleware: list[Any] = [
+        RequestMetrics(),
+        SecurityHeaders(),
+        Lifespan(deps),
+        BearerAuth(authenticator),
+        server_auth,
+    ]
     origins = [o.strip() for o in deps.settings.cors_allowed_origins.split(",") if o.strip()]
     if origins:
         middleware.insert(
@@ -144,12 +162,19 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
     monitored = (deps.reader, redis, queues)
     storage = deps.storage
     local = storage if isinstance(storage, LocalStorage) else None
+    password_forms = (
+        (
+            auth.Register(sessions, deps.passwords, registrations, body),
+            auth.Login(sessions, deps.passwords, logins, body, deps.tokens, failed_logins),
+        )
+        if settings.password_auth == "on"
+        else ()
+    )
     resources = bind(
         probes.Liveness(),
         probes.Readiness({"database": probes.database(deps.engine), "redis": probes.redis(redis)}),
         probes.Metrics(),
-        auth.Register(sessions, deps.passwords, registrations, body),
-        auth.Login(sessions, deps.passwords, logins, body, deps.tokens, failed_logins),
+        *password_forms,
         auth.Refresh(sessions, deps.tokens, body),
         auth.Logout(sessions, body),
         users.Me(sessions, body),
@@ -205,8 +230,18 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
         webhooks.WebhookById(*monitored, sessions),
         admin_ui.AdminUI(),
         *server_conversation_resources(deps),
+        server_users.ServerUser(sessions, redis, deps.queue, body),
+        server_users.ServerUserExport(sessions, storage),
+        server_users.ServerTokens(sessions, deps.tokens, settings.app_jwt_max_ttl_seconds, body),
+        server_users.ServerJob(sessions, redis, queues),
+        **{
+            "server-deactivate": server_users.ServerUserActive(sessions, redis, active=False),
+            "server-reactivate": server_users.ServerUserActive(sessions, redis, active=True),
+        },
     )
-    return route_table(API, resources)
+    # PASSWORD_AUTH=off: no route, so 404, and no word of them in the document.
+    served = [op for op in API if op.resource in resources]
+    return route_table(served, resources)
 
 
 def server_conversation_resources(deps: Deps) -> tuple[object, ...]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from falcon.asgi import Request, Response
 
+from api.serverauth import is_server_path
 from chat.errors import Unauthorized
 from chat.identity.authn import Authenticator
 
@@ -22,6 +23,8 @@ class BearerAuth:
         # A CORS preflight (OPTIONS) carries no credentials by design; it reveals nothing.
         if resource is None or not getattr(resource, "auth_required", True) or req.method == "OPTIONS":
             return
+        if is_server_path(req.path):
+            return  # a server key's, checked by api.serverauth
         header = req.get_header("Authorization")
         if not header:
             raise Unauthorized("Missing bearer token.")

@@ -50,7 +50,7 @@ def _responses(op: Operation, path: str, refs: dict[str, str]) -> dict[str, Any]
     if op.query:
         errors[422] = "Invalid fields; `errors` names each one."
     if op.authenticated:
-        errors[401] = "No valid access token."
+        errors[401] = "No valid server key." if op.caller == "server" else "No valid access token."
     if op.caller == "admin":
         errors[403] = "Not an admin."
     if _PATH_PARAM.search(path):
@@ -75,7 +75,8 @@ def _operation(op: Operation, path: str, method: str, refs: dict[str, str]) -> d
     }
     if op.description:
         operation["description"] = op.description
-    operation["security"] = [{"bearer": []}] if op.authenticated else []
+    scheme = "serverKey" if op.caller == "server" else "bearer"
+    operation["security"] = [{scheme: []}] if op.authenticated else []
     parameters = [
         {
             "name": name,
@@ -191,8 +192,19 @@ def _document(routed: tuple[tuple[str, str], ...]) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "The access token from `POST /api/v1/auth/login`.",
-                }
+                    "description": (
+                        "An access token: from `POST /api/v1/auth/login`, from `POST /api/v1/server/"
+                        "tokens`, or a JWT your app's backend signs (docs/integrate.md)."
+                    ),
+                },
+                "serverKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": (
+                        "A server key, for your app's backend only (`headless-chat server-keys "
+                        "create NAME`); `/api/v1/server/*` takes nothing else."
+                    ),
+                },
             },
         },
         "tags": [{"name": t} for t in TAGS],

@@ -1,6 +1,7 @@
 """`headless-chat`: the operator's command line (admins, and the job queue without a browser).
 
     headless-chat make-admin NAME | revoke-admin NAME
+    headless-chat server-keys create NAME | list | revoke NAME   keys for your app's backend
     headless-chat jobs stats | workers | failed | show ID | retry ID | discard ID  [--json]
     headless-chat jobs check [--max-latency S]     exit 0 healthy, 1 no live worker, 2 too slow
 
@@ -27,7 +28,7 @@ from chat.infra.redisclient import create_redis
 from chat.jobqueue import heartbeats, monitor
 from chat.jobqueue.lanes import Queues
 from chat.settings import EMBEDDED_DATABASE_URL, Settings
-from chat.usecases import deadletters, users
+from chat.usecases import deadletters, server_keys, users
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -151,6 +152,30 @@ async def _jobs_command(redis: Redis, queues: Queues, args: argparse.Namespace) 
     return EXIT_OK
 
 
+async def _server_keys(settings: Settings, args: argparse.Namespace) -> int:
+    engine = create_engine(settings)
+    sessions = create_sessionmaker(engine)
+    try:
+        if args.action == "create":
+            key = await server_keys.create(sessions, args.name)
+            print(f"server key {args.name!r} (shown once; only its hash is kept):")
+            print(key)  # alone on the last line, for `| tail -n 1`
+        elif args.action == "list":
+            for info in await server_keys.list_keys(sessions):
+                used = info.last_used_at.isoformat() if info.last_used_at else "never"
+                state = f"revoked {info.revoked_at.isoformat()}" if info.revoked_at else "live"
+                print(f"{info.name}  made {info.created_at.isoformat()}  last used {used}  {state}")
+        else:
+            await server_keys.revoke(sessions, args.name)
+            print(f"server key {args.name!r} revoked")
+    except (Conflict, NotFound) as exc:
+        print(f"headless-chat: {exc.detail}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await engine.dispose()
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="headless-chat", description=__doc__.split("\n\n")[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -158,6 +183,14 @@ def parser() -> argparse.ArgumentParser:
     grant.add_argument("username")
     revoke = commands.add_parser("revoke-admin", help="take admin rights away again")
     revoke.add_argument("username")
+
+    keys = commands.add_parser("server-keys", help="keys your app's backend calls /api/v1/server/* with")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="make a key and print it (once: only its hash is kept)")
+    create.add_argument("name")
+    key_actions.add_parser("list", help="names, when made, when last used, and whether revoked")
+    ended = key_actions.add_parser("revoke", help="end a key at once")
+    ended.add_argument("name")
 
     jobs = commands.add_parser("jobs", help="the job queue: counts, workers, dead letters, health")
     actions = jobs.add_subparsers(dest="action", required=True)
@@ -219,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return EXIT_USAGE
         return asyncio.run(_jobs(settings, args))
+    if args.command == "server-keys":
+        return asyncio.run(_server_keys(settings, args))
     return _admin(settings, args)
 
 

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # App tokens: JWTs the app's backend signs for its users (chat/identity/apptokens.py). HS256
     # with APP_JWT_SECRET, and/or RS256, ES256, EdDSA with the keys APP_JWKS_URL serves.
     app_jwt_secret: SecretStr = SecretStr("")
+    # off: only the app's tokens sign users in; register and login answer 404 and leave the docs.
+    password_auth: Literal["on", "off"] = "on"
     app_jwks_url: str = ""
     app_jwt_issuer: str = ""
     app_jwt_audience: str = ""
@@ -93,6 +95,8 @@ class Settings(BaseSettings):
     rate_limit_register_per_address: str = "20/hour"
     rate_limit_sends_per_user: str = "20/second"
     rate_limit_uploads_per_user: str = "60/minute"
+    # Calls to /api/v1/server/* per server key.
+    rate_limit_server_per_key: str = "1000/second"
     rate_limit_sockets_per_user: int | None = 20
     rate_limit_client_frames: str = "20/second"
     # Browser origins allowed to call the api (comma-separated, e.g. https://app.example.com);
@@ -159,6 +163,7 @@ class Settings(BaseSettings):
         "rate_limit_register_per_address",
         "rate_limit_sends_per_user",
         "rate_limit_uploads_per_user",
+        "rate_limit_server_per_key",
         "rate_limit_client_frames",
     )
     @classmethod

@@ -13,7 +13,17 @@ from collections.abc import Iterable, Mapping
 
 from falcon.routing import map_http_methods
 
-from api.operations import admin, auth, conversations, docs, messages, probes, server_conversations, users
+from api.operations import (
+    admin,
+    auth,
+    conversations,
+    docs,
+    messages,
+    probes,
+    server,
+    server_conversations,
+    users,
+)
 from api.operations.base import PREFIX, TAGS, Operation, Param, ResourceKey, Scope
 
 __all__ = [
@@ -41,6 +51,7 @@ API: tuple[Operation, ...] = (
     *messages.OPERATIONS,
     *admin.OPERATIONS,
     *server_conversations.OPERATIONS,
+    *server.OPERATIONS,
 )
 PAGES: tuple[Operation, ...] = docs.OPERATIONS
 OPERATIONS: dict[tuple[str, str], Operation] = {

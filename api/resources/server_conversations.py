@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import orjson
 from falcon.asgi import Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from api.fields import NoNul
 from api.http import parse, send
@@ -22,6 +22,16 @@ from chat.usecases.server_conversations import ServerConversations
 MAX_METADATA_BYTES = 4096
 
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
+
+
+def _small(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and len(orjson.dumps(value)) > MAX_METADATA_BYTES:
+        raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+    return value
+
+
+# What the app's backend keeps with a user or a conversation: a JSON object of at most 4 KiB.
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_small)]
 MemberIds = Annotated[list[ExternalId], Field(max_length=MAX_PARTICIPANTS)]
 
 
@@ -30,14 +40,7 @@ class PutBody(BaseModel):
 
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
     member_ids: MemberIds
-    metadata: dict[str, Any] | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(orjson.dumps(value)) > MAX_METADATA_BYTES:
-            raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
-        return value
+    metadata: Metadata = None
 
 
 class MembersBody(BaseModel):

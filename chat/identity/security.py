@@ -134,12 +134,15 @@ class Tokens:
         self.access_ttl = timedelta(minutes=settings.access_token_expire_minutes)
         self.refresh_ttl = timedelta(days=settings.refresh_token_expire_days)
 
-    def issue_access(self, user_id: uuid.UUID, *, now: datetime | None = None) -> str:
+    def issue_access(
+        self, user_id: uuid.UUID, *, now: datetime | None = None, ttl: timedelta | None = None
+    ) -> str:
+        """An access token; `ttl` other than ACCESS_TOKEN_EXPIRE_MINUTES for the server API's tokens."""
         now = now or datetime.now(UTC)
         claims = {
             "sub": str(user_id),
             "iat": int(now.timestamp()),
-            "exp": int((now + self.access_ttl).timestamp()),
+            "exp": int((now + (ttl or self.access_ttl)).timestamp()),
             "jti": uuid.uuid4().hex,
             "type": "access",
         }

@@ -73,7 +73,8 @@ def check(counts: dict[str, Any], max_latency_s: float | None) -> tuple[int, str
         )
     return (
         0,
-        f"{counts['workers']} workers, {counts['queued']} queued, oldest {counts['oldest_queued_age_s']} s",
+        f"{counts['workers']} worker{'' if counts['workers'] == 1 else 's'}, {counts['queued']} queued,"
+        f" oldest {counts['oldest_queued_age_s']} s",
     )
 
 
