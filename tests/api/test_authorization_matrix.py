@@ -20,18 +20,23 @@ from typing import Any
 import pytest
 from falcon import inspect
 from falcon.testing import Result
+from pydantic import SecretStr
 
 from api.deps import Deps
 from api.operations import OPERATIONS, SELF_DESCRIBING, Scope
 from chat.cli import set_admin
 from chat.identity.security import Tokens
 from chat.jobqueue import deadletters
+from chat.settings import Settings
+from chat.usecases import server_keys
 from tests.support import PASSWORD, PREFIX, ApiClient, TestUser, assert_problem
+from tests.support.appbackend import APP_SECRET, claims, mint_hs256
+from tests.support.serverapi import server_key
 from tests.support.settings import RunWorker
 
 DEAD_TO_SHOW, DEAD_TO_RETRY = "persist:matrix-dead-1", "persist:matrix-dead-2"
-# The server API's conversation and its member, by the app's ids.
-MATRIX_GROUP, MATRIX_MEMBER = "matrix-group", "matrix-member"
+# The server API's conversation and its member, and the user its user routes make, by the app's ids.
+MATRIX_GROUP, MATRIX_MEMBER, MATRIX_USER = "matrix-group", "matrix-member", "matrix-user"
 # Nothing listens there: no test here runs a worker after registering it.
 WEBHOOK = {"url": "http://127.0.0.1:9/matrix", "events": ["message.created"]}
 
@@ -51,6 +56,15 @@ class World:
     job: str  # alice's persist job of the direct message
     expired: str  # alice's access token, an hour past its expiry
     webhook: str  # registered by the admin
+    server: TestUser  # a server key, for /server/*
+    revoked_server: str  # a server key that was revoked
+    app_token: str  # a valid token of the app's backend (APP_JWT_SECRET), for an app user
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """App tokens on: a valid one must open no server route."""
+    return settings.model_copy(update={"app_jwt_secret": SecretStr(APP_SECRET)})
 
 
 async def build_world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> World:
@@ -86,6 +100,14 @@ async def build_world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> Worl
     expired = Tokens(deps.settings).issue_access(
         uuid.UUID(alice.id), now=datetime.now(UTC) - timedelta(hours=1)
     )
+    server = await server_key(deps)
+    member = await api.put(f"/server/users/{MATRIX_MEMBER}", server, json={})
+    assert member.status_code == 201, member.text
+    revoked_name = f"matrix-revoked-{uuid.uuid4().hex[:8]}"
+    revoked = await server_keys.create(deps.sessions, revoked_name)
+    await server_keys.revoke(deps.sessions, revoked_name)
+    app_token = mint_hs256(claims())
+    assert (await api.get("/users/me", TestUser("", "", app_token, ""))).status_code == 200
     return World(
         alice=alice,
         bob=bob,
@@ -100,6 +122,9 @@ async def build_world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> Worl
         job=sent[direct]["job_id"],
         expired=expired,
         webhook=hook.json["id"],
+        server=server,
+        revoked_server=revoked,
+        app_token=app_token,
     )
 
 
@@ -117,6 +142,7 @@ _JOB_IDS: dict[str, Callable[[World], str]] = {
     f"{PREFIX}/admin/jobs/{{job_id}}": lambda w: w.job,
     f"{PREFIX}/admin/dead-letters/{{job_id}}": lambda w: DEAD_TO_SHOW,
     f"{PREFIX}/admin/dead-letters/{{job_id}}/retry": lambda w: DEAD_TO_RETRY,
+    f"{PREFIX}/server/jobs/{{job_id}}": lambda w: w.job,
 }
 
 
@@ -139,7 +165,7 @@ FILLERS: dict[str, Fill] = {
     "name": lambda w, path: "swagger-ui.css",  # a file of the docs pages
     "webhook_id": lambda w, path: w.webhook,
     "upload_id": lambda w, path: str(uuid.uuid4()),  # signed routes refuse before looking it up
-    "external_id": lambda w, path: MATRIX_GROUP,
+    "external_id": lambda w, path: MATRIX_USER if "/server/users/" in path else MATRIX_GROUP,
     "member_external_id": lambda w, path: MATRIX_MEMBER,
 }
 PARAM = re.compile(r"{(\w+)}")
@@ -236,6 +262,8 @@ BODIES: dict[tuple[str, str], Body] = {
     ("POST", f"{PREFIX}/server/conversations/{{external_id}}/messages"): _json(
         {"body": "x", "client_id": "matrix"}
     ),
+    ("PUT", f"{PREFIX}/server/users/{{external_id}}"): _json({"display_name": "Matrix"}),
+    ("POST", f"{PREFIX}/server/tokens"): _json({"external_id": MATRIX_USER}),
 }
 QUERIES: dict[tuple[str, str], str] = {("GET", f"{PREFIX}/search/messages"): "q=hello"}
 
@@ -360,12 +388,35 @@ async def test_every_other_route_is_401_without_a_valid_token(
     bearer = world.expired if token == "expired" else None
     challenge = 'Bearer error="invalid_token"' if bearer else "Bearer"
     for method, path in checked_routes(api):
-        if MATRIX[(method, path)].scope in ("public", "signed"):
-            continue
+        scope = MATRIX[(method, path)].scope
+        if scope in ("public", "signed") or (scope == "server" and bearer):
+            continue  # a user's token on a server route: the test below
         result = await call(api, world, method, path, None, bearer)
         assert result.status_code == 401, described(method, path, result)
         assert_problem(result, 401)
         assert result.headers.get("www-authenticate") == challenge, described(method, path, result)
+
+
+async def test_server_routes_take_a_live_server_key_and_nothing_else(api: ApiClient, world: World) -> None:
+    """No key, a revoked key, a user's token, an app's token: 401 on every server route; and a
+    server key opens no other route."""
+    routes = checked_routes(api)
+    server_routes = [key for key in routes if MATRIX[key].scope == "server"]
+    assert len(server_routes) >= 11, server_routes
+    refused = {
+        "revoked key": world.revoked_server,
+        "user token": world.alice.access_token,
+        "app token": world.app_token,
+    }
+    for method, path in server_routes:
+        for who, token in refused.items():
+            result = await call(api, world, method, path, None, token)
+            assert result.status_code == 401, (who, described(method, path, result))
+            assert_problem(result, 401)
+    for method, path in routes:
+        if MATRIX[(method, path)].scope not in ("public", "signed", "server"):
+            result = await call(api, world, method, path, None, world.server.access_token)
+            assert result.status_code == 401, ("server key", described(method, path, result))
 
 
 async def test_signed_routes_refuse_everyone_without_the_signature(api: ApiClient, world: World) -> None:
@@ -427,7 +478,15 @@ async def test_an_uninvolved_user_gets_only_what_is_theirs(api: ApiClient, world
             assert result.status_code == row.ok, described(method, path, result)
     assert (await api.get("/users/me", eve)).json["id"] == eve.id
     profile = (await api.get(f"/users/{world.alice.id}", eve)).json
-    assert set(profile) == {"id", "username", "display_name", "created_at", "online", "last_seen_at"}
+    assert set(profile) == {
+        "id",
+        "username",
+        "display_name",
+        "created_at",
+        "external_id",
+        "online",
+        "last_seen_at",
+    }
     # Search finds nothing of conversations eve was never in, or carol left; alice finds both.
     for caller, hits in ((eve, set()), (world.carol, set()), (world.alice, {world.group, world.direct})):
         found = (await api.get("/search/messages?q=hello", caller)).json["items"]
@@ -458,7 +517,7 @@ async def test_the_rightful_caller_gets_through_everywhere(api: ApiClient, world
     """The control: with the same bodies, the participant (or an admin) succeeds on every route."""
     for method, path in checked_routes(api):
         row = MATRIX[(method, path)]
-        caller = world.admin if row.scope == "admin" else world.alice
+        caller = {"admin": world.admin, "server": world.server}.get(row.scope, world.alice)
         token = caller.access_token if row.scope != "public" else None
         result = await call(api, world, method, path, caller, token)
         assert result.status_code == row.ok, described(method, path, result)

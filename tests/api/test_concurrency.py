@@ -28,6 +28,7 @@ from chat.models import Conversation, Message, Participant, RefreshToken, User
 from chat.realtime import events
 from chat.realtime.eventbus import stream_key
 from tests.support import PASSWORD, ApiClient, TestUser, assert_problem
+from tests.support.serverapi import server_key
 from tests.support.settings import RunWorker
 
 N = 20
@@ -607,6 +608,79 @@ async def test_one_upload_put_at_once_is_stored_once_and_taken_by_one_send(
     assert [a["id"] for a in item["attachments"]] == [upload_id]
 
 
+# -- the server API: the app's backend retries, and its retries may race --------------------------
+
+
+async def test_the_same_server_user_put_at_once_is_one_user(api: ApiClient, deps: Deps, unique: str) -> None:
+    server = await server_key(deps)
+    path = f"/server/users/burst-{unique}"
+    results = await burst(api.put(path, server, json={"display_name": f"n{i}"}) for i in range(N))
+    assert tally(results) == {201: 1, 200: N - 1}
+    assert len({r.json["id"] for r in results}) == 1
+    assert await scalar(deps, select(func.count()).where(User.external_id == f"burst-{unique}")) == 1
+
+
+async def test_tokens_for_a_new_user_at_once_make_one_user(api: ApiClient, deps: Deps, unique: str) -> None:
+    server = await server_key(deps)
+    body = {"external_id": f"tok-{unique}"}
+    results = await burst(api.post("/server/tokens", server, json=body) for _ in range(N))
+    assert tally(results) == {200: N}
+    mine = await burst(api.get("/users/me", TestUser("", "", r.json["access_token"], "")) for r in results)
+    assert len({m.json["id"] for m in mine}) == 1
+
+
+async def test_deactivating_and_reactivating_at_once_end_as_one_of_them(
+    api: ApiClient, deps: Deps, unique: str
+) -> None:
+    server = await server_key(deps)
+    path = f"/server/users/flip-{unique}"
+    await api.put(path, server, json={})
+    minted = await api.post("/server/tokens", server, json={"external_id": f"flip-{unique}"})
+    token = TestUser("", "", minted.json["access_token"], "")
+    flips = [api.post(f"{path}/{'de' if i % 2 else 're'}activate", server) for i in range(N)]
+    assert tally(await burst(flips)) == {204: N}
+    deactivated = (await api.get(path, server)).json["deactivated"]
+    assert (await api.get("/users/me", token)).status_code == (401 if deactivated else 200)
+
+
+async def test_erasing_one_user_at_once_queues_one_job(api: ApiClient, deps: Deps, unique: str) -> None:
+    server = await server_key(deps)
+    path = f"/server/users/gone-{unique}"
+    await api.put(path, server, json={})
+    results = await burst(api.delete(path, server) for _ in range(N))
+    assert tally(results) == {202: N}
+    assert len({r.json["job_id"] for r in results}) == 1
+
+
+async def test_the_same_server_conversation_at_once_is_one_with_its_members_once(
+    api: ApiClient, deps: Deps, unique: str, run_worker: RunWorker
+) -> None:
+    server = await server_key(deps)
+    members = [f"m{i}-{unique}" for i in range(3)]
+    for member in members:
+        await api.put(f"/server/users/{member}", server, json={})
+    path = f"/server/conversations/room-{unique}"
+    put = {"title": "room", "member_ids": members[:2]}
+    results = await burst(api.put(path, server, json=put) for _ in range(N))
+    assert tally(results) == {201: 1, 200: N - 1}
+    cid = results[0].json["id"]
+    more = {"member_ids": [members[2]]}
+    added = await burst(api.post(f"{path}/members", server, json=more) for _ in range(N))
+    assert tally(added) == {200: N}
+    count = select(func.count()).where(Participant.conversation_id == uuid.UUID(cid))
+    assert await scalar(deps, count) == 3
+    removed = await burst(api.delete(f"{path}/members/{members[0]}", server) for _ in range(N))
+    assert tally(removed)[204] >= 1 and set(tally(removed)) <= {204, 404}
+    assert await scalar(deps, count) == 2
+    sent = await burst(
+        api.post(f"{path}/messages", server, json={"body": "once", "client_id": "sys-1"}) for _ in range(N)
+    )
+    assert tally(sent) == {202: N} and len({(r.json["id"], r.json["seq"]) for r in sent}) == 1
+    await run_worker()
+    stored = select(func.count()).where(Message.conversation_id == uuid.UUID(cid))
+    assert await scalar(deps, stored) == 1
+
+
 COVERED = {
     ("POST", "/api/v1/auth/register"): test_registering_one_username_at_once_makes_one_user,
     ("POST", "/api/v1/auth/login"): test_logging_in_at_once_gives_each_a_login_of_its_own,
@@ -644,6 +718,27 @@ COVERED = {
         "PUT",
         "/api/v1/uploads/{upload_id}/content",
     ): test_one_upload_put_at_once_is_stored_once_and_taken_by_one_send,
+    ("PUT", "/api/v1/server/users/{external_id}"): test_the_same_server_user_put_at_once_is_one_user,
+    ("POST", "/api/v1/server/tokens"): test_tokens_for_a_new_user_at_once_make_one_user,
+    ("POST", "/api/v1/server/users/{external_id}/deactivate"): (
+        test_deactivating_and_reactivating_at_once_end_as_one_of_them
+    ),
+    ("POST", "/api/v1/server/users/{external_id}/reactivate"): (
+        test_deactivating_and_reactivating_at_once_end_as_one_of_them
+    ),
+    ("DELETE", "/api/v1/server/users/{external_id}"): test_erasing_one_user_at_once_queues_one_job,
+    ("PUT", "/api/v1/server/conversations/{external_id}"): (
+        test_the_same_server_conversation_at_once_is_one_with_its_members_once
+    ),
+    ("POST", "/api/v1/server/conversations/{external_id}/members"): (
+        test_the_same_server_conversation_at_once_is_one_with_its_members_once
+    ),
+    ("DELETE", "/api/v1/server/conversations/{external_id}/members/{member_external_id}"): (
+        test_the_same_server_conversation_at_once_is_one_with_its_members_once
+    ),
+    ("POST", "/api/v1/server/conversations/{external_id}/messages"): (
+        test_the_same_server_conversation_at_once_is_one_with_its_members_once
+    ),
     ("POST", "/api/v1/admin/dead-letters/{job_id}/retry"): (
         test_retrying_and_discarding_one_dead_letter_at_once_does_one
     ),
