@@ -170,7 +170,7 @@ def test_integrate_md_runs_as_written(
         "401",
         "204",
     ]
-    assert reader.env["STATUS"] == "complete"
+    assert printed_by(reader, "JOB=$(curl").split() == ["erasure", "complete"]
     # Both ES256 tokens (the old kid and the new) were Ada.
     rotation = json_objects(printed_by(reader, "python make_key.py key-2026-11"))
     assert [user["id"] for user in rotation] == [ada["id"], ada["id"]]
