@@ -62,7 +62,7 @@ OPERATIONS = (
         TAG,
         "Everything of a user's, as JSON",
         "server",
-        {200: ("`{user, conversations, blocks, messages, next_cursor}`, paged over messages.", None)},
+        {200: ("Everything of theirs, paged over their messages.", su.UserExport)},
         query=(EXPORT_LIMIT, CURSOR),
         errors=UNKNOWN_USER,
     ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from falcon.asgi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -19,6 +19,7 @@ from chat.infra.db import Sessions
 from chat.infra.storage import Storage
 from chat.jobqueue.accept import Enqueuer
 from chat.jobqueue.lanes import Queues
+from chat.schemas import MessageOut
 from chat.usecases import jobs, server_users
 from chat.usecases.export import DEFAULT_LIMIT, MAX_LIMIT, export_user
 
@@ -43,6 +44,18 @@ class TokenBody(BaseModel):
 
 class ErasureJob(BaseModel):
     job_id: str
+
+
+class UserExport(BaseModel):
+    """`GET /server/users/{external_id}/export`: the user's profile (with `metadata` and the times
+    they were deactivated and erased), their conversations with their part in each, the users they
+    block, and a page of the messages they sent."""
+
+    user: dict[str, Any]
+    conversations: list[dict[str, Any]]
+    blocks: list[dict[str, Any]]
+    messages: list[MessageOut]
+    next_cursor: str | None
 
 
 class ServerToken(BaseModel):
