@@ -10,7 +10,7 @@ from falcon.asgi import Request, Response
 
 from api.operations.base import PREFIX
 from api.throttle import UserLimit
-from chat.errors import Unauthorized
+from chat.errors import NotFound, Unauthorized
 from chat.usecases.server_keys import ServerKeys
 
 SERVER_PATHS = f"{PREFIX}/server/"
@@ -35,3 +35,12 @@ class ServerAuth:
             raise Unauthorized("The server API takes 'Authorization: Bearer <server key>'.")
         req.context.server_key = await self._keys.verify(key.strip())
         await self._per_key.count(req.context.server_key)
+        # An app's id is 1-128 printable characters (as an app token's `sub`): nothing else names
+        # anything here, and a NUL would reach Postgres only to be refused there.
+        for name, value in params.items():
+            if name.endswith("external_id") and not is_external_id(value):
+                raise NotFound("Nothing has this external id.")
+
+
+def is_external_id(value: str) -> bool:
+    return 0 < len(value) <= 128 and value.isprintable()

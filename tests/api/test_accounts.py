@@ -11,7 +11,8 @@ async def test_register_returns_the_user_and_never_the_password(api: ApiClient) 
     result = await api.post("/auth/register", json={"username": "Alice.B-1_", "password": "long enough"})
     assert result.status_code == 201, result.text
     user = result.json
-    assert set(user) == {"id", "username", "display_name", "created_at"}
+    assert set(user) == {"id", "username", "display_name", "created_at", "external_id"}
+    assert user["external_id"] is None  # a built-in account
     assert user["username"] == "Alice.B-1_" and user["display_name"] == "Alice.B-1_"
     assert result.headers["location"] == f"/api/v1/users/{user['id']}"
     assert "long enough" not in result.text and "argon2" not in result.text
@@ -158,7 +159,15 @@ async def test_user_search_and_profiles(api: ApiClient) -> None:
 
     profile = await api.get(f"/users/{viewer.id}", viewer)
     assert profile.status_code == 200
-    assert set(profile.json) == {"id", "username", "display_name", "created_at", "online", "last_seen_at"}
+    assert set(profile.json) == {
+        "id",
+        "username",
+        "display_name",
+        "created_at",
+        "external_id",
+        "online",
+        "last_seen_at",
+    }
     assert profile.json["online"] is False and profile.json["last_seen_at"] is None
     assert_problem(await api.get(f"/users/{uuid.uuid4()}", viewer), 404)
     assert_problem(await api.get("/users/not-a-uuid", viewer), 404)

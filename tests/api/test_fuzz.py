@@ -54,6 +54,7 @@ from tests.support.fuzz import (
     plausible,
     url_value,
 )
+from tests.support.serverapi import server_key
 from tests.support.settings import RunWorker
 
 THUMBS_UP = "\N{THUMBS UP SIGN}"
@@ -69,6 +70,7 @@ class World:
     ops: list[Operation]
     admin: TestUser
     member: TestUser
+    server: TestUser  # a server key (/server/*)
     ids: dict[str, str]  # path parameter -> a value that names a real object, escaped
     fields: dict[str, Any]  # body field -> a plausible value
     put_url: str  # the upload's signed PUT URL: path?query
@@ -78,7 +80,7 @@ class World:
     message_id: str
 
     def caller(self, name: str) -> dict[str, str]:
-        user = {"admin": self.admin, "member": self.member}.get(name)
+        user = {"admin": self.admin, "member": self.member, "server": self.server}.get(name)
         return {"Authorization": f"Bearer {user.access_token}"} if user else {}
 
     async def send(
@@ -130,6 +132,9 @@ async def world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> AsyncItera
         "/admin/webhooks", admin, json={"url": "http://127.0.0.1:9/in", "events": ["message.created"]}
     )
     assert hook.status_code == 201, hook.text
+    server = await server_key(deps)
+    app_user = await api.put("/server/users/fuzz-user", server, json={"display_name": "Fuzz"})
+    assert app_user.status_code == 201, app_user.text
     gone = await api.user()
     async with deps.engine.begin() as conn:
         await conn.execute(delete(User).where(User.id == uuid.UUID(gone.id)))
@@ -142,7 +147,10 @@ async def world(api: ApiClient, deps: Deps, run_worker: RunWorker) -> AsyncItera
         ops=ops,
         admin=admin,
         member=member,
+        server=server,
         ids={
+            "external_id": "fuzz-user",
+            "member_external_id": "fuzz-user",
             "conversation_id": cid,
             "user_id": member.id,
             "message_id": message_id,
@@ -260,7 +268,9 @@ async def test_hostile_paths_and_queries_on_every_operation(world: World, data: 
             for name in op.path_params
         }
         path, query = op.path(values), _query(data, op)
-        headers = world.caller(data.draw(st.sampled_from(["admin", "member", "nobody"]), label=f"{op} as"))
+        headers = world.caller(
+            data.draw(st.sampled_from(["admin", "member", "server", "nobody"]), label=f"{op} as")
+        )
         # Now and then a method the route may not have (405 is a problem too).
         method = data.draw(st.one_of(st.just(op.method), st.sampled_from(METHODS)), label=f"{op} method")
         result = await world.send(method, path, query, headers)
@@ -275,7 +285,9 @@ async def test_hostile_bodies_on_every_operation_that_takes_one(world: World, da
     for op in (op for op in world.ops if op.body is not None):
         path = op.path({name: world.ids.get(name, SOME_UUID) for name in op.path_params})
         body, content_type = _body(data, op, world.fields)
-        caller = data.draw(st.sampled_from(["admin", "admin", "member", "nobody"]), label=f"{op} as")
+        caller = data.draw(
+            st.sampled_from(["admin", "admin", "member", "server", "nobody"]), label=f"{op} as"
+        )
         headers = {**world.caller(caller), "Content-Type": content_type}
         result = await world.send(op.method, path, "", headers, body)
         _check(faults, result, _describe(op.method, path, "", headers, body))
@@ -331,8 +343,8 @@ async def test_every_forged_cursor_is_422_on_every_list(world: World) -> None:
     listing = [op for op in world.ops if "cursor" in op.query_params and op.method == "GET"]
     assert len(listing) >= 4, [str(op) for op in listing]
     faults: list[str] = []
-    headers = world.caller("admin")
     for op in listing:
+        headers = world.caller("server" if "/server/" in op.template else "admin")
         path = op.path({name: world.ids.get(name, SOME_UUID) for name in op.path_params})
         for cursor in FORGED_CURSORS:
             query = "q=hello&cursor=" + quote(cursor, safe="")

@@ -167,3 +167,13 @@ async def test_with_password_auth_off_register_and_login_are_404_and_undocumente
         document = (await closed.conductor.simulate_get("/openapi.json")).json
     assert "/api/v1/auth/register" not in document["paths"] and "/api/v1/auth/login" not in document["paths"]
     assert "/api/v1/auth/refresh" in document["paths"]
+
+
+async def test_an_external_id_no_app_could_have_is_404(api: ApiClient, server: TestUser) -> None:
+    """Found by the fuzz suite: a NUL in the path reached Postgres (500)."""
+    for forged in ("%00", "a%0Ab", "x" * 129):
+        assert_problem(await api.post(f"/server/users/{forged}/reactivate", server), 404)
+        assert_problem(await api.get(f"/server/conversations/{forged}/members/{forged}", server), 405)
+        assert_problem(
+            await api.post(f"/server/conversations/{forged}/members", server, json={"member_ids": ["a"]}), 404
+        )
