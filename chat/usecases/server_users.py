@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from chat.errors import Conflict, NotFound, field_error
 from chat.identity.security import Tokens
@@ -55,7 +56,10 @@ async def put(
     username: str | None,
     metadata: dict[str, Any] | None,
 ) -> tuple[ServerUserOut, bool]:
-    """Make the user, or update what is given; the user and whether it was made."""
+    """Make the user, or update what is given; the user and whether it was made. A username
+    someone else has is a 409, for a new user too (ensure_user would quietly pick another)."""
+    if username is not None:
+        await _refuse_taken(sessions, username, external_id)
     user, created = await ensure_user(
         sessions,
         external_id=external_id,
@@ -68,24 +72,37 @@ async def put(
     return server_view(user), created
 
 
+async def _refuse_taken(sessions: Sessions, username: str, external_id: str) -> None:
+    async with sessions() as session:
+        taken = await session.scalar(
+            select(User.id).where(
+                User.username_key == username.lower(), User.external_id.is_distinct_from(external_id)
+            )
+        )
+    if taken is not None:
+        raise _taken(username)
+
+
+def _taken(username: str) -> Conflict:
+    return Conflict(f"The username {username!r} is taken.")
+
+
 async def _rename(sessions: Sessions, user_id: uuid.UUID, username: str) -> User:
     if not USERNAME.match(username):
         raise field_error("body.username", "3 to 32 of A-Z, a-z, 0-9, '_', '.', '-'.")
     async with sessions() as session:
-        taken = await session.scalar(
-            select(User.id).where(User.username_key == username.lower(), User.id != user_id)
-        )
-        if taken is not None:
-            raise Conflict(f"The username {username!r} is taken.")
-        user: User = (
-            await session.scalars(
-                update(User)
-                .where(User.id == user_id)
-                .values(username=username, username_key=username.lower())
-                .returning(User)
-            )
-        ).one()
-        await session.commit()
+        try:
+            user: User = (
+                await session.scalars(
+                    update(User)
+                    .where(User.id == user_id)
+                    .values(username=username, username_key=username.lower())
+                    .returning(User)
+                )
+            ).one()
+            await session.commit()
+        except IntegrityError:  # taken since put looked
+            raise _taken(username) from None
     return user
 
 
