@@ -173,7 +173,6 @@ async def test_an_external_id_no_app_could_have_is_404(api: ApiClient, server: T
     """Found by the fuzz suite: a NUL in the path reached Postgres (500)."""
     for forged in ("%00", "a%0Ab", "x" * 129):
         assert_problem(await api.post(f"/server/users/{forged}/reactivate", server), 404)
-        assert_problem(await api.get(f"/server/conversations/{forged}/members/{forged}", server), 405)
         assert_problem(
             await api.post(f"/server/conversations/{forged}/members", server, json={"member_ids": ["a"]}), 404
         )
