@@ -3,7 +3,6 @@ which every server route refuses): no 500, and every answer is one the document 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import ROOT, Process, Stack
+from tests.support.serverkeys import cli_server_key
+from tests.support.stack import Process, Stack
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
@@ -19,20 +19,6 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 @pytest.fixture(scope="module")
 def web(stack: Stack) -> Iterator[Process]:
     yield stack.start("web")
-
-
-def server_key(stack: Stack) -> str:
-    """A key as an operator makes one: `headless-chat server-keys create`, its last line."""
-    made = subprocess.run(
-        [sys.executable, "-m", "chat.cli", "server-keys", "create", "fuzz"],
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert made.returncode == 0, made.stderr
-    return made.stdout.strip().splitlines()[-1]
 
 
 def test_the_server_api_answers_as_documented_to_anything(web: Process, stack: Stack, tmp_path: Path) -> None:
@@ -47,7 +33,7 @@ def test_the_server_api_answers_as_documented_to_anything(web: Process, stack: S
             "--exclude-method",
             "DELETE",
             "--header",
-            f"Authorization: Bearer {server_key(stack)}",
+            f"Authorization: Bearer {cli_server_key(stack)}",
             "--checks",
             CHECKS,
             "--max-examples",
