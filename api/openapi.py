@@ -55,7 +55,7 @@ def _responses(op: Operation, path: str, refs: dict[str, str]) -> dict[str, Any]
         errors[403] = "Not an admin."
     if _PATH_PARAM.search(path):
         errors[404] = "Unknown, or not visible to you."
-    if op.limited:
+    if op.limited or op.caller == "server":  # every server call counts against its key's limit
         errors[429] = "Rate limited; retry after `Retry-After` seconds."
     if op.dependencies:
         errors[503] = "Postgres or Redis is unavailable; retry after `Retry-After` seconds."

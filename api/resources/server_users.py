@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from falcon.asgi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 
 from api.fields import NoNul
 from api.http import parse, query_int, send
+from api.operations.base import PREFIX
 from api.resources.server_conversations import ExternalId, Metadata
 from chat.errors import field_error
 from chat.identity.security import Tokens
@@ -76,6 +78,8 @@ class ServerUser:
         user, created = await server_users.put(
             self.sessions, external_id, body.display_name, body.username, body.metadata
         )
+        if created:
+            resp.set_header("Location", f"{PREFIX}/server/users/{quote(external_id, safe='')}")
         send(resp, user, 201 if created else 200)
 
     async def on_get(self, req: Request, resp: Response, external_id: str) -> None:
@@ -83,6 +87,7 @@ class ServerUser:
 
     async def on_delete(self, req: Request, resp: Response, external_id: str) -> None:
         job_id = await server_users.erase(self.sessions, self.redis, self.queue, external_id)
+        resp.set_header("Location", f"{PREFIX}/server/jobs/{quote(job_id, safe='')}")
         send(resp, ErasureJob(job_id=job_id), 202)
 
 
