@@ -62,3 +62,9 @@ async def test_a_minted_token_past_its_ttl_is_closed_4401(
         uuid.UUID(issued["sub"]), now=datetime.now(UTC) - timedelta(seconds=61), ttl=timedelta(seconds=60)
     )
     assert await first_frame_or_close(push, stale) == (None, 4401)
+
+
+async def test_a_server_key_opens_no_socket(deps: Deps, push: ASGIConductor) -> None:
+    """A server key is the app's backend's, never a user's: 4401 at the handshake, as on REST."""
+    server = await server_key(deps)
+    assert await first_frame_or_close(push, server.access_token) == (None, 4401)
