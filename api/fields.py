@@ -69,6 +69,18 @@ def _text(value: str) -> str:
 
 
 NoNul = _Rule(_no_nul, r"^[^\x00]*$")
+
+
+def _printable(value: str) -> str:
+    # Ids other systems hand over (an app's user ids): no controls, separators or format characters.
+    if not value.isprintable():
+        raise ValueError("must be printable characters only")
+    return value
+
+
+# The pattern names the controls; the check knows every character Python calls not printable.
+Printable = _Rule(_printable, r"^[^\x00-\x1f\x7f-\x9f]*$")
+
 # Something visible (not only white space and invisible characters, `is_blank`), and no NUL. The
 # pattern names the common invisible characters; the check knows them all.
 _VISIBLE = (

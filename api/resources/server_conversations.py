@@ -10,7 +10,7 @@ import orjson
 from falcon.asgi import Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from api.fields import NoNul
+from api.fields import NoNul, Printable
 from api.http import parse, send
 from api.resources.messages import MessageText, accepted
 from chat.infra.db import Sessions
@@ -20,8 +20,8 @@ from chat.usecases.messages import Sending
 from chat.usecases.server_conversations import ServerConversations
 
 MAX_METADATA_BYTES = 4096
-
-ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
+# As an app token's `sub` and a path's external id (api.serverauth): else no path could reach it.
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=128), Printable]
 
 
 def _small(value: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -38,3 +38,15 @@ async def test_asking_again_for_the_users_own_username_is_no_conflict(
     # Another case of the same name is still theirs: a rename, not a conflict.
     lower = await api.put(path, server, json={"username": f"same{unique}"})
     assert lower.status_code == 200 and lower.json["username"] == f"same{unique}", lower.text
+
+
+async def test_an_external_id_in_a_body_is_one_a_path_could_name(
+    api: ApiClient, server: TestUser, unique: str
+) -> None:
+    """1-128 printable characters, as an app token's `sub` and a path's external id: a tab or a
+    newline is a 422, not a user no other call can reach."""
+    for forged in (f"a\tb{unique}", f"a\nb{unique}", "x" * 129, ""):
+        refused = assert_problem(await api.post("/server/tokens", server, json={"external_id": forged}), 422)
+        assert [e["field"] for e in refused["errors"]] == ["body.external_id"], forged
+    made = await api.post("/server/tokens", server, json={"external_id": f"ok é {unique}"})
+    assert made.status_code == 200, made.text
