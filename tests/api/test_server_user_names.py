@@ -3,21 +3,13 @@ another one, whether the user is new or not."""
 
 from __future__ import annotations
 
-import pytest
-
 from api.deps import Deps
-from tests.support import ApiClient, TestUser, assert_problem
+from tests.support import ApiClient, assert_problem
 from tests.support.serverapi import server_key
 
 
-@pytest.fixture
-async def server(deps: Deps) -> TestUser:
-    return await server_key(deps)
-
-
-async def test_a_taken_username_is_409_for_a_new_user_too(
-    api: ApiClient, server: TestUser, unique: str
-) -> None:
+async def test_a_taken_username_is_409_for_a_new_user_too(api: ApiClient, deps: Deps, unique: str) -> None:
+    server = await server_key(deps)
     taken = (await api.user()).username
     refused = await api.put(f"/server/users/new-{unique}", server, json={"username": taken.upper()})
     assert_problem(refused, 409)
@@ -29,8 +21,9 @@ async def test_a_taken_username_is_409_for_a_new_user_too(
 
 
 async def test_asking_again_for_the_users_own_username_is_no_conflict(
-    api: ApiClient, server: TestUser, unique: str
+    api: ApiClient, deps: Deps, unique: str
 ) -> None:
+    server = await server_key(deps)
     path, body = f"/server/users/same-{unique}", {"username": f"Same{unique}"}
     assert (await api.put(path, server, json=body)).status_code == 201
     again = await api.put(path, server, json=body)
@@ -41,8 +34,9 @@ async def test_asking_again_for_the_users_own_username_is_no_conflict(
 
 
 async def test_an_external_id_in_a_body_is_one_a_path_could_name(
-    api: ApiClient, server: TestUser, unique: str
+    api: ApiClient, deps: Deps, unique: str
 ) -> None:
+    server = await server_key(deps)
     """1-128 printable characters, as an app token's `sub` and a path's external id: a tab or a
     newline is a 422, not a user no other call can reach."""
     for forged in (f"a\tb{unique}", f"a\nb{unique}", "x" * 129, ""):
