@@ -28,6 +28,7 @@ def main() -> None:
     )
     # Bound here, so that the line below is logged once clients can connect (as push does).
     sock = config.bind_socket()
+    sock.listen(config.backlog)  # connections wait in the backlog until the loop serves them
     shown = f"[{host}]" if ":" in host else host
     log.info("api serving http://%s:%d/api/v1 (docs at /docs, dashboard at /api/v1/admin/ui)", shown, port)
     use_uvloop()

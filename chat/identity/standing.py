@@ -17,9 +17,11 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chat.infra.failures import unavailable
 from chat.models import User
 
 
@@ -42,7 +44,16 @@ async def user_standings(engine: AsyncEngine, user_ids: Iterable[uuid.UUID]) -> 
             # On the driver's own connection: SQLAlchemy's compile and result layers were most of
             # this read's CPU, and it runs for every authenticated request.
             raw: Any = (await conn.get_raw_connection()).driver_connection
-            rows = await raw.fetch(_BY_IDS, wanted)
+            try:
+                rows = await raw.fetch(_BY_IDS, wanted)
+            except Exception as exc:
+                if isinstance(exc, asyncpg.PostgresError) and unavailable(exc) is None:
+                    raise  # the server answered, and refused: a bug, answered as one
+                # A connection that broke under the read (Postgres stopped mid-query: asyncpg's
+                # own InternalClientError, not one SQLAlchemy would have wrapped as a disconnect)
+                # goes, and the outage is the caller's to ride out.
+                await conn.invalidate()
+                raise ConnectionResetError("the database connection broke during the user check") from exc
             found = {row[0]: standing_of(row[1], row[2]) for row in rows}
         else:
             query = select(User.id, User.deactivated_at, User.erased_at).where(User.id.in_(wanted))
