@@ -14,7 +14,7 @@ from api.deps import Deps
 from chat.settings import Settings
 from tests.support import ApiClient, services
 from tests.support.s3 import S3Server, moto_s3
-from tests.support.settings import TABLES, RunWorker, make_settings, migrated_database
+from tests.support.settings import EMPTY_TABLES, RunWorker, make_settings, migrated_database
 from workers.main import create_worker
 
 
@@ -47,7 +47,7 @@ def settings(postgres_db: str, redis_url: str) -> Iterator[Settings]:
     async def truncate() -> None:
         conn = await asyncpg.connect(services.database_url(postgres_db.rsplit("/", 1)[1], "postgresql"))
         try:
-            await conn.execute(f"TRUNCATE {TABLES} CASCADE")
+            await conn.execute(EMPTY_TABLES)
         finally:
             await conn.close()
 

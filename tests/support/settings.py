@@ -11,10 +11,14 @@ from typing import Any
 from alembic.config import Config
 
 from alembic import command
+from chat.models import Base
 from chat.settings import Settings
 from tests.support import services
 
-TABLES = "server_keys, webhooks, uploads, messages, participants, conversations, refresh_tokens, users"
+# Every table emptied before each test, children first. DELETE, not TRUNCATE: a test leaves a few
+# rows, and TRUNCATE's new files for eleven tables cost 53 ms a test against DELETE's half a
+# millisecond (a quarter of make test's time).
+EMPTY_TABLES = "; ".join(f"DELETE FROM {table.name}" for table in reversed(Base.metadata.sorted_tables))
 
 
 def make_settings(**overrides: Any) -> Settings:

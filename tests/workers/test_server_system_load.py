@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from api.deps import Deps
 from chat.cli import set_admin
 from chat.realtime.events import MessageCreated
@@ -16,6 +18,10 @@ from tests.support.settings import RunWorker
 from tests.support.webhooks import Receiver, receiving
 
 COUNT = 1000
+
+# A load test (a thousand messages through the real worker): the e2e tier runs it, to keep make
+# test under two minutes.
+pytestmark = pytest.mark.e2e
 
 
 async def test_a_thousand_system_messages_are_stored_and_delivered_once_each_in_order(
