@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.support import PASSWORD, ApiClient, assert_problem
+from tests.support import PASSWORD, PROFILE_FIELDS, ApiClient, assert_problem
 
 
 async def test_register_returns_the_user_and_never_the_password(api: ApiClient) -> None:
@@ -159,15 +159,7 @@ async def test_user_search_and_profiles(api: ApiClient) -> None:
 
     profile = await api.get(f"/users/{viewer.id}", viewer)
     assert profile.status_code == 200
-    assert set(profile.json) == {
-        "id",
-        "username",
-        "display_name",
-        "created_at",
-        "external_id",
-        "online",
-        "last_seen_at",
-    }
+    assert set(profile.json) == PROFILE_FIELDS
     assert profile.json["online"] is False and profile.json["last_seen_at"] is None
     assert_problem(await api.get(f"/users/{uuid.uuid4()}", viewer), 404)
     assert_problem(await api.get("/users/not-a-uuid", viewer), 404)

@@ -29,7 +29,7 @@ from chat.identity.security import Tokens
 from chat.jobqueue import deadletters
 from chat.settings import Settings
 from chat.usecases import server_keys
-from tests.support import PASSWORD, PREFIX, ApiClient, TestUser, assert_problem
+from tests.support import PASSWORD, PREFIX, PROFILE_FIELDS, ApiClient, TestUser, assert_problem
 from tests.support.appbackend import APP_SECRET, claims, mint_hs256
 from tests.support.serverapi import server_key
 from tests.support.settings import RunWorker
@@ -478,15 +478,7 @@ async def test_an_uninvolved_user_gets_only_what_is_theirs(api: ApiClient, world
             assert result.status_code == row.ok, described(method, path, result)
     assert (await api.get("/users/me", eve)).json["id"] == eve.id
     profile = (await api.get(f"/users/{world.alice.id}", eve)).json
-    assert set(profile) == {
-        "id",
-        "username",
-        "display_name",
-        "created_at",
-        "external_id",
-        "online",
-        "last_seen_at",
-    }
+    assert set(profile) == PROFILE_FIELDS
     # Search finds nothing of conversations eve was never in, or carol left; alice finds both.
     for caller, hits in ((eve, set()), (world.carol, set()), (world.alice, {world.group, world.direct})):
         found = (await api.get("/search/messages?q=hello", caller)).json["items"]

@@ -10,6 +10,8 @@ from falcon.testing import ASGIConductor, Result
 
 PREFIX = "/api/v1"
 PASSWORD = "correct horse battery"
+# What GET /users/{id} answers (CONTRACT: the user object, with presence).
+PROFILE_FIELDS = {"id", "username", "display_name", "created_at", "external_id", "online", "last_seen_at"}
 
 
 @dataclass
