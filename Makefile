@@ -18,7 +18,7 @@ dev: $(READY)
 
 ## Run the fast tests: unit, api, workers and push in process, on the local PostgreSQL and Redis.
 test: $(READY)
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -m "not e2e" -n 2
 
 ## Run the end-to-end tests: the Procfile's real processes, browsers, faults (a few minutes).
 e2e: $(READY)

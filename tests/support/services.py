@@ -64,10 +64,25 @@ def _run_redis() -> str:
         client.close()
     url = f"redis://127.0.0.1:{port}/14"
     os.environ["TEST_REDIS_URL"] = url
+    os.environ["TEST_REDIS_STARTED_BY"] = os.environ.get("PYTEST_XDIST_WORKER", "")
     return url
 
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL") or _run_redis()
+def _redis_url() -> str:
+    """The run's Redis: the one `TEST_REDIS_URL` names, else a server of its own.
+
+    pytest-xdist's workers inherit the variable from the process that started them; a server the
+    tests started (not one a person named) is not shared between workers, which flush it.
+    """
+    given = os.environ.get("TEST_REDIS_URL")
+    started_by = os.environ.get("TEST_REDIS_STARTED_BY")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if given and (started_by is None or started_by == worker):
+        return given
+    return _run_redis()
+
+
+REDIS_URL = _redis_url()
 
 
 def unavailable(what: str, error: BaseException) -> None:
