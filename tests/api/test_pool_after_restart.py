@@ -8,13 +8,12 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from falcon.testing import ASGIConductor
 
-from api.app import build_deps, create_app
 from chat.cli import set_admin
 from chat.jobqueue.state import job_state
 from chat.settings import Settings
 from tests.support import ApiClient, services
+from tests.support.apps import api_with
 from tests.support.messages import send
 from tests.support.services import PrivatePostgres
 from tests.support.settings import make_settings, migrated_private_postgres
@@ -37,13 +36,8 @@ def settings(postgres: PrivatePostgres, redis_url: str) -> Settings:
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[ApiClient]:
-    deps = build_deps(settings)
-    try:
-        async with ASGIConductor(create_app(settings, deps)) as conductor:
-            yield ApiClient(conductor)
-    finally:
-        await deps.redis.aclose(close_connection_pool=True)
-        await deps.engine.dispose()
+    async with api_with(settings) as client:
+        yield client
 
 
 async def test_the_first_reads_after_a_restart_of_postgres_answer(
