@@ -70,6 +70,8 @@ class SharedReads:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._open: tuple[set[uuid.UUID], asyncio.Future[dict[uuid.UUID, Standing]]] | None = None
+        # The event loop keeps only weak references to tasks: a read in flight is held here.
+        self._reading: set[asyncio.Task[None]] = set()
 
     async def standing(self, user_id: uuid.UUID) -> Standing:
         if self._open is None:
@@ -77,7 +79,9 @@ class SharedReads:
             # Whoever stops waiting (a timeout), the outcome is still taken: no "never retrieved".
             future.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._open = (set(), future)
-            asyncio.create_task(self._read(self._open))  # noqa: RUF006 - the future holds the outcome
+            task = asyncio.create_task(self._read(self._open))
+            self._reading.add(task)
+            task.add_done_callback(self._reading.discard)
         wanted, outcome = self._open
         wanted.add(user_id)
         # Shielded: one waiter's timeout must not cancel the read the others wait for.
