@@ -48,7 +48,7 @@ async def ensure_user(
     for attempt in range(ATTEMPTS):
         async with sessions() as session:
             try:
-                found = await _existing(session, external_id)
+                found = await by_external_id(session, external_id)
                 if found is not None:
                     user = await _update(session, found, display_name, metadata)
                     created = False
@@ -64,7 +64,8 @@ async def ensure_user(
     raise AssertionError("unreachable")
 
 
-async def _existing(session: AsyncSession, external_id: str) -> User | None:
+async def by_external_id(session: AsyncSession, external_id: str) -> User | None:
+    """The user the app calls `external_id`, or None."""
     found: User | None = await session.scalar(select(User).where(User.external_id == external_id))
     return found
 

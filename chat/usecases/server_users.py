@@ -19,7 +19,7 @@ from chat.models import User
 from chat.realtime.usercontrol import deactivated
 from chat.schemas import UserOut
 from chat.usecases.erasure import request_erasure
-from chat.usecases.external_users import USERNAME, ensure_user
+from chat.usecases.external_users import USERNAME, by_external_id, ensure_user
 
 
 class ServerUserOut(UserOut):
@@ -43,7 +43,7 @@ def server_view(user: User) -> ServerUserOut:
 
 async def find(sessions: Sessions, external_id: str) -> User:
     async with sessions() as session:
-        user: User | None = await session.scalar(select(User).where(User.external_id == external_id))
+        user = await by_external_id(session, external_id)
     if user is None:
         raise NotFound("No user has this external id.")
     return user
