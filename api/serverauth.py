@@ -11,6 +11,7 @@ from falcon.asgi import Request, Response
 from api.operations.base import PREFIX
 from api.throttle import UserLimit
 from chat.errors import NotFound, Unauthorized
+from chat.identity.apptokens import valid_sub
 from chat.usecases.server_keys import ServerKeys
 
 SERVER_PATHS = f"{PREFIX}/server/"
@@ -38,9 +39,5 @@ class ServerAuth:
         # An app's id is 1-128 printable characters (as an app token's `sub`): nothing else names
         # anything here, and a NUL would reach Postgres only to be refused there.
         for name, value in params.items():
-            if name.endswith("external_id") and not is_external_id(value):
+            if name.endswith("external_id") and not valid_sub(value):
                 raise NotFound("Nothing has this external id.")
-
-
-def is_external_id(value: str) -> bool:
-    return 0 < len(value) <= 128 and value.isprintable()
