@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from chat.errors import Conflict, NotFound
 from chat.infra.db import create_engine, create_sessionmaker
+from chat.infra.process import setting_problems
 from chat.infra.redisclient import create_redis
 from chat.jobqueue import heartbeats, monitor
 from chat.jobqueue.lanes import Queues
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = ToolSettings()
     except ValidationError as exc:
-        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        problems = "; ".join(setting_problems(exc))
         print(f"headless-chat: the settings are not usable: {problems}", file=sys.stderr)
         return EXIT_USAGE
     if (

@@ -114,8 +114,17 @@ def settings_or_exit() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"]).upper()
-            message = str(error["msg"]).removeprefix("Value error, ")
-            print(f"headless-chat: {name + ': ' if name else ''}{message}", file=sys.stderr)
+        for problem in setting_problems(exc):
+            print(f"headless-chat: {problem}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def setting_problems(exc: ValidationError) -> list[str]:
+    """Each missing or invalid setting as `NAME: what it needs` (or the message alone, for a check
+    of several settings at once)."""
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]).upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
+    return problems
