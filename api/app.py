@@ -86,10 +86,14 @@ def build_deps(settings: Settings) -> Deps:
         publisher=WebhookPublisher(
             RedisPublisher(redis, stream_maxlen=settings.event_stream_maxlen), dispatcher
         ),
-        queue=JobQueue(redis),
+        queue=JobQueue(
+            redis,
+            durability=settings.accept_durability,
+            replica_timeout_ms=settings.accept_replica_timeout_ms,
+        ),
         passwords=Passwords(settings),
         tokens=Tokens(settings),
-        limiter=Limiter(redis, settings.redis_url),
+        limiter=Limiter(redis, settings),
         sequencer=Sequencer(redis),
         storage=create_storage(settings),
     )

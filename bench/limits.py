@@ -146,8 +146,8 @@ async def _redis_loop(settings: Settings, redis_port: int, seconds: float, pipel
     publisher = RedisPublisher(redis, stream_maxlen=settings.event_stream_maxlen)
     conversation, sender, receiver = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with redis.pipeline(transaction=False) as seed:
-        seed.sadd(members_key(conversation), str(sender), str(receiver))
-        seed.set(counter_key(conversation), 0)
+        seed.sadd(members_key(conversation, ""), str(sender), str(receiver))
+        seed.set(counter_key(conversation, ""), 0)
         await seed.execute()
     figures: dict[str, float] = {}
     try:

@@ -30,6 +30,21 @@ class Settings(BaseSettings):
     environment: Literal["production", "dev", "test"] = "production"
     database_url: str = EMBEDDED_DATABASE_URL
     redis_url: str = EMBEDDED_REDIS_URL
+    # standalone: REDIS_URL is the Redis. sentinel: REDIS_URL names the sentinels
+    # (redis+sentinel://host:port,host:port/db) and REDIS_SENTINEL_MASTER the master's name.
+    # cluster: REDIS_URL names any one node of a Redis Cluster (db 0).
+    redis_mode: Literal["standalone", "sentinel", "cluster"] = "standalone"
+    redis_sentinel_master: str = "mymaster"
+    # The queue shards a conversation's writes are hashed onto, each in one hash slot with the
+    # conversation's own keys (`chat.jobqueue.shards`). Unset: 16 on a cluster, else 1. Changing it
+    # moves conversations to other shards: drain the queue first.
+    queue_shards: int | None = Field(default=None, ge=1, le=1024)
+    # The shards this worker claims from ("0,3-5"); empty: all of them.
+    worker_shards: str = ""
+    # none: 202 once the queue's Redis primary has the write. replica: also once a replica has it
+    # (WAIT), else 503; a primary that dies right after answering then loses nothing.
+    accept_durability: Literal["none", "replica"] = "none"
+    accept_replica_timeout_ms: int = Field(default=500, ge=1, le=60000)
     secret_key: SecretStr = SecretStr("")
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_expire_minutes: int = Field(default=15, ge=1)
@@ -188,6 +203,18 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def shard_count(self) -> int:
+        if self.queue_shards is not None:
+            return self.queue_shards
+        return 16 if self.redis_mode == "cluster" else 1
+
+    @field_validator("worker_shards")
+    @classmethod
+    def _shard_list(cls, value: str) -> str:
+        parse_shard_list(value)  # a ValueError names the bad part
+        return value
+
+    @property
     def webhook_queue_name(self) -> str:
         """The queue of webhook deliveries: next to `queue_name`, served by the same workers."""
         return f"{self.queue_name}:webhooks"
@@ -219,6 +246,8 @@ class Settings(BaseSettings):
                 f"SECRET_KEY must be set to a random string of at least {MIN_SECRET_KEY_LENGTH} characters"
                 " (for example: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+        if self.redis_mode != "standalone" and self.redis_url.startswith("memory://"):
+            problems.append(f"REDIS_MODE={self.redis_mode} needs a real REDIS_URL, not memory://")
         if self.redis_url.startswith("memory://"):
             problems.append(
                 "REDIS_URL=memory:// only works inside one process (dev mode); "
@@ -238,3 +267,14 @@ def _check_app_secret(settings: Settings) -> None:
     if app_secret == settings.secret_key.get_secret_value():
         # Else the app's backend could sign our own access tokens (any user id) with it.
         raise ValueError("APP_JWT_SECRET must differ from SECRET_KEY")
+
+
+def parse_shard_list(value: str) -> list[int]:
+    """ "0,3-5" → [0, 3, 4, 5]; empty → [] (every shard)."""
+    shards: list[int] = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"WORKER_SHARDS: {part!r} is not a shard number or range like 3-5")
+        shards.extend(range(int(first), int(last or first) + 1))
+    return sorted(set(shards))

@@ -12,7 +12,7 @@ from api.deps import Deps
 from chat.cli import set_admin
 from chat.domain import membership, quota, sequence
 from chat.identity.security import Tokens
-from chat.infra import probes
+from chat.infra import probes, restarts
 from chat.jobqueue import accept, deadletters, heartbeats, jobstats, keys
 from chat.realtime import eventbus, presence
 from chat.realtime.eventbus import RedisPublisher
@@ -43,11 +43,14 @@ def families(settings: Settings) -> list[str]:
     q = settings.queue_name
     return [
         eventbus.stream_key(""),
-        sequence.counter_key(""),
-        accept.claim_key(""),
+        sequence.counter_key("", ""),
+        sequence.checked_key("", ""),
+        restarts.node_key(""),
+        restarts.epoch_key(""),
+        accept.claim_key("", ""),
         accept.send_rate_prefix(""),
-        membership.members_key(""),
-        membership.generation_key(""),
+        membership.members_key("", ""),
+        membership.generation_key("", ""),
         presence.presence_key(""),
         presence.last_seen_key(""),
         presence.typing_key("", "").rstrip(":"),

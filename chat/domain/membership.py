@@ -16,21 +16,29 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
+from chat.jobqueue.shards import shards_of
+
 MEMBERS_TTL_SECONDS = 24 * 3600
 GENERATION_TTL_SECONDS = 30 * 24 * 3600
 
 
-def members_key(conversation_id: uuid.UUID | str) -> str:
-    return f"members:{conversation_id}"
+def members_key(conversation_id: uuid.UUID | str, tag: str) -> str:
+    """`tag`: the conversation's shard tag (`chat.jobqueue.shards`), "" on one Redis."""
+    return f"members:{tag}{conversation_id}"
 
 
-def generation_key(conversation_id: uuid.UUID | str) -> str:
-    return f"members-gen:{conversation_id}"
+def generation_key(conversation_id: uuid.UUID | str, tag: str) -> str:
+    return f"members-gen:{tag}{conversation_id}"
+
+
+def _keys(redis: Redis, conversation_id: uuid.UUID) -> tuple[str, str]:
+    tag = shards_of(redis).tag_of(conversation_id)
+    return members_key(conversation_id, tag), generation_key(conversation_id, tag)
 
 
 async def generation(redis: Redis, conversation_id: uuid.UUID) -> bytes:
     """Read before reading Postgres for a seed; `seed` writes only if it is unchanged."""
-    return await redis.get(generation_key(conversation_id)) or b"0"
+    return await redis.get(_keys(redis, conversation_id)[1]) or b"0"
 
 
 # KEYS: set, generation. ARGV: expected generation, ttl, member ids. 1 written, 0 a change came first.
@@ -61,15 +69,18 @@ async def seed(
     if not members:
         return False
     script = redis.register_script(_SEED)
-    keys = [members_key(conversation_id), generation_key(conversation_id)]
+    keys = list(_keys(redis, conversation_id))
     return bool(await script(keys=keys, args=[read_at, MEMBERS_TTL_SECONDS, *members]))
 
 
 async def changed(redis: Redis, *conversation_ids: uuid.UUID) -> None:
     """Call after a membership change commits: the next send re-reads Postgres."""
-    async with redis.pipeline(transaction=True) as pipe:
+    # Not one transaction: on a cluster the conversations live in different slots. Each one's bump
+    # still precedes its delete (a pipeline keeps order per connection), which is all a seed needs.
+    async with redis.pipeline(transaction=False) as pipe:
         for conversation_id in conversation_ids:
-            pipe.incr(generation_key(conversation_id))
-            pipe.expire(generation_key(conversation_id), GENERATION_TTL_SECONDS)
-            pipe.delete(members_key(conversation_id))
+            members_set, bumped = _keys(redis, conversation_id)
+            pipe.incr(bumped)
+            pipe.expire(bumped, GENERATION_TTL_SECONDS)
+            pipe.delete(members_set)
         await pipe.execute()

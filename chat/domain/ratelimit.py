@@ -13,11 +13,15 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import limits
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
+
+if TYPE_CHECKING:
+    from chat.settings import Settings
 
 OFF = "off"
 
@@ -59,11 +63,19 @@ class Verdict:
 
 
 class Limiter:
-    def __init__(self, redis: Redis, redis_url: str) -> None:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
         storage: Storage
+        redis_url = settings.redis_url
         if redis_url.startswith("memory://"):
             # Dev mode runs every process in one, so an in-process store is shared by all of them.
             storage = MemoryStorage()
+        elif settings.redis_mode == "cluster":
+            # Its own cluster client: `limits` keeps each window's keys in one slot by hash tag.
+            storage = RedisClusterStorage(
+                "async+redis+cluster://" + redis_url.split("://", 1)[1].split("/", 1)[0],
+                implementation="redispy",
+                key_prefix="chat:limits",
+            )
         else:
             # On the process's own connection pool: closed with it, no second set of connections.
             storage = RedisStorage(

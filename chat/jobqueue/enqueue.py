@@ -13,31 +13,40 @@ from chat.jobqueue import deadletters
 from chat.jobqueue.codec import job_body, timestamp_ms
 from chat.jobqueue.keys import EXPIRES_EXTRA_MS, wake_channel
 from chat.jobqueue.scripts import ENQUEUE, REQUEUE
+from chat.jobqueue.shards import shards_of
 
 
 class QueueWriter:
-    """Puts jobs on the queue in one round trip each, waking idle workers, as enqueue_job would."""
+    """Puts jobs on the queue in one round trip each, waking idle workers, as enqueue_job would.
+
+    `queue_name` is the queue's base name: a job goes on the shard its id's tag names
+    (`chat.jobqueue.shards`), the one queue on a single Redis."""
 
     def __init__(self, redis: Redis, queue_name: str) -> None:
         self.queue_name = queue_name
-        self.wake = wake_channel(queue_name)
+        self.shards = shards_of(redis)
         self._enqueue = redis.register_script(ENQUEUE)
+
+    def queue_for(self, job_id: str) -> str:
+        return self.shards.queue_of_job(self.queue_name, job_id)
 
     async def enqueue(self, function: str, args: Sequence[Any], job_id: str) -> bool:
         """Enqueue unless a job with this id is queued, running or finished."""
         now = timestamp_ms()
         body = job_body(function, args, now)
-        argv: list[bytes | str | int] = [job_id, body, now, EXPIRES_EXTRA_MS, self.wake]
-        return bool(await self._enqueue(keys=[self.queue_name], args=argv))
+        queue = self.queue_for(job_id)
+        argv: list[bytes | str | int] = [job_id, body, now, EXPIRES_EXTRA_MS, wake_channel(queue)]
+        return bool(await self._enqueue(keys=[queue], args=argv))
 
     def stage(self, pipe: Pipeline, function: str, args: Sequence[Any], job_id: str) -> None:
         """`enqueue` as a command in `pipe`: a job staged in a job's outbox is enqueued in the
         MULTI/EXEC that finishes that job, so both happen or neither does."""
         now = timestamp_ms()
         body = job_body(function, args, now)
+        queue = self.queue_for(job_id)
         # EVAL with the text, as RedisPublisher.stage does: EVALSHA in a pipeline asks SCRIPT EXISTS.
         pipe.execute_command(
-            "EVAL", ENQUEUE, 1, self.queue_name, job_id, body, now, EXPIRES_EXTRA_MS, self.wake
+            "EVAL", ENQUEUE, 1, queue, job_id, body, now, EXPIRES_EXTRA_MS, wake_channel(queue)
         )
 
 

@@ -87,15 +87,19 @@ class EraseUser(JobPayload):
     user_id: uuid.UUID
 
 
-def erase_job_id(user_id: uuid.UUID) -> str:
+# `tag` in each id: the queue shard's hash tag (`chat.jobqueue.shards`), which puts the job's keys
+# in the slot of the queue that carries it; "" on one Redis.
+
+
+def erase_job_id(user_id: uuid.UUID, tag: str) -> str:
     # One id per user: asking again while the job is queued, running or kept enqueues nothing.
-    return f"erase:{user_id}"
+    return f"erase:{tag}{user_id}"
 
 
-def persist_job_id(message_id: uuid.UUID) -> str:
-    return f"persist:{message_id}"
+def persist_job_id(message_id: uuid.UUID, tag: str) -> str:
+    return f"persist:{tag}{message_id}"
 
 
-def change_job_id(kind: str, message_id: uuid.UUID) -> str:
+def change_job_id(kind: str, message_id: uuid.UUID, tag: str) -> str:
     # Every edit or delete is its own job; the random part keeps two edits from merging.
-    return f"{kind}:{message_id}:{uuid.uuid4().hex[:12]}"
+    return f"{kind}:{tag}{message_id}:{uuid.uuid4().hex[:12]}"

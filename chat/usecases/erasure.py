@@ -63,7 +63,7 @@ async def request_erasure(sessions: Sessions, redis: Redis, queue: Enqueuer, use
         await session.execute(delete(RefreshToken).where(RefreshToken.user_id == user_id))
         await session.commit()
     await usercontrol.deactivated(redis, user_id)
-    job_id = erase_job_id(user_id)
+    job_id = erase_job_id(user_id, queue.tag_of(user_id))
     await queue.enqueue(ERASE_USER, EraseUser(user_id=user_id), job_id)
     return job_id
 

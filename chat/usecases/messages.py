@@ -31,10 +31,18 @@ from chat.errors import (
     Unprocessable,
     field_error,
 )
-from chat.infra import metrics
+from chat.infra import metrics, tracing
 from chat.infra.db import Sessions
 from chat.infra.storage import Storage
-from chat.jobqueue.accept import Blocked, Enqueuer, NeedsSeed, NotMember, RateLimited, Send
+from chat.jobqueue.accept import (
+    Blocked,
+    Enqueuer,
+    NeedsSeed,
+    NotMember,
+    RateLimited,
+    ReplicaUnconfirmed,
+    Send,
+)
 from chat.jobqueue.jobs import (
     DELETE_MESSAGE,
     EDIT_MESSAGE,
@@ -154,13 +162,21 @@ class Sending:
             attachments=tuple(uploads),
             kind="user" if me is not None else "system",
         )
-        job_id = persist_job_id(message_id)
+        job_id = persist_job_id(message_id, self.queue.tag_of(cid))
         # One Redis round trip decides everything: membership, a repeated client_id, the send
         # rate, the seq, the enqueue. Postgres is read only to seed what Redis lacks.
         claims = client_id is not None
         send = Send(job, job_id, body_digest, self.claim_seconds, self.send_limit, claims=claims)
         for _ in range(3):
-            result = await self.queue.accept_message(send)
+            try:
+                with tracing.span("enqueue", producer=True):  # the job carries this span (codec)
+                    result = await self.queue.accept_message(send)
+            except ReplicaUnconfirmed:
+                # Enqueued, but the promise ACCEPT_DURABILITY=replica makes cannot be given: a
+                # retry with the same client_id gets this message, not a second one.
+                raise ServiceUnavailable(
+                    "The message queue has no replica confirming writes; try again.", retry_after=1
+                ) from None
             if not isinstance(result, NeedsSeed):
                 break
             await self._seed(result, cid)
@@ -261,7 +277,7 @@ class Sending:
             original = row.client_digest or (digest(row.body) if row.edited_at is None and row.body else None)
             if original is not None:
                 claims.append((row.id, row.seq, original))
-        await self.queue.restore_claims(claims, life)
+        await self.queue.restore_claims(cid, claims, life)
 
 
 async def _owned(
@@ -363,7 +379,7 @@ async def edit(queue: Enqueuer, me: uuid.UUID, message: Message, body: str) -> Q
         raise Forbidden("Only the sender can edit a message.")
     if message.deleted:
         raise Conflict("The message was deleted.")
-    job_id = change_job_id("edit", message.id)
+    job_id = change_job_id("edit", message.id, queue.tag_of(message.conversation_id))
     payload = EditMessage(message_id=message.id, actor_id=me, body=body, edited_at=datetime.now(UTC))
     await queue.enqueue(EDIT_MESSAGE, payload, job_id)
     return Queued(message.id, message.conversation_id, message.seq, job_id)
@@ -381,7 +397,7 @@ async def delete(sessions: Sessions, queue: Enqueuer, me: uuid.UUID, mid: uuid.U
             )
             if not (kind == "group" and role == "owner"):
                 raise Forbidden("Only the sender or the group's owner can delete a message.")
-    job_id = change_job_id("delete", message.id)
+    job_id = change_job_id("delete", message.id, queue.tag_of(message.conversation_id))
     payload = DeleteMessage(message_id=message.id, actor_id=me, deleted_at=datetime.now(UTC))
     await queue.enqueue(DELETE_MESSAGE, payload, job_id)
     return Queued(message.id, message.conversation_id, message.seq, job_id)

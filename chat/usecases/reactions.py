@@ -47,4 +47,6 @@ async def _change(
         present=present,
         changed_at=datetime.now(UTC),
     )
-    await queue.enqueue(REACT, payload, change_job_id("react", message.id))
+    await queue.enqueue(
+        REACT, payload, change_job_id("react", message.id, queue.tag_of(message.conversation_id))
+    )

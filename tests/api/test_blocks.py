@@ -38,7 +38,7 @@ async def test_a_blocked_user_can_neither_send_nor_open_a_direct_conversation(
     assert again.status_code == 200 and again.json["id"] == cid
 
     # Redis forgetting the members changes nothing: the block comes back with them from Postgres.
-    await deps.redis.delete(members_key(cid))
+    await deps.redis.delete(members_key(cid, ""))
     assert_problem(await api.post(path, bob, json={"body": "hi"}), 403)
 
     assert (await api.delete(f"/users/me/blocks/{bob.id}", alice)).status_code == 204

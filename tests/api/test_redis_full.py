@@ -104,7 +104,7 @@ async def test_a_full_redis_is_503_with_retry_after_logged_once_and_in_readyz(
     assert before.status_code == 202, before.text
     first = before.json["id"]
     await drain(ours)
-    counter = counter_key(cid)
+    counter = counter_key(cid, "")
     seq_before = await admin.get(counter)
     queued_before = await admin.zcard("arq:queue")
     assert (await api.get("/readyz")).status_code == 200

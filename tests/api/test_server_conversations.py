@@ -60,7 +60,7 @@ async def test_put_creates_then_updates_to_exactly_the_members(
     assert [str(e.data.user_id) for e in ann_events if isinstance(e, ParticipantAdded)] == [u["cat"].id]
     assert [str(e.data.user_id) for e in ann_events if isinstance(e, ParticipantRemoved)] == [u["ben"].id]
     # The Redis mirror follows: ben may no longer send, cat may.
-    assert not await deps.redis.exists(membership.members_key(cid))
+    assert not await deps.redis.exists(membership.members_key(cid, ""))
     assert_problem(await api.post(f"/conversations/{cid}/messages", u["ben"], json={"body": "hi"}), 404)
     assert (
         await api.post(f"/conversations/{cid}/messages", u["cat"], json={"body": "hi"})

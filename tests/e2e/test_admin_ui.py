@@ -114,8 +114,8 @@ def test_dashboard_signs_in_shows_a_dead_letter_and_retries_it(
     register(web, other)
     make_admin(stack, admin)
     now = datetime.now(UTC)
-    job_id = persist_job_id(uuid.uuid4())
-    hostile = change_job_id("edit", uuid.uuid4())
+    job_id = persist_job_id(uuid.uuid4(), "")
+    hostile = change_job_id("edit", uuid.uuid4(), "")
     asyncio.run(
         seed(
             [

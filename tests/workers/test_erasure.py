@@ -107,7 +107,7 @@ async def test_erasure_leaves_others_history_readable_and_a_second_run_changes_n
         await deps.redis.zadd(lane, {pending: int((time.time() + 1.5) * 1000)}, xx=True)
 
         job_id = await request_erasure(deps.sessions, deps.redis, deps.queue, uuid.UUID(alice.id))
-        assert job_id == erase_job_id(uuid.UUID(alice.id))
+        assert job_id == erase_job_id(uuid.UUID(alice.id), "")
         # Asked twice: one job.
         assert await request_erasure(deps.sessions, deps.redis, deps.queue, uuid.UUID(alice.id)) == job_id
         await run_worker()
@@ -142,7 +142,7 @@ async def test_erasure_leaves_others_history_readable_and_a_second_run_changes_n
         uuid.UUID(cid),
         uuid.UUID(group["id"]),
     }
-    assert not await deps.redis.exists(membership.members_key(cid))
+    assert not await deps.redis.exists(membership.members_key(cid, ""))
 
     after = await _snapshot(deps, uuid.UUID(alice.id))
     user = after["user"]

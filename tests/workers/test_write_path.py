@@ -251,11 +251,11 @@ async def test_lost_counter_is_reseeded(api: ApiClient, deps: Deps, run_worker: 
         await send(api, alice, cid, f"m{i}")
     await run_worker()
     # The key vanished: the api seeds from Postgres and carries on after the last stored seq.
-    await deps.redis.delete(counter_key(cid))
+    await deps.redis.delete(counter_key(cid, ""))
     assert (await send(api, alice, cid, "after loss"))["seq"] == 4
     await run_worker()
     # The key went back in time: the worker finds its seq taken and takes the next free one.
-    await deps.redis.set(counter_key(cid), 2)
+    await deps.redis.set(counter_key(cid, ""), 2)
     late = await send(api, alice, cid, "collides")
     assert late["seq"] == 3
     await run_worker()
