@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: dev test e2e lint format bench soak clean
+.PHONY: dev test e2e e2e-cluster lint format bench soak clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(READY)
 ## Run the end-to-end tests: the Procfile's real processes, browsers, faults (a few minutes).
 e2e: $(READY)
 	$(BIN)/python -m pytest -m e2e
+
+## The end-to-end tests again on a Redis Cluster of three masters with a replica each, which the
+## tests start themselves (redis-server --cluster-enabled on free ports; no Docker).
+e2e-cluster: $(READY)
+	TEST_REDIS_MODE=cluster $(BIN)/python -m pytest -m e2e
 
 lint: $(READY)
 	$(BIN)/ruff check .

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis as redis_sync
 
 from tests.support import services
 from tests.support.browser import browser  # noqa: F401  (the fixture, for every browser test)
@@ -32,9 +31,7 @@ def e2e_database() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def stack(e2e_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     services.check_redis()
-    client = redis_sync.Redis.from_url(E2E_REDIS_URL)
-    client.flushdb()
-    client.close()
+    services.flush_redis(E2E_REDIS_URL)
     stack = Stack(stack_env(e2e_database), tmp_path_factory.mktemp("logs"))
     yield stack
     stack.stop_all()

@@ -41,10 +41,6 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _client(port: int) -> redis.Redis:
-    return redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=2, decode_responses=True)
-
-
 def _wait(what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
     """Poll `check` until it gives something other than None (a Redis error counts as not yet)."""
     deadline = time.monotonic() + timeout
@@ -61,18 +57,24 @@ def _wait(what: str, check: Callable[[], T | None], timeout: float, interval: fl
 def _query(port: int, *command: str) -> Any:
     """The reply as the server sends it: a connection of its own skips redis-py's response
     callbacks, whose parsed shapes for CLUSTER and SENTINEL replies vary between its versions."""
-    connection = redis.Connection(
+    connection = redis.Connection(  # type: ignore[no-untyped-call]
         port=port, socket_connect_timeout=1, socket_timeout=2, decode_responses=True
     )
     try:
-        connection.send_command(*command)
-        return connection.read_response()
+        connection.send_command(*command)  # type: ignore[no-untyped-call]
+        return connection.read_response()  # type: ignore[no-untyped-call]
     finally:
-        connection.disconnect()
+        connection.disconnect()  # type: ignore[no-untyped-call]
 
 
 def _cluster_info(port: int) -> dict[str, str]:
     text = str(_query(port, "CLUSTER", "INFO"))
+    return dict(line.strip().split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def _replication(port: int) -> dict[str, str]:
+    """INFO replication's fields (role, master_link_status, ...)."""
+    text = str(_query(port, "INFO", "replication"))
     return dict(line.strip().split(":", 1) for line in text.splitlines() if ":" in line)
 
 
@@ -114,7 +116,7 @@ class _Server:
         def answers() -> bool | None:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"redis-server on {self.port} exited:\n{self.log()}")
-            return True if _client(self.port).ping() else None
+            return True if _query(self.port, "PING") == "PONG" else None
 
         _wait(f"redis-server on {self.port} answering PING", answers, timeout)
 
@@ -229,16 +231,24 @@ class RedisClusterProcess:
         if create.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{create.stdout}{create.stderr}")
         self.wait_ok(self.ports)
-        # A replica counts only once it has synced with its master: a master killed before then
-        # would have nothing to fail over to.
-        _wait("every replica in sync with its master", self._replicas_synced, 30)
+        _wait("every node agreeing on the masters and every replica in sync", self._settled, 30)
 
-    def _replicas_synced(self) -> bool | None:
-        for node in self.nodes():
-            if node.role == "replica":
-                info = _client(node.port).info("replication")
-                if info.get("master_link_status") != "up":
-                    return None
+    def _settled(self) -> bool | None:
+        """Every node sees the same masters and replicas (gossip carries each CLUSTER REPLICATE to
+        the others a moment after slots are ok), and every replica has synced with its master: a
+        master killed before then would have nothing to fail over to."""
+        views = {
+            port: [(node.port, node.role, node.failed) for node in self.nodes(port)] for port in self.ports
+        }
+        first = views[self.ports[0]]
+        roles = [role for _, role, _ in first]
+        if any(view != first for view in views.values()) or any(failed for _, _, failed in first):
+            return None
+        if roles.count("master") != self.masters or roles.count("replica") != self.masters * self.replicas:
+            return None
+        for port, role, _ in first:
+            if role == "replica" and _replication(port).get("master_link_status") != "up":
+                return None
         return True
 
     def wait_ok(self, ports: Iterable[int], timeout: float = 30) -> None:
@@ -265,9 +275,10 @@ class RedisClusterProcess:
                 return port
         raise RuntimeError("no node of the cluster is running")
 
-    def nodes(self) -> list[ClusterNode]:
-        """Every node as a live node sees it (CLUSTER NODES), in the order the ports were given."""
-        text = str(_query(self._live_port(), "CLUSTER", "NODES"))
+    def nodes(self, seen_from: int | None = None) -> list[ClusterNode]:
+        """Every node as `seen_from` (else a live node) sees it (CLUSTER NODES), in the order the
+        ports were given."""
+        text = str(_query(seen_from or self._live_port(), "CLUSTER", "NODES"))
         by_port: dict[int, ClusterNode] = {}
         for line in text.splitlines():
             fields = line.split()
@@ -322,7 +333,7 @@ class RedisClusterProcess:
             (port,) = new
             if port is None or not self._servers[port].alive():
                 return None
-            if _client(port).info("replication").get("role") != "master":
+            if _replication(port).get("role") != "master":
                 return None
             return True
 
@@ -435,11 +446,7 @@ class SentinelSetup:
         self._replica.wait_ping()
         _wait(
             "the replica in sync with the master",
-            lambda: (
-                True
-                if _client(self.replica_port).info("replication").get("master_link_status") == "up"
-                else None
-            ),
+            lambda: True if _replication(self.replica_port).get("master_link_status") == "up" else None,
             30,
         )
         for sentinel in self._sentinels:
@@ -496,7 +503,7 @@ class SentinelSetup:
             ((_, port),) = addresses
             if port == self._killed_port:
                 return None
-            return True if _client(port).info("replication").get("role") == "master" else None
+            return True if _replication(port).get("role") == "master" else None
 
         _wait("the sentinels naming a new master", moved, timeout, interval=0.1)
         return time.monotonic() - self._killed_at

@@ -9,14 +9,22 @@ import signal
 import subprocess
 import time
 import uuid
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 import redis
+import redis.asyncio
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# The Redis topology the run tests against: one server, or a Redis Cluster of three masters with a
+# replica each (`make e2e-cluster`). The processes the run starts inherit the variable.
+REDIS_MODE = os.environ.get("TEST_REDIS_MODE", "standalone")
+if REDIS_MODE not in {"standalone", "cluster"}:
+    raise RuntimeError(f"TEST_REDIS_MODE={REDIS_MODE!r}: standalone or cluster")
 
 
 def _run_redis() -> str:
@@ -33,6 +41,8 @@ def _run_redis() -> str:
 
     if shutil.which("redis-server") is None:
         return "redis://127.0.0.1:6379/14"  # check_redis() then fails (CI) or skips, naming it
+    if REDIS_MODE == "cluster":
+        return _run_cluster()
 
     def die_with_parent() -> None:
         # PR_SET_PDEATHSIG: a run killed with SIGKILL leaves no server behind.
@@ -66,6 +76,31 @@ def _run_redis() -> str:
     os.environ["TEST_REDIS_URL"] = url
     os.environ["TEST_REDIS_STARTED_BY"] = os.environ.get("PYTEST_XDIST_WORKER", "")
     return url
+
+
+def _run_cluster() -> str:
+    """A Redis Cluster of this test run's own (tests/support/rediscluster.py), gone when the run ends.
+
+    Its URL names one master's db 0: a cluster has no other database.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    from tests.support.rediscluster import RedisClusterProcess
+
+    workdir = tempfile.mkdtemp(prefix="test-redis-cluster-")
+    cluster = RedisClusterProcess(workdir)
+
+    def stop() -> None:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    atexit.register(stop)
+    os.environ["TEST_REDIS_URL"] = cluster.url
+    os.environ["TEST_REDIS_STARTED_BY"] = os.environ.get("PYTEST_XDIST_WORKER", "")
+    os.environ["TEST_REDIS_MODE"] = "cluster"
+    return cluster.url
 
 
 def _redis_url() -> str:
@@ -126,20 +161,59 @@ def drop_database(name: str) -> None:
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def redis_mode_for(url: str) -> str:
+    """The REDIS_MODE a process or Settings needs for `url`: the run's mode on the run's Redis, and
+    standalone on any other (a PrivateRedis a fault test breaks is one server in every mode)."""
+    return REDIS_MODE if urlsplit(url).netloc == urlsplit(REDIS_URL).netloc else "standalone"
+
+
+def redis_client(url: str | None = None, **options: Any) -> redis.Redis | redis.RedisCluster:
+    """A client of the run's Redis (or of `url` on it): a cluster client under TEST_REDIS_MODE=cluster,
+    which follows each key to its master, else a plain one."""
+    url = url or REDIS_URL
+    client: redis.Redis | redis.RedisCluster
+    if REDIS_MODE == "cluster":
+        client = redis.RedisCluster.from_url(url, **options)
+    else:
+        client = redis.Redis.from_url(url, **options)
+    return client
+
+
+def async_redis_client(
+    url: str | None = None, **options: Any
+) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+    """The asyncio client of `redis_client`'s kind."""
+    url = url or REDIS_URL
+    client: redis.asyncio.Redis | redis.asyncio.RedisCluster
+    if REDIS_MODE == "cluster":
+        client = redis.asyncio.RedisCluster.from_url(url, **options)
+    else:
+        client = redis.asyncio.Redis.from_url(url, **options)
+    return client
+
+
 def check_redis() -> None:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    # Connecting a cluster client reads the cluster's slots from the node: a Redis without cluster
+    # mode, or a cluster not yet ok, fails here rather than in the first test.
     try:
-        client.ping()
-    except redis.exceptions.RedisError as exc:
-        unavailable(f"Redis at {REDIS_URL}", exc)
-    finally:
-        client.close()
+        client = redis_client(socket_connect_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        unavailable(f"Redis ({REDIS_MODE}) at {REDIS_URL}", exc)
 
 
-def flush_redis() -> None:
-    client = redis.Redis.from_url(REDIS_URL)
+def flush_redis(url: str | None = None) -> None:
+    """Empty the run's Redis database (or `url`'s): FLUSHDB on one server; on a cluster, FLUSHALL
+    on every master (a cluster has only db 0)."""
+    client = redis_client(url)
     try:
-        client.flushdb()
+        if isinstance(client, redis.RedisCluster):
+            client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+        else:
+            client.flushdb()
     finally:
         client.close()
 

@@ -37,6 +37,9 @@ def make_settings(**overrides: Any) -> Settings:
         "uploads_dir": str(Path(tempfile.gettempdir()) / "headless-chat-tests" / "uploads"),
     }
     base.update(overrides)
+    if "redis_url" in base and "redis_mode" not in base:
+        # The run's Redis may be a cluster (TEST_REDIS_MODE); the mode goes with the URL.
+        base["redis_mode"] = services.redis_mode_for(base["redis_url"])
     return Settings(**base)
 
 

@@ -19,9 +19,21 @@ import httpx
 from tests.support import services
 
 ROOT = Path(__file__).resolve().parents[2]
-# The processes' own Redis database, on the run's own server (services.REDIS_URL).
-E2E_REDIS_URL = os.environ.get("TEST_E2E_REDIS_URL", services.REDIS_URL.rsplit("/", 1)[0] + "/13")
+# The processes' own Redis database, on the run's own server (services.REDIS_URL). A cluster has
+# only db 0, which the processes then share with the in-process tests (make e2e runs serially).
+E2E_REDIS_URL = os.environ.get(
+    "TEST_E2E_REDIS_URL",
+    services.REDIS_URL if services.REDIS_MODE == "cluster" else services.REDIS_URL.rsplit("/", 1)[0] + "/13",
+)
 SECRET = "e2e-secret-" + "k" * 40
+
+
+def with_redis_mode(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the REDIS_MODE its REDIS_URL needs, unless it names one: REDIS_MODE=cluster for the
+    run's cluster (TEST_REDIS_MODE=cluster), standalone for a test's own server."""
+    if "REDIS_MODE" in env or "REDIS_URL" not in env:
+        return env
+    return {**env, "REDIS_MODE": services.redis_mode_for(env["REDIS_URL"])}
 
 
 def procfile() -> dict[str, str]:
@@ -97,7 +109,7 @@ class Stack:
 
     def start(self, kind: str, *, wait: bool = True, **extra_env: str) -> Process:
         port = free_port()
-        env = {**os.environ, **self.env, "PORT": str(port), **extra_env}
+        env = with_redis_mode({**os.environ, **self.env, "PORT": str(port), **extra_env})
         log = self.logs / f"{kind}-{port}.log"
         command = self.lines[kind].strip()
         with log.open("wb") as out:
@@ -116,12 +128,14 @@ class Stack:
         return process
 
     def run(self, kind: str, **extra_env: str) -> subprocess.CompletedProcess[bytes]:
-        env = {
-            **os.environ,
-            **self.env,
-            **extra_env,
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        }
+        env = with_redis_mode(
+            {
+                **os.environ,
+                **self.env,
+                **extra_env,
+                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            }
+        )
         return subprocess.run(
             ["/bin/sh", "-c", self.lines[kind].strip()], cwd=ROOT, env=env, capture_output=True, timeout=120
         )
