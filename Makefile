@@ -4,12 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: dev test e2e e2e-cluster lint format bench soak clean
+.PHONY: lock dev test e2e e2e-cluster lint format bench soak clean
 
-$(READY): pyproject.toml
+# The exact versions CI tested, each file checked against its hash, then the project itself without
+# letting pip resolve anything further.
+$(READY): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(READY)
 
 ## Run the whole product in one process: api, worker and push on SQLite + in-process Redis.
@@ -44,6 +47,22 @@ bench: $(READY)
 ## Ten minutes of steady load on the real processes: RSS per process over time, and zero loss.
 soak: $(READY)
 	$(BIN)/python -m bench.soak --minutes 10
+
+## Refresh requirements.lock (everything, for make's venv) and requirements-runtime.lock (the image's)
+## from pyproject.toml: rerun after changing its dependencies. Pins already in the files are kept
+## unless pyproject.toml rules them out; `make lock UPGRADE=1` moves each to the newest it allows.
+# uv, not pip-tools: it resolves for a target Python and platform rather than the one it runs on, and
+# reads only PyPI (not this machine's pip configuration), so every hash in the files is PyPI's.
+UV_VERSION := 0.13.9
+LOCK_FLAGS := --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command "make lock"
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip compile pyproject.toml --all-extras $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) \
+		-o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra tracing $(LOCK_FLAGS) -c requirements.lock \
+		-o requirements-runtime.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache headless-chat.db*
