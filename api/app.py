@@ -11,7 +11,7 @@ from falcon.asgi import Request, Response
 from api import openapi, problems
 from api.auth import BearerAuth
 from api.deps import Deps
-from api.observe import Lifespan, RequestMetrics, SecurityHeaders
+from api.observe import Lifespan, RequestMetrics, RequestSpans, SecurityHeaders
 from api.operations import API, PAGES, bind, route_table
 from api.resources import (
     admin,
@@ -41,7 +41,7 @@ from chat.domain.sequence import Sequencer
 from chat.domain.webhooks import WebhookPublisher, create_dispatcher
 from chat.identity.authn import Authenticator, UserCheck, app_users
 from chat.identity.security import Passwords, Tokens
-from chat.infra import probes
+from chat.infra import probes, tracing
 from chat.infra.db import create_engine, create_sessionmaker
 from chat.infra.redisclient import create_redis
 from chat.infra.storage import LocalStorage
@@ -123,6 +123,8 @@ def create_app(
         BearerAuth(authenticator),
         server_auth,
     ]
+    if tracing.setup("web"):
+        middleware.insert(0, RequestSpans())  # first in, last out: the span holds every other step
     origins = [o.strip() for o in deps.settings.cors_allowed_origins.split(",") if o.strip()]
     if origins:
         middleware.insert(

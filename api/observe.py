@@ -1,4 +1,4 @@
-"""Request metrics, `/metrics`, and the lifespan hook that closes this process's clients."""
+"""Request metrics and spans, `/metrics`, and the lifespan hook that closes this process's clients."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from falcon.asgi import Request, Response
 
 from api.deps import Deps
-from chat.infra import metrics
+from chat.infra import metrics, tracing
 from chat.infra.serving import SECURITY_HEADERS
 
 
@@ -27,6 +27,22 @@ class RequestMetrics:
         status = resp.status if isinstance(resp.status, int) else int(str(resp.status)[:3])
         metrics.HTTP_REQUESTS.labels(req.method, route, str(status)).inc()
         metrics.HTTP_LATENCY.labels(req.method, route).observe(time.perf_counter() - started)
+
+
+class RequestSpans:
+    """A span per request, the root of a message's trace (chat.infra.tracing); in the middleware
+    only while tracing is on, so that it costs nothing otherwise."""
+
+    async def process_request(self, req: Request, resp: Response) -> None:
+        req.context.trace = tracing.request(req.method, req.get_header("traceparent"))
+
+    async def process_response(
+        self, req: Request, resp: Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        trace = getattr(req.context, "trace", None)
+        if trace is not None:
+            status = resp.status if isinstance(resp.status, int) else int(str(resp.status)[:3])
+            trace.end(req.method, req.uri_template, status)
 
 
 class SecurityHeaders:

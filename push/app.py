@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chat.errors import ServiceUnavailable, Unauthorized
 from chat.identity.authn import Authenticator, Deactivated, UserCheck, app_users
 from chat.identity.security import Tokens
-from chat.infra import metrics, probes
+from chat.infra import metrics, probes, tracing
 from chat.infra.db import create_engine, create_sessionmaker
 from chat.infra.outage import Outage
 from chat.infra.redisclient import create_redis
@@ -105,6 +105,7 @@ def create_app(
 ) -> falcon.asgi.App[Request, Response]:
     """The push app; `connections` is how the server that runs it reaches the open sockets."""
     settings = settings or Settings()
+    tracing.setup("push")
     connections = connections if connections is not None else Connections()
     redis = create_redis(settings)
     hub = Hub(redis)

@@ -18,8 +18,10 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from chat.infra import tracing
 from chat.realtime import usercontrol
 from chat.realtime.eventbus import CHANNEL_PREFIX, channel
+from chat.realtime.events import untraced
 
 log = logging.getLogger("push.hub")
 
@@ -142,8 +144,12 @@ class Hub:
             return
         frame = data.decode() if isinstance(data, bytes) else data  # once per process, not per socket
         if frame.startswith("{"):  # an event: the hot path pays one character's comparison
+            frame, parent = untraced(frame)  # the client's frame never holds the trace context
+            span = None if parent is None else tracing.deliver(parent, len(sockets))
             for subscriber in list(sockets):
                 subscriber.offer(frame)
+            if span is not None:
+                span.end()
             return
         if usercontrol.decode(frame) is usercontrol.Order.DEACTIVATED:
             for subscriber in list(sockets):

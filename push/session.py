@@ -33,6 +33,7 @@ from chat.infra.outage import Outage
 from chat.realtime import presence
 from chat.realtime.eventbus import EVENT_FIELD, stream_key
 from chat.realtime.events import frame as event_frame
+from chat.realtime.events import untraced
 from chat.settings import Settings
 from push import frames
 from push.frame_limit import FrameBudget
@@ -208,7 +209,8 @@ class Session:
                 while True:
                     entries = await _bounded(redis.xrange(key, min=cursor, max="+", count=REPLAY_CHUNK))
                     for entry_id, fields in entries:
-                        await self.ws.send_text(event_frame(entry_id, fields[EVENT_FIELD]).decode())
+                        frame, _ = untraced(event_frame(entry_id, fields[EVENT_FIELD]).decode())
+                        await self.ws.send_text(frame)
                         last_sent = frames.parse_id(entry_id)
                         replayed += 1
                     if len(entries) < REPLAY_CHUNK:

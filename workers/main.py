@@ -17,6 +17,7 @@ import httpx
 
 from chat.domain.sequence import Sequencer
 from chat.domain.webhooks import create_dispatcher
+from chat.infra import tracing
 from chat.infra.db import create_engine, create_sessionmaker
 from chat.infra.failures import is_transient
 from chat.infra.outage import Outages
@@ -126,6 +127,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 
 def create_worker(settings: Settings, **overrides: Any) -> ChatWorker:
     """The worker with every client built from `settings`; tests pass `burst=True` and the like."""
+    tracing.setup("worker")
     limit, age = dead_letter_limits(settings)
     options: dict[str, Any] = {
         **worker_options(settings),

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.domain import attachments, reading
 from chat.domain.webhooks import WebhookPublisher
-from chat.infra import metrics
+from chat.infra import metrics, tracing
 from chat.infra.failures import describe, is_transient
 from chat.jobqueue.jobs import DeleteMessage, EditMessage, PersistMessage, React, Retry
 from chat.models import Message
@@ -103,7 +103,8 @@ async def persist_message(ctx: Ctx, payload: dict[str, Any]) -> str:
             ctx["sessions"], storage, command.attachments, command.sender_id, command.message_id
         )
         files = attachments.shown(found, storage)
-    message, recipients = await batcher.persist(command, first_try=first_try)
+    with tracing.span("store"):  # waiting for the group commit, and the commit
+        message, recipients = await batcher.persist(command, first_try=first_try)
     if files and not message.deleted:
         message = message.model_copy(update={"attachments": files})
     event = MessageCreated(conversation_id=message.conversation_id, data=message)

@@ -10,6 +10,8 @@ import orjson
 from arq.jobs import SerializationError, deserialize_job_raw
 from arq.utils import ms_to_datetime, timestamp_ms
 
+from chat.infra import tracing
+
 __all__ = [
     "SerializationError",
     "deserialize",
@@ -19,6 +21,7 @@ __all__ = [
     "seq_splice",
     "serialize",
     "timestamp_ms",
+    "trace_of",
 ]
 
 # What `read_job` gives: function, args, kwargs, tries (None when the body has none), enqueued ms.
@@ -43,9 +46,25 @@ def _json_default(obj: Any) -> Any:
 def job_body(function: str, args: Sequence[Any], enqueued_ms: int, tries: int | None = None) -> bytes:
     """A job as `ArqRedis.enqueue_job` serialises it with the product's JSON serializer.
 
-    The args come last, so that the api's send script can splice the seq into the payload.
+    The args come last, so that the api's send script can splice the seq into the payload. With
+    tracing on, `"tp"` before them is the span enqueuing the job (arq reads none but its own keys).
     """
-    return serialize({"t": tries, "f": function, "k": {}, "et": enqueued_ms, "a": list(args)})
+    parent = tracing.traceparent()
+    if parent is None:
+        return serialize({"t": tries, "f": function, "k": {}, "et": enqueued_ms, "a": list(args)})
+    return serialize({"t": tries, "f": function, "k": {}, "et": enqueued_ms, "tp": parent, "a": list(args)})
+
+
+def trace_of(body: bytes) -> str | None:
+    """The traceparent a job body carries (`job_body`), found without decoding the whole body."""
+    # Only among the keys before the args, which are all ours.
+    args = body.find(b',"a":[')
+    start = body.find(b'"tp":"', 0, args)
+    if start < 0:
+        return None
+    start += len(b'"tp":"')
+    end = body.find(b'"', start, args)
+    return body[start:end].decode("ascii", "replace") if end > 0 else None
 
 
 def seq_splice(function: str, payload: dict[str, Any], enqueued_ms: int) -> tuple[bytes, bytes]:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from chat.infra import tracing
 from chat.schemas import ConversationOut, MessageOut
 
 
@@ -106,9 +107,29 @@ Event = Annotated[StoredEvent | Typing, Field(discriminator="type")]
 _event_adapter: TypeAdapter[StoredEvent | Typing] = TypeAdapter(Event)
 
 
+# With tracing on, an event carries the span that published it to the push process, as its last
+# field: a W3C traceparent, 55 characters (chat.infra.tracing). Push strips it (`untraced`) before a
+# client sees the frame. Only a key can put these bytes there: a quote inside a string is escaped.
+TRACE_FIELD = "_traceparent"
+_TRACE_MARK = f',"{TRACE_FIELD}":"'
+_PARENT = len("00-") + 32 + len("-") + 16 + len("-") + 2  # version, trace id, span id, flags
+_TRACE_TAIL = len(_TRACE_MARK) + _PARENT + len('"}')
+
+
 def encode(event: StoredEvent | Typing) -> bytes:
     """Serialise once; the same bytes go to every recipient's stream and channel."""
-    return orjson.dumps(event.model_dump(mode="json"))
+    data = orjson.dumps(event.model_dump(mode="json"))
+    parent = tracing.traceparent()
+    if parent is None or len(parent) != _PARENT:
+        return data
+    return data[:-1] + _TRACE_MARK.encode() + parent.encode() + b'"}'
+
+
+def untraced(frame: str) -> tuple[str, str | None]:
+    """A frame as the client gets it, and the traceparent it carried (None when it had none)."""
+    if frame[-_TRACE_TAIL : -_PARENT - 2] != _TRACE_MARK:  # one short comparison for every frame
+        return frame, None
+    return frame[:-_TRACE_TAIL] + "}", frame[-_PARENT - 2 : -2]
 
 
 # A stored event reaches a client as its encoded JSON with the recipient's event_id spliced in
@@ -141,4 +162,5 @@ def decode(data: bytes | str) -> StoredEvent | Typing:
     """Parse an event (a frame's extra `event_id` is dropped); for consumers and tests."""
     raw = orjson.loads(data)
     raw.pop("event_id", None)
+    raw.pop(TRACE_FIELD, None)
     return _event_adapter.validate_python(raw)

@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis.exceptions
 from arq import Worker
@@ -22,6 +22,9 @@ from arq import Worker
 from chat.infra.outage import Outage
 from chat.jobqueue.outbox import Outbox
 from chat.jobqueue.scripts import CLAIM
+
+if TYPE_CHECKING:
+    from chat.infra.tracing import JobTrace
 
 log = logging.getLogger("workers.arq")
 
@@ -72,6 +75,7 @@ class Outcome:
     keep_result_ms: int | None = None
     outbox: Outbox = dataclasses.field(default_factory=list)
     gives_back_try: bool = False  # a retry because a dependency was away: the try does not count
+    trace: JobTrace | None = None  # its spans while tracing is on (chat.infra.tracing)
 
 
 @dataclasses.dataclass(slots=True)

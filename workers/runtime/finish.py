@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from chat.infra import metrics
+from chat.infra import metrics, tracing
 from chat.infra.failures import describe
 from chat.infra.outage import Backoff
 from chat.jobqueue import deadletters, heartbeats, jobstats
@@ -39,6 +39,8 @@ class Finishing(WorkerBase):
             backoff.reset()
             for outcome in batch:
                 self._count(outcome)
+                if outcome.trace is not None:
+                    outcome.trace.end(outcome.kind)
                 running = self._running.pop(outcome.job.id, None)
                 if running is not None and running.timer is not None:
                     running.timer.cancel()
@@ -58,8 +60,10 @@ class Finishing(WorkerBase):
             for outcome in batch:
                 job_id = outcome.job.id
                 if outcome.kind in ("complete", "failed"):
-                    for stage in outcome.outbox:
-                        await stage(pipe)
+                    # Under the job's "publish" span: each event staged carries it to push.
+                    with tracing.publishing(outcome.trace, len(outcome.outbox)):
+                        for stage in outcome.outbox:
+                            await stage(pipe)
                     data = self._result(outcome)
                     if data is not None and (outcome.keep_result_ms is None or outcome.keep_result_ms > 0):
                         pipe.set(result_key(job_id), data, px=outcome.keep_result_ms)

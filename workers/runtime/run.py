@@ -11,8 +11,9 @@ from arq import Retry
 from arq.jobs import SerializationError, deserialize_job_raw
 from arq.utils import ms_to_datetime, timestamp_ms
 
-from chat.infra import metrics
+from chat.infra import metrics, tracing
 from chat.infra.failures import describe, scrubbed_traceback, unavailable
+from chat.jobqueue.codec import trace_of
 from workers.runtime.base import OUTAGE_FIRST_RETRY_SECONDS, Claimed, Outcome, log
 from workers.runtime.finish import Finishing
 
@@ -73,8 +74,14 @@ class Runner(Finishing):
             "score": job.score,
             "outbox": outcome.outbox,
         }
+        if tracing.enabled():
+            # A child of the span that enqueued the job; ends once finishing has written it.
+            outcome.trace = tracing.job(
+                trace_of(job.body), function_name, job.id, tries, enqueued_ms, outcome.started_ms
+            )
         try:
-            outcome.result = await function.coroutine(ctx, *args, **kwargs)
+            call = function.coroutine(ctx, *args, **kwargs)
+            outcome.result = await (call if outcome.trace is None else outcome.trace.run(call))
         except Retry as retry:
             outcome.kind = "retry"
             outcome.due_ms = timestamp_ms() + (retry.defer_score or 0)
