@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from chat.infra import serving
+from chat.infra import durability, serving
 from chat.infra.process import configure_logging, settings_or_exit, use_uvloop
 
 log = logging.getLogger("api")
@@ -15,6 +15,7 @@ def main() -> None:
     # The app's own lines (outages, failures) through the same redacting handler as push and workers.
     configure_logging()
     settings = settings_or_exit()
+    durability.report_at_start(settings, log)
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a server process listens on all interfaces
     port = int(os.environ.get("PORT", "8000"))
     config = serving.Config(

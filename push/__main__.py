@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 
+from chat.infra import durability
 from chat.infra.process import configure_logging, settings_or_exit, settle_gc, use_uvloop
 from push.server import build_server
 
@@ -15,6 +16,7 @@ log = logging.getLogger("push")
 def main() -> None:
     configure_logging()
     settings = settings_or_exit()
+    durability.report_at_start(settings, log)
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a server process listens on all interfaces
     port = int(os.environ.get("PORT", "8001"))
     server, sock = build_server(settings, host, port)

@@ -16,7 +16,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from chat.infra import metrics, serving
+from chat.infra import durability, metrics, serving
 from chat.infra.process import configure_logging, settings_or_exit, settle_gc, use_uvloop
 from workers.main import create_worker
 
@@ -130,6 +130,7 @@ def serve_metrics(first: int, registry: CollectorRegistry) -> int | None:
 def main() -> None:
     configure_logging()
     settings = settings_or_exit()
+    durability.report_at_start(settings, log)
     port = settings.worker_metrics_port or (int(os.environ["PORT"]) if os.environ.get("PORT") else None)
     if port:
         serve_metrics(port, metrics.WORKER_METRICS)
