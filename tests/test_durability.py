@@ -89,7 +89,7 @@ def primary_and_replica(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[
     try:
         deadline = time.monotonic() + 10
         # Connected is not enough: WAIT counts only a replica that streams (past its first sync).
-        while "online" not in str(client.info("replication").get("slave0", "")):
+        while "online" not in str(client.info("replication").get("slave0", "")):  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the replica never came online"
             time.sleep(0.05)
         yield primary_port, replica
@@ -128,7 +128,7 @@ async def test_with_replica_durability_a_send_is_202_once_the_replica_has_it_and
     )
     assert sent.status_code == 202, sent.text
     # The replica has it: the job is on the replica's copy of the queue.
-    replica_port = int(replica.args[2])  # type: ignore[index]
+    replica_port = int(str(list(replica.args)[2]))  # type: ignore[arg-type]
     mirror = redis.Redis(port=replica_port)
     try:
         assert mirror.zcard("arq:queue") == 1

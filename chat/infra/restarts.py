@@ -15,7 +15,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    ClusterDownError,
+    MovedError,
+    ResponseError,
+    TryAgainError,
+)
 
 if TYPE_CHECKING:
     from chat.jobqueue.shards import Shards
@@ -38,7 +45,8 @@ return 1
 """
 
 # A slot this node does not serve (cluster) is another node's to record: its own connections do.
-_ELSEWHERE = ("MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "TRYAGAIN")
+# (redis-py raises these as their own types, the MOVED/ASK prefix stripped from the message.)
+_ELSEWHERE = (MovedError, AskError, ClusterCrossSlotError, ClusterDownError, TryAgainError)
 
 
 def hook(shards: Shards) -> Callable[[Any], Awaitable[None]]:
@@ -57,9 +65,10 @@ def hook(shards: Shards) -> Callable[[Any], Awaitable[None]]:
         for _ in tags:
             try:
                 await connection.read_response()
-            except ResponseError as exc:
-                if not str(exc).startswith(_ELSEWHERE):
-                    raise  # out of memory, read-only: this connection must not serve sends yet
+            except _ELSEWHERE:
+                pass
+            except ResponseError:
+                raise  # out of memory, read-only: this connection must not serve sends yet
 
     return connect
 

@@ -117,7 +117,7 @@ async def _stored_seqs(settings: Settings, cid: str) -> dict[int, str]:
     try:
         async with create_sessionmaker(engine)() as session:
             rows = await session.execute(select(Message.seq, Message.body).where(Message.conversation_id == cid))
-            return {seq: body for seq, body in rows}
+            return {seq: body or "" for seq, body in rows}
     finally:
         await engine.dispose()
 
