@@ -95,7 +95,9 @@ def snapshot_redis(tmp_path: Path) -> Iterator[SnapshotRedis]:
 
 
 @pytest.fixture
-async def stack(settings: Settings, snapshot_redis: SnapshotRedis) -> AsyncIterator[tuple[ApiClient, Settings]]:
+async def stack(
+    settings: Settings, snapshot_redis: SnapshotRedis
+) -> AsyncIterator[tuple[ApiClient, Settings]]:
     ours = settings.model_copy(update={"redis_url": snapshot_redis.url})
     deps = build_deps(ours)
     async with ASGIConductor(create_app(ours, deps)) as conductor:
@@ -116,7 +118,9 @@ async def _stored_seqs(settings: Settings, cid: str) -> dict[int, str]:
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine)() as session:
-            rows = await session.execute(select(Message.seq, Message.body).where(Message.conversation_id == cid))
+            rows = await session.execute(
+                select(Message.seq, Message.body).where(Message.conversation_id == cid)
+            )
             return {seq: body or "" for seq, body in rows}
     finally:
         await engine.dispose()
@@ -146,4 +150,8 @@ async def test_a_redis_back_from_an_old_snapshot_reuses_no_seq(
 
 
 def _bodies() -> list[str]:
-    return [f"before {i}" for i in range(3)] + [f"after {i}" for i in range(4)] + [f"again {i}" for i in range(3)]
+    return (
+        [f"before {i}" for i in range(3)]
+        + [f"after {i}" for i in range(4)]
+        + [f"again {i}" for i in range(3)]
+    )
