@@ -228,9 +228,14 @@ def payload(function: str, at: datetime) -> tuple[str, dict[str, Any]]:
     if function == "persist_message":
         body = "Running 10 minutes late, start without me"
         sent = PersistMessage(
-            message_id=message, conversation_id=conversation, sender_id=user, seq=4812, body=body,
-            client_id=uuid.uuid4().hex, created_at=at,
-        )  # fmt: skip
+            message_id=message,
+            conversation_id=conversation,
+            sender_id=user,
+            seq=4812,
+            body=body,
+            client_id=uuid.uuid4().hex,
+            created_at=at,
+        )
         return persist_job_id(message, ""), sent.dump()
     if function == "edit_message":
         edit = EditMessage(message_id=message, actor_id=user, body="Moved to 3 pm, room 4B", edited_at=at)
