@@ -66,6 +66,11 @@ class ClusterArqRedis(RedisCluster):
         self.default_queue_name = default_queue_name
         self.expires_extra_ms = 86_400_000
 
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        # Callers written for redis.asyncio.Redis ask for the pool too; a cluster client owns its
+        # nodes' pools and closes them all.
+        await super().aclose()
+
 
 def create_redis(settings: Settings, *, max_connections: int | None = None) -> ArqRedis:
     """A Redis client that is also an arq pool (it can enqueue jobs), configured for JSON jobs.
