@@ -116,7 +116,7 @@ async def _jobs(settings: Settings, args: argparse.Namespace) -> int:
 async def _jobs_command(redis: Redis, queues: Queues, args: argparse.Namespace) -> int:
     action = args.action
     if action == "stats":
-        _print(args, await monitor.queue_counts(redis, queues.all, by_function=True), _stats_text)
+        _print(args, await monitor.queue_counts(redis, queues.every, by_function=True), _stats_text)
     elif action == "workers":
         _print(args, await heartbeats.live(redis), _workers_text)
     elif action == "failed":
@@ -146,7 +146,7 @@ async def _jobs_command(redis: Redis, queues: Queues, args: argparse.Namespace) 
     elif action == "check":
         # The messages' queue: deliveries waiting on a customer's slow receiver are no sign that
         # the workers fall behind, and scaling workers would not make that receiver faster.
-        counts = await monitor.queue_counts(redis, queues.messages)
+        counts = await monitor.queue_counts(redis, queues.shard_queues(queues.messages))
         code, reason = monitor.check(counts, args.max_latency)
         _print(args, {"status": code, "reason": reason, **counts}, lambda _: reason)
         return code

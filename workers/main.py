@@ -25,6 +25,7 @@ from chat.infra.process import withhold_job_args
 from chat.infra.redisclient import create_redis
 from chat.infra.stores import create_storage
 from chat.jobqueue.codec import deserialize, serialize
+from chat.jobqueue.shards import Shards
 from chat.realtime.eventbus import RedisPublisher
 from chat.settings import Settings
 from workers.batch import PersistBatcher
@@ -140,6 +141,7 @@ def create_worker(settings: Settings, **overrides: Any) -> ChatWorker:
         "lanes": {settings.webhook_queue_name: settings.webhook_max_jobs},
         "outage_max_seconds": settings.job_outage_max_seconds,
         "outage_retry_max_seconds": settings.job_outage_retry_max_seconds,
+        "shards": Shards.from_settings(settings).worker_shards(settings),
     }
     options.update(overrides)
     return ChatWorker(**options)

@@ -33,7 +33,7 @@ class AdminOnly:
 class Queue(AdminOnly):
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
-        send(resp, await monitor.queue_counts(self.redis, self.queues.all, by_function=True))
+        send(resp, await monitor.queue_counts(self.redis, self.queues.every, by_function=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,8 @@ class QueueHistory(AdminOnly):
     async def on_get(self, req: Request, resp: Response) -> None:
         await self._require_admin(req)
         minutes = query_int(req, "minutes", default=60, lo=1, hi=120)
-        send(resp, {"items": await jobstats.history(self.redis, self.queues.messages, minutes)})
+        lane = self.queues.shard_queues(self.queues.messages)
+        send(resp, {"items": await jobstats.history(self.redis, lane, minutes)})
 
 
 @dataclass(frozen=True, slots=True)

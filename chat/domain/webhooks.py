@@ -205,9 +205,10 @@ class Dispatcher:
         if not hooks:
             return 0
         payload = await self.body(event, recipients, source)
+        tag = self._tag(event, source)
         jobs = [
             (
-                f"{WEBHOOK_JOB_PREFIX}{delivery}",
+                f"{WEBHOOK_JOB_PREFIX}{tag}{delivery}",
                 {"webhook_id": str(hook.id), "delivery_id": str(delivery), "event": payload},
             )
             for hook in hooks
@@ -226,6 +227,14 @@ class Dispatcher:
                 await pipe.execute()
         metrics.WEBHOOKS_DISPATCHED.labels(event.type).inc(len(jobs))
         return len(jobs)
+
+    def _tag(self, event: StoredEvent, source: str | None) -> str:
+        """The queue shard of an event's deliveries (`chat.jobqueue.shards`; "" on one Redis): the
+        publishing job's, whose id carries it, else (the api's own events) the conversation's."""
+        shards = self._queue.shards
+        if not shards.tagged:
+            return ""
+        return shards.tag(shards.shard_of_job(source)) if source else shards.tag_of(event.conversation_id)
 
     async def body(
         self, event: StoredEvent, recipients: Sequence[uuid.UUID], source: str | None

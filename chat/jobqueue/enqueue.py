@@ -58,6 +58,7 @@ async def requeue_dead_letter(redis: Redis, queue_name: str, entry: dict[str, An
     now = timestamp_ms()
     body = job_body(entry["function"], entry["args"], now)
     script = redis.register_script(REQUEUE)
-    keys = [queue_name, deadletters.HASH, deadletters.INDEX]
+    tag = deadletters.tag_of_job(redis, entry["job_id"])  # `queue_name` is that shard's queue
+    keys = [queue_name, deadletters.hash_key(tag), deadletters.index_key(tag)]
     argv: list[bytes | str | int] = [entry["job_id"], body, now, EXPIRES_EXTRA_MS, wake_channel(queue_name)]
     return int(await script(keys=keys, args=argv))

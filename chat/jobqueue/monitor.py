@@ -23,15 +23,19 @@ async def queue_counts(
     redis: Redis, queues: str | Sequence[str], *, by_function: bool = False
 ) -> dict[str, Any]:
     """`{queued, deferred, in_progress, dead, oldest_queued_age_s, workers}` (+ `functions`), over
-    one queue or several together (the messages' and the webhook deliveries')."""
+    one queue or several together (the messages' and the webhook deliveries', each lane's shards):
+    one count script per queue, in one round trip."""
     names = [queues] if isinstance(queues, str) else list(queues)
     now_ms = int(time.time() * 1000)
-    count = redis.register_script(COUNT)
     queued = deferred = in_progress = 0
     oldest = -1
     functions: dict[str, dict[str, int]] = {}
-    for name in names:
-        raw = await count(keys=[name], args=[now_ms, "1" if by_function else "0", SCAN_LIMIT])
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            # EVAL with the text: a pipeline given a Script object asks SCRIPT EXISTS first.
+            pipe.execute_command("EVAL", COUNT, 1, name, now_ms, "1" if by_function else "0", SCAN_LIMIT)
+        replies = await pipe.execute()
+    for raw in replies:
         due, waiting, running, first, scanned = (int(float(x)) for x in raw[:5])
         if scanned < due and scanned:
             running = round(running * due / scanned)  # a backlog past the scan limit: extrapolate
@@ -98,7 +102,8 @@ def job_view(state: JobState) -> dict[str, Any]:
 
 
 async def job_detail(redis: Redis, queue_name: str, job_id: str) -> dict[str, Any] | None:
-    """An admin's view of any job: the `/jobs` fields plus args, worker and traceback; None if unknown."""
+    """An admin's view of any job: the `/jobs` fields plus args, worker and traceback; None if unknown.
+    `queue_name`: the shard queue the job's id names (`chat.jobqueue.lanes.Queues.for_job`)."""
     state = await job_state(redis, queue_name, job_id)
     view = job_view(state)
     view.update(args=state.args, worker_id=state.worker_id, traceback=state.traceback)

@@ -86,15 +86,17 @@ redis.call('PUBLISH', ARGV[5], '1')
 return 1
 """
 
-# KEYS[1] the worker registry. Returns {number of dead workers, dead id..., released job id...}: a
-# job is released (its in-progress key deleted, so any worker may claim it) only while the dead
-# worker still holds it, never when another worker has claimed it since.
+# KEYS[1] a shard's worker registry. ARGV[1] the shard's tag ("" on one Redis), which the records
+# and held sets of that shard carry (`chat.jobqueue.heartbeats`). Returns {number of dead workers,
+# dead id..., released job id...}: a job is released (its in-progress key deleted, so any worker may
+# claim it) only while the dead worker still holds it, never when another worker has claimed it since.
 REAP = f"""
 local dead, released = {{}}, {{}}
+local prefix = '{WORKER_RECORD_PREFIX}' .. ARGV[1]
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('EXISTS', '{WORKER_RECORD_PREFIX}' .. id) == 0 then
+  if redis.call('EXISTS', prefix .. id) == 0 then
     dead[#dead + 1] = id
-    local held = '{WORKER_RECORD_PREFIX}' .. id .. ':jobs'
+    local held = prefix .. id .. ':jobs'
     for _, job in ipairs(redis.call('SMEMBERS', held)) do
       local progress = '{IN_PROGRESS_PREFIX}' .. job
       if redis.call('GET', progress) == id then

@@ -31,10 +31,10 @@ async def show(redis: Redis, job_id: str) -> dict[str, Any]:
 
 
 async def retry(redis: Redis, queues: Queues, job_id: str) -> None:
-    """Put the dead letter back on its function's queue with its tries reset; 404 if there is no
-    such dead letter, 409 if the job is queued or running again already."""
+    """Put the dead letter back on its function's queue (the shard its id names) with its tries
+    reset; 404 if there is no such dead letter, 409 if the job is queued or running again already."""
     entry = await show(redis, job_id)
-    done = await requeue_dead_letter(redis, queues.for_function(entry["function"]), entry)
+    done = await requeue_dead_letter(redis, queues.for_function(entry["function"], job_id), entry)
     if done == -1:
         raise NotFound("No such dead letter.")
     if done == 0:

@@ -3,6 +3,7 @@ check every `/admin/*` route makes."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -67,10 +68,14 @@ def _owner(state: JobState) -> str | None:
 
 
 def _message_id(job_id: str) -> uuid.UUID | None:
+    """The message of a `persist:[<shard tag>]<message id>` job id (`chat.jobqueue.jobs`)."""
     parts = job_id.split(":")
     if len(parts) >= 2:
         try:
-            return uuid.UUID(parts[1])
+            return uuid.UUID(_SHARD_TAG.sub("", parts[1], count=1))
         except ValueError:
             return None
     return None
+
+
+_SHARD_TAG = re.compile(r"^\{m\d+\}")

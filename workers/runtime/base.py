@@ -1,6 +1,11 @@
 """What every part of ChatWorker shares: its state, set up once, and the records of one job on
 its way through it (`Claimed` by claim.py, `Running` while run.py runs it, an `Outcome` that
-finish.py writes). arq's worker keeps the same state in `Worker.__init__`."""
+finish.py writes). arq's worker keeps the same state in `Worker.__init__`.
+
+A lane (the messages' queue, the webhook deliveries') is served from each queue shard the worker
+serves (`chat.jobqueue.shards`, WORKER_SHARDS): `ShardQueue` is one of them, with the shard's tag
+that its job ids, held set and dead letters carry. On one Redis a lane is one shard queue, named as
+the lane, with no tag."""
 
 from __future__ import annotations
 
@@ -12,16 +17,20 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import redis.exceptions
 from arq import Worker
+from redis.asyncio import Redis
 
 from chat.infra.outage import Outage
+from chat.infra.redisclient import is_cluster
+from chat.jobqueue import heartbeats
 from chat.jobqueue.outbox import Outbox
 from chat.jobqueue.scripts import CLAIM
+from chat.jobqueue.shards import Shards, shards_of
 
 if TYPE_CHECKING:
     from chat.infra.tracing import JobTrace
@@ -48,6 +57,14 @@ IDLE_POLL_SECONDS = 5.0
 GAUGE_EVERY_BEATS = 5
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShardQueue:
+    lane: str  # the lane's base name (QUEUE_NAME, or the webhook deliveries')
+    queue: str  # this shard's queue: the lane's name and the shard's tag
+    tag: str  # "" on one Redis
+    held: str  # the worker's set of the jobs it holds from this shard, in the shard's slot
+
+
 @dataclasses.dataclass(slots=True)
 class Claimed:
     queue: str
@@ -55,6 +72,7 @@ class Claimed:
     score: int
     body: bytes | None
     tries: int
+    shard: ShardQueue
 
 
 @dataclasses.dataclass(slots=True)
@@ -75,13 +93,17 @@ class Outcome:
     keep_result_ms: int | None = None
     outbox: Outbox = dataclasses.field(default_factory=list)
     gives_back_try: bool = False  # a retry because a dependency was away: the try does not count
+    # On a cluster, how far finishing got (finish.py): its outbox published, its shard's
+    # transaction run. A second try after an error does neither again.
+    published: bool = False
+    written: bool = False
     trace: JobTrace | None = None  # its spans while tracing is on (chat.infra.tracing)
 
 
 @dataclasses.dataclass(slots=True)
 class Running:
     task: asyncio.Task[None]
-    queue: str
+    queue: str  # its lane, whose slots it takes
     timer: asyncio.TimerHandle | None = None  # cancels the job at its timeout
     timed_out: bool = False
 
@@ -110,17 +132,31 @@ class WorkerBase(Worker):
         lanes: Mapping[str, int] | None = None,
         outage_max_seconds: float = 86400,
         outage_retry_max_seconds: float = 10,
+        shards: Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # Each lane's slots, shared by its shard queues.
         self.slots: dict[str, int] = {self.queue_name: self.max_jobs, **(lanes or {})}
         self._turn = 0
+        self._served = list(shards) if shards else None  # None: every shard of the layout
+        # Set by `_lay_out` once the pool exists: each lane's shard queues, by lane and by name.
+        self.shard_queues: dict[str, list[ShardQueue]] = {}
+        self._by_queue: dict[str, ShardQueue] = {}
+        self.served: list[int] = [0]
+        self._tags: list[str] = [""]
+        self._cluster = False  # a Redis Cluster: finishing per shard, wake-ups from one master
+        self._woken: set[str] = set()  # shard queues whose wake-up came since the loop last looked
+        self._rotation: dict[str, int] = {}  # per lane, the shard whose turn it is to come first
+        self._wake_node = 0  # on a cluster, which master to hear wake-ups from
+        self._nodes: dict[str, Redis] = {}  # on a cluster, a client of the master of each shard
         self.worker_id = new_worker_id()
         self.started_at = time.time()
         self._heartbeat_s = heartbeat_seconds
         self._heartbeat_ttl_s = heartbeat_ttl_seconds
         self._grace_s = shutdown_grace_seconds
         self._dead_letter_limits = (dead_letter_max_count, dead_letter_max_age_seconds)
+        self._dead_letter_cap = self._dead_letter_limits  # per shard, set by `_lay_out`
         self._outage_max_s = outage_max_seconds
         self._outage_retry_max_s = outage_retry_max_seconds
         self._running: dict[str, Running] = {}
@@ -135,6 +171,42 @@ class WorkerBase(Worker):
         self._wake_outage = Outage(log, "Redis (wake-ups)")
         # Loaded into Redis by the first claim that finds it missing.
         self._claim_sha = hashlib.sha1(CLAIM.encode(), usedforsecurity=False).hexdigest()
+        if self._pool is not None:
+            self._lay_out()
+
+    def _lay_out(self) -> None:
+        """The shard queues of each lane, from the key layout of the pool (`shards_of`)."""
+        layout = shards_of(self.pool)
+        served = self._served if self._served is not None else list(layout.all)
+        wrong = [k for k in served if k >= layout.count]
+        if wrong:
+            raise ValueError(f"WORKER_SHARDS names shards {wrong} but QUEUE_SHARDS is {layout.count}")
+        self.served = served
+        self._tags = [layout.tag(k) for k in served]
+        self.shard_queues = {
+            lane: [self._shard_queue(layout, lane, k) for k in served] for lane in self.slots
+        }
+        self._by_queue = {sq.queue: sq for queues in self.shard_queues.values() for sq in queues}
+        self._cluster = is_cluster(self.pool)
+        # DEAD_LETTER_MAX_COUNT over all shards: each keeps its share.
+        count, age = self._dead_letter_limits
+        self._dead_letter_cap = (-(-count // layout.count), age)
+
+    def _shard_queue(self, layout: Shards, lane: str, shard: int) -> ShardQueue:
+        tag = layout.tag(shard)
+        return ShardQueue(lane, layout.queue(lane, shard), tag, heartbeats.held_key(self.worker_id, tag))
+
+    def _node_client(self, host: str, port: int) -> Redis:
+        """A plain client of one cluster node, with the cluster client's credentials and restart
+        check (`chat.infra.restarts`): for what a cluster client cannot do (MULTI, SUBSCRIBE)."""
+        options = cast(Any, self.pool).connection_kwargs
+        return Redis(
+            host=host,
+            port=port,
+            username=options.get("username"),
+            password=options.get("password"),
+            redis_connect_func=options.get("redis_connect_func"),
+        )
 
 
 def text(value: bytes | str) -> str:

@@ -14,13 +14,14 @@ from arq.utils import timestamp_ms
 
 from chat.infra import metrics
 from chat.jobqueue import heartbeats, monitor
+from chat.jobqueue.shards import shards_of
 from workers.runtime.base import WorkerBase, iso, log
 
 
 class Beating(WorkerBase):
     async def _beat(self) -> None:
         try:
-            await heartbeats.beat(self.pool, self._record(), self._heartbeat_ttl_s)
+            await heartbeats.beat(self.pool, self._record(), self._heartbeat_ttl_s, self._tags)
         except BaseException:
             self._connected_since = None
             raise
@@ -34,10 +35,13 @@ class Beating(WorkerBase):
         since = self._connected_since
         if since is None or time.monotonic() - since < self._heartbeat_ttl_s:
             return
+        # Every shard's, not only those this worker serves: a dead worker's jobs are released
+        # even where no live worker serves its shards now, ready for the next one that does.
         dead, released = await heartbeats.reap(self.pool)
         if dead:
             log.warning("released %d jobs of %d dead workers: %s", len(released), len(dead), ", ".join(dead))
         if released:
+            self._woken.update(self._by_queue)
             self._wake.set()
 
     def _record(self) -> dict[str, Any]:
@@ -49,17 +53,21 @@ class Beating(WorkerBase):
             "queue": self.queue_name,
             "started_at": iso(int(self.started_at * 1000)),
             "last_beat_at": iso(timestamp_ms()),
-            # `queue`'s slots; `lanes` has every queue's, that of webhook deliveries included.
+            # `queue`'s slots; `lanes` has every lane's, that of webhook deliveries included, and
+            # `shards` the queue shards it serves.
             "max_jobs": self.max_jobs,
             "running": busy[self.queue_name],
             "lanes": [{"queue": q, "max_jobs": n, "running": busy[q]} for q, n in self.slots.items()],
             "done": self.jobs_complete,
             "failed": self.jobs_failed,
             "job_ids": list(self._running),
+            "shards": self.served,
         }
 
     async def _gauges(self) -> None:
-        lanes = {queue: await monitor.queue_counts(self.pool, queue) for queue in self.slots}
+        # Each lane's counts summed over every shard of the layout, not only those served here.
+        layout = shards_of(self.pool)
+        lanes = {lane: await monitor.queue_counts(self.pool, layout.queues(lane)) for lane in self.slots}
         for queue, lane in lanes.items():
             for state in ("queued", "deferred", "in_progress"):
                 metrics.QUEUE_JOBS.labels(queue, state).set(lane[state])

@@ -2,7 +2,8 @@
 relies on). This module is the class, its start and stop (arq's `main`, `handle_sig`, `close`);
 the parts it is made of, each a module a reader of arq's `worker.py` will recognise:
 
-- `claim.py`: the main loop, claiming due jobs from every lane (`_poll_iteration`, `start_jobs`);
+- `claim.py`: the main loop, claiming due jobs from every lane and queue shard (`_poll_iteration`,
+  `start_jobs`);
 - `run.py`: running one job (`run_job`);
 - `finish.py`: writing outcomes in one MULTI/EXEC (`finish_job`, `finish_failed_job`);
 - `heartbeat.py`: the heartbeat, releasing dead workers' jobs, gauges (`heart_beat`).
@@ -51,7 +52,13 @@ class ChatWorker(Claiming, Beating):
                 default_queue_name=self.queue_name,
                 expires_extra_ms=self.expires_extra_ms,
             )
-        log.info("worker %s started for %s", self.worker_id, ", ".join(self.functions))
+        self._lay_out()
+        log.info(
+            "worker %s started for %s on queue shards %s",
+            self.worker_id,
+            ", ".join(self.functions),
+            ",".join(map(str, self.served)),
+        )
         self.ctx["redis"] = self.pool
         self.ctx["worker_id"] = self.worker_id
         if self.on_startup:
@@ -81,7 +88,7 @@ class ChatWorker(Claiming, Beating):
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             with contextlib.suppress(*REDIS_ERRORS):
-                await heartbeats.deregister(self.pool, self.worker_id)
+                await heartbeats.deregister(self.pool, self.worker_id, self._tags)
 
     def handle_sig(self, signum: Signals) -> None:
         # Stop claiming and let running jobs finish within the grace period; arq would cancel them.
@@ -100,5 +107,9 @@ class ChatWorker(Claiming, Beating):
             await self.pool.delete(self.health_check_key)
         if self.on_shutdown:
             await self.on_shutdown(self.ctx)
+        for node in self._nodes.values():
+            with contextlib.suppress(*REDIS_ERRORS):
+                await node.aclose()
+        self._nodes.clear()
         await self.pool.aclose(close_connection_pool=True)
         self._pool = None
