@@ -7,6 +7,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from chat.infra.db import create_engine
+from chat.infra.process import configure_logging
 from chat.models import Base
 from chat.domain.search import in_schema_comparison
 from chat.settings import Settings
@@ -14,6 +15,8 @@ from chat.settings import Settings
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+    # The release process's lines redacted and in LOG_FORMAT, as every other process's are.
+    configure_logging()
 
 target_metadata = Base.metadata
 

@@ -8,13 +8,15 @@ from typing import Any
 from falcon.asgi import Request, Response
 
 from api.deps import Deps
-from chat.infra import metrics, tracing
+from chat.infra import logformat, metrics, tracing
 from chat.infra.serving import SECURITY_HEADERS
 
 
 class RequestMetrics:
     async def process_request(self, req: Request, resp: Response) -> None:
         req.context.started = time.perf_counter()
+        # For LOG_FORMAT=json's request_id: the request runs in a task of its own, so this is its alone.
+        logformat.REQUEST_ID.set(logformat.request_id_from(req.get_header("X-Request-Id")))
 
     async def process_response(
         self, req: Request, resp: Response, resource: Any, req_succeeded: bool

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     # A connection to the api or push port that has not sent a request's headers this long after
     # it opened (or after it began its next request) is closed: slow-header clients hold no socket.
     http_header_timeout_seconds: float = Field(default=10, gt=0)
+    # text: a line for people; json: one object a line for log pipelines (chat/infra/logformat.py).
+    log_format: Literal["text", "json"] = "text"
 
     # Webhooks (docs/api.md). A delivery is retried on a timeout, a connection error or a non-2xx
     # answer, BACKOFF * 2^(try - 1) seconds later (capped), and dead-lettered after MAX_TRIES.

@@ -9,8 +9,10 @@ import os
 import sys
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chat.infra.failures import scrub_text, scrubbed_traceback, unavailable_reason
+from chat.infra.logformat import JsonFormatter, process_type
 from chat.settings import Settings
 
 # Collect the youngest generation every 50,000 net allocations instead of 700: a message's trip
@@ -19,10 +21,31 @@ from chat.settings import Settings
 GC_THRESHOLD_0 = 50_000
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class _LogSettings(BaseSettings):
+    """LOG_FORMAT alone, from the environment and `.env` as Settings reads them: logging is set up
+    before the settings are, so that a problem with any other setting cannot stop it."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    log_format: str = "text"
+
+
+def log_format() -> str:
+    """`json` or `text`; a value Settings would refuse logs as text until settings_or_exit says so."""
+    chosen = _LogSettings().log_format
+    return "json" if chosen == "json" else "text"
+
+
 def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    """The root logger's handler (stderr, or one a config file made), in LOG_FORMAT, redacting.
+
+    uvicorn's loggers propagate here too: chat.infra.serving.Config gives uvicorn no logging
+    config of its own, which would add handlers of its own format that bypass Redact.
+    """
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format=TEXT_FORMAT)
     # arq logs every job with its arguments at INFO, and here those are message bodies.
     logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
     withhold_job_args()
@@ -30,9 +53,12 @@ def configure_logging() -> None:
     # httpcore, below it, logs each request's steps at DEBUG.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    json_lines = log_format() == "json"
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, Redact) for f in handler.filters):
             handler.addFilter(Redact())
+        if json_lines and not isinstance(handler.formatter, JsonFormatter):
+            handler.setFormatter(JsonFormatter(process_type()))
 
 
 class Redact(logging.Filter):
@@ -114,8 +140,12 @@ def settings_or_exit() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
+        json_lines = log_format() == "json"
         for problem in setting_problems(exc):
-            print(f"headless-chat: {problem}", file=sys.stderr)
+            if json_lines:  # a log pipeline that parses every line gets these as lines it can parse
+                logging.getLogger("chat.settings").error("%s", problem)
+            else:
+                print(f"headless-chat: {problem}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

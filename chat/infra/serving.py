@@ -59,7 +59,9 @@ class Config(uvicorn.Config):
             http=HeaderDeadlineProtocol,
             proxy_headers=False,
             server_header=False,
-            **options,
+            # uvicorn's own logging config gives its loggers handlers that bypass the root's
+            # (Redact, LOG_FORMAT): without one they propagate there (chat.infra.process).
+            **{"log_config": None, **options},
         )
         self.header_timeout = header_timeout
 
