@@ -176,10 +176,11 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
         if settings.password_auth == "on"
         else ()
     )
+    readiness = probes.Readiness({"database": probes.database(deps.engine), "redis": probes.redis(redis)})
     resources = bind(
         probes.Liveness(),
-        probes.Readiness({"database": probes.database(deps.engine), "redis": probes.redis(redis)}),
-        probes.Metrics(),
+        readiness,
+        probes.Metrics(readiness),
         *password_forms,
         auth.Refresh(sessions, deps.tokens, body),
         auth.Logout(sessions, body),

@@ -123,6 +123,7 @@ def create_app(
     app.ws_options.max_receive_queue = 0
     app.add_route("/ws", socket)
     app.add_route("/healthz", probes.Liveness())
-    app.add_route("/readyz", probes.Readiness({"redis": probes.redis(redis)}))
-    app.add_route("/metrics", probes.Metrics())
+    readiness = probes.Readiness({"redis": probes.redis(redis)})
+    app.add_route("/readyz", readiness)
+    app.add_route("/metrics", probes.Metrics(readiness))
     return app

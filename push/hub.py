@@ -18,7 +18,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from chat.infra import tracing
+from chat.infra import metrics, tracing
 from chat.realtime import usercontrol
 from chat.realtime.eventbus import CHANNEL_PREFIX, channel
 from chat.realtime.events import untraced
@@ -150,6 +150,7 @@ class Hub:
                 subscriber.offer(frame)
             if span is not None:
                 span.end()
+            metrics.observe_delivery(frame)
             return
         if usercontrol.decode(frame) is usercontrol.Order.DEACTIVATED:
             for subscriber in list(sockets):

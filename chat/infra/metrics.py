@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
@@ -40,6 +43,11 @@ JOB_QUEUED_SECONDS = Histogram(
 QUEUE_JOBS = Gauge("arq_queue_jobs", "Jobs in the queue by state", ["queue", "state"])
 DEAD_LETTERS = Gauge("arq_dead_letters", "Jobs that failed for good and wait for an operator", ["queue"])
 WORKERS = Gauge("arq_workers", "Live workers (heartbeat not expired)", ["queue"])
+QUEUE_OLDEST_AGE = Gauge(
+    "arq_queue_oldest_job_age_seconds",
+    "How long the oldest job ready to run has waited past its due time (0: none waits)",
+    ["queue"],
+)
 ARQ_COMPLETED = Gauge("arq_jobs_completed", "The number of jobs completed by this worker.")
 ARQ_FAILED = Gauge("arq_jobs_failed", "The total number of errored jobs of this worker.")
 ARQ_RETRIED = Gauge("arq_jobs_retried", "The total number of retried jobs of this worker.")
@@ -62,6 +70,18 @@ WEBHOOK_SECONDS = Histogram(
 WS_CONNECTIONS = Gauge("chat_ws_connections", "Open WebSocket connections on this push process")
 WS_FRAMES_SENT = Counter("chat_ws_frames_sent_total", "Frames sent to WebSocket clients")
 WS_CLOSED = Counter("chat_ws_closed_total", "WebSocket connections closed, by close code", ["code"])
+# From the api accepting a message (its created_at, the api's clock) to its frame handed to this
+# push process's sockets: queue wait, store, publish and fan-out, the latency a user sees.
+DELIVERY_SECONDS = Histogram(
+    "chat_message_delivery_seconds",
+    "From a message's POST to its frame offered to the sockets of this push process",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+# 1 while the dependency answers this process's readiness check, 0 while it does not; checked
+# on each /readyz and each scrape of /metrics (chat.infra.probes).
+DEPENDENCY_UP = Gauge(
+    "chat_dependency_up", "Whether a dependency answers this process's readiness check", ["dependency"]
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -86,6 +106,7 @@ WORKER_METRICS = only(
     QUEUE_JOBS,
     DEAD_LETTERS,
     WORKERS,
+    QUEUE_OLDEST_AGE,
     ARQ_COMPLETED,
     ARQ_FAILED,
     ARQ_RETRIED,
@@ -96,6 +117,24 @@ WORKER_METRICS = only(
     WEBHOOK_DELIVERIES,
     WEBHOOK_SECONDS,
 )
+
+
+_CREATED_AT = re.compile(r'"created_at":"([^"]+)"')
+
+
+def observe_delivery(frame: str) -> None:
+    """Time a message.created frame from its POST. Only that event's head is looked at, and its
+    first created_at is the message's own: a body's quotes are escaped and cannot match."""
+    if '"type":"message.created"' not in frame[:96]:
+        return
+    found = _CREATED_AT.search(frame)
+    if found is None:
+        return
+    try:
+        created = datetime.fromisoformat(found[1])
+    except ValueError:
+        return
+    DELIVERY_SECONDS.observe(max(0.0, (datetime.now(UTC) - created).total_seconds()))
 
 
 def render() -> bytes:

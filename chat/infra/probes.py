@@ -43,12 +43,19 @@ class Readiness:
         self._checks = checks
 
     async def on_get(self, req: Request, resp: Response) -> None:
-        results = await asyncio.gather(*(self._run(check) for check in self._checks.values()))
-        checks = dict(zip(self._checks, results, strict=True))
-        ready = all(result == "ok" for result in results)
+        checks = await self.check()
+        ready = all(result == "ok" for result in checks.values())
         resp.status = 200 if ready else 503
         resp.content_type = JSON
         resp.data = orjson.dumps({"status": "ok" if ready else "unavailable", "checks": checks})
+
+    async def check(self) -> dict[str, str]:
+        """Each dependency's verdict (`ok`, `full`, `error: <type>`), also set as chat_dependency_up."""
+        results = await asyncio.gather(*(self._run(check) for check in self._checks.values()))
+        checks = dict(zip(self._checks, results, strict=True))
+        for name, result in checks.items():
+            metrics.DEPENDENCY_UP.labels(name).set(1 if result == "ok" else 0)
+        return checks
 
     @staticmethod
     async def _run(check: Check) -> str:
@@ -85,8 +92,16 @@ def redis(client: Redis) -> Check:
 
 
 class Metrics:
+    """The process's metrics; with `readiness`, its dependencies checked first, so that a scrape
+    shows whether Postgres and Redis answer now (chat_dependency_up), not when /readyz last ran."""
+
     auth_required = False
 
+    def __init__(self, readiness: Readiness | None = None) -> None:
+        self._readiness = readiness
+
     async def on_get(self, req: Request, resp: Response) -> None:
+        if self._readiness is not None:
+            await self._readiness.check()
         resp.content_type = metrics.CONTENT_TYPE
         resp.data = metrics.render()

@@ -74,6 +74,7 @@ class Beating(WorkerBase):
         stats = lanes[self.queue_name]
         metrics.DEAD_LETTERS.labels(self.queue_name).set(stats["dead"])
         metrics.WORKERS.labels(self.queue_name).set(stats["workers"])
+        metrics.QUEUE_OLDEST_AGE.labels(self.queue_name).set(stats["oldest_queued_age_s"])
         metrics.ARQ_QUEUED.set(stats["queued"])
         metrics.ARQ_ONGOING.set(len(self._running))
         metrics.ARQ_COMPLETED.set(self.jobs_complete)
