@@ -171,12 +171,14 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
 def hex_ids(span: ReadableSpan) -> tuple[str, str, str]:
     """(trace id, span id, parent span id or "") in hex."""
     context = span.get_span_context()
+    assert context is not None
     parent = span.parent.span_id if span.parent is not None else None
     return f"{context.trace_id:032x}", f"{context.span_id:016x}", "" if parent is None else f"{parent:016x}"
 
 
 def traceparent_of(span: ReadableSpan) -> str:
     context = span.get_span_context()
+    assert context is not None
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
@@ -195,7 +197,7 @@ def test_a_job_body_carries_the_enqueuing_span(spans: InMemorySpanExporter) -> N
     assert trace_of(body) == parent
     # arq reads its own keys and ignores ours; the send script's splice still ends the payload.
     read = deserialize_job_raw(body, deserializer=deserialize)
-    assert read == ("persist_message", [payload], {}, None, 1234)
+    assert list(read) == ["persist_message", [payload], {}, None, 1234]
     spliced = orjson.loads(head + b"9" + tail)
     assert spliced["tp"] == parent and spliced["a"] == [payload | {"seq": 9}]
     assert trace_of(job_body("persist_message", [payload], 1234)) is None  # no span current
@@ -252,6 +254,18 @@ async def test_push_delivers_the_untraced_frame_under_a_deliver_span(spans: InMe
     assert parent == traceparent_of(publish) and hex_ids(deliver)[2] == hex_ids(publish)[1]
     assert deliver.name == "deliver" and deliver.kind is SpanKind.CONSUMER
     assert deliver.attributes == {"push.sockets": 2}
+
+
+def test_push_strips_the_context_with_its_own_tracing_off() -> None:
+    """Workers tracing and push not: the client's frame is still the contract's."""
+    assert not tracing.enabled()
+    user = str(uuid.uuid4())
+    hub = Hub(redis=None)  # type: ignore[arg-type]
+    phone = Socket(user)
+    hub._local[user] = {phone}
+    plain = frame("5-0", encode(message()))
+    hub._fan_out(f"user:{user}", plain[:-1] + b',"_traceparent":"' + CALLER.encode() + b'"}')
+    assert phone.frames == [plain.decode()]
 
 
 async def test_a_job_span_is_the_enqueuers_child_and_holds_store_and_publish(

@@ -9,9 +9,11 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from chat.realtime.eventbus import EVENT_FIELD, stream_key
+from tests.support import services
 from tests.support.otlp import Receiver, Span, receiver
 from tests.support.sockets import direct, open_ws
-from tests.support.stack import Client, Process, Stack
+from tests.support.stack import E2E_REDIS_URL, Client, Process, Stack
 
 SEND_ROUTE = "/api/v1/conversations/{conversation_id}/messages"
 
@@ -25,8 +27,10 @@ def otlp() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def traced(stack: Stack, otlp: Receiver) -> dict[str, Process]:
     # A short batch delay: the spans reach the receiver within the test's wait, not 5 s later.
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
-    return {kind: stack.start(kind, **env) for kind in ("web", "worker", "push")}
+    return {
+        kind: stack.start(kind, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="50")
+        for kind in ("web", "worker", "push")
+    }
 
 
 @pytest.fixture
@@ -93,3 +97,36 @@ async def test_a_message_is_one_trace_from_the_post_to_the_socket(
     assert job.start_ns <= store.start_ns <= store.end_ns <= publish.start_ns <= deliver.start_ns
     assert publish.end_ns <= job.end_ns
     assert not any(s.error for s in mine)
+
+
+async def test_a_replayed_event_holds_nothing_of_the_trace(
+    client: Client, traced: dict[str, Process], otlp: Receiver
+) -> None:
+    alice, bob = await client.user(), await client.user()
+    cid = await direct(client, alice, bob)
+    bob_ws, _ = await open_ws(traced["push"], bob)
+    try:
+        first = await client.http.post(
+            f"/conversations/{cid}/messages", json={"body": "1"}, headers=alice["headers"]
+        )
+        seen = orjson.loads(await bob_ws.recv())
+    finally:
+        await bob_ws.close()
+    assert seen["data"]["id"] == first.json()["id"]
+    # Sent while Bob is away: stored in his stream with the publish span's context, which the
+    # replay must leave out as the live path does.
+    second = await client.http.post(
+        f"/conversations/{cid}/messages", json={"body": "2"}, headers=alice["headers"]
+    )
+    job_id = second.json()["job_id"]
+    otlp.wait_for(lambda got: any(s.attributes.get("job.id") == job_id for s in got))
+    redis = services.async_redis_client(E2E_REDIS_URL)
+    try:
+        stored = await redis.xrevrange(stream_key(bob["id"]), count=1)
+    finally:
+        await redis.aclose()
+    assert b'"_traceparent":"00-' in stored[0][1][EVENT_FIELD]
+    bob_ws, replayed = await open_ws(traced["push"], bob, last_event_id=seen["event_id"])
+    await bob_ws.close()
+    assert set(replayed) == {"event_id", "conversation_id", "type", "data"}
+    assert replayed["data"]["id"] == second.json()["id"]
