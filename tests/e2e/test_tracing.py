@@ -25,8 +25,9 @@ def otlp() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def traced(stack: Stack, otlp: Receiver) -> dict[str, Process]:
-    # A short batch delay: the spans reach the receiver within the test's wait, not 5 s later.
+def traced(otlp: Receiver, stack: Stack) -> dict[str, Process]:
+    # The receiver first, so that it outlives the processes and takes their last batch at exit; a
+    # short batch delay, so that spans arrive within the test's wait, not 5 s later.
     return {
         kind: stack.start(kind, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="50")
         for kind in ("web", "worker", "push")
