@@ -205,11 +205,55 @@ class PushProtocol(WebSocketsSansIOProtocol):
       the log with what is its own mistake.
     - Less memory a socket, which is most of what a push process holds (docs/benchmarks.md, "Push
       memory"): a receive queue and a `writable` flag that allocate nothing while idle (`Inbox`,
-      `Flag`), and the handshake's parsed request and response (two sets of headers, 5 KB) let go
-      once the 101 is sent.
+      `Flag`); the handshake's parsed request and response (two sets of headers, 5 KB) let go
+      once the 101 is sent; and uvicorn's own attributes in slots. It sets some 40 on each
+      socket, past the 30 a class's instances can share one key table for, so each socket had a
+      dict of its own (1.5 KB); slots named here take those assignments instead.
     """
 
-    _flush_due = False
+    # Every attribute uvicorn's protocol sets (websockets_sansio_impl.py, `self.<name> =`), and
+    # ours. One it adds in a later version still works, in the instance dict this avoids
+    # (tests/push/test_memory.py says which).
+    __slots__ = (
+        "_flush_due",
+        "app",
+        "app_state",
+        "asgi_version",
+        "client",
+        "close_sent",
+        "close_timeout",
+        "close_timer",
+        "config",
+        "conn",
+        "connections",
+        "curr_msg_data_type",
+        "default_headers",
+        "disconnected",
+        "frames",
+        "handshake_complete",
+        "handshake_initiated",
+        "initial_response",
+        "last_ping_rtt",
+        "logger",
+        "loop",
+        "pending_ping_payload",
+        "ping_interval",
+        "ping_sent_at",
+        "ping_timeout",
+        "ping_timer",
+        "pong_timer",
+        "queue",
+        "read_paused",
+        "request",
+        "response",
+        "root_path",
+        "scheme",
+        "scope",
+        "server",
+        "tasks",
+        "transport",
+        "writable",
+    )
 
     def __init__(
         self,
@@ -218,6 +262,7 @@ class PushProtocol(WebSocketsSansIOProtocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        self._flush_due = False
         super().__init__(config, server_state, app_state, _loop)
         # uvicorn's own, as it built it, but answering with the headers uvicorn adds to HTTP.
         self.conn = Handshake(
@@ -284,9 +329,14 @@ class PushProtocol(WebSocketsSansIOProtocol):
         accepting = message["type"] == "websocket.accept" and not self.handshake_complete
         await super().send(message)
         if accepting and self.handshake_complete:
-            # uvicorn reads them only to answer the handshake, which is done.
-            self.__dict__.pop("request", None)
-            self.__dict__.pop("response", None)
+            self._release_handshake()
+
+    def _release_handshake(self) -> None:
+        """Let go of what only the handshake needed, once its 101 is sent."""
+        # websockets' parser holds the request in a local for as long as the connection lives:
+        # its headers are emptied, since the request itself cannot be let go.
+        self.request.headers.clear()
+        del self.request, self.response
 
     def _flush_soon(self) -> None:
         """Write what this loop turn sent, once, at its end."""
