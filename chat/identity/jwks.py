@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import jwt
 
 from chat.infra.outage import Outage
@@ -141,6 +140,10 @@ class KeySet:
                 self._fetching = None
 
     async def _fetch(self) -> None:
+        # Imported on the first fetch: httpx brings rich and pygments along (its command line),
+        # 5 MB that every process without APP_JWKS_URL would hold for nothing.
+        import httpx
+
         self.fetches += 1
         try:
             async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
