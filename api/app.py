@@ -93,7 +93,7 @@ def build_deps(settings: Settings) -> Deps:
         ),
         passwords=Passwords(settings),
         tokens=Tokens(settings),
-        limiter=Limiter(redis, settings),
+        limiter=Limiter(redis, settings.redis_url, cluster=settings.redis_mode == "cluster"),
         sequencer=Sequencer(redis),
         storage=create_storage(settings),
     )

@@ -13,15 +13,11 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import limits
 from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
-
-if TYPE_CHECKING:
-    from chat.settings import Settings
 
 OFF = "off"
 
@@ -63,13 +59,12 @@ class Verdict:
 
 
 class Limiter:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, redis_url: str, *, cluster: bool = False) -> None:
         storage: Storage
-        redis_url = settings.redis_url
         if redis_url.startswith("memory://"):
             # Dev mode runs every process in one, so an in-process store is shared by all of them.
             storage = MemoryStorage()
-        elif settings.redis_mode == "cluster":
+        elif cluster:
             # Its own cluster client: `limits` keeps each window's keys in one slot by hash tag.
             storage = RedisClusterStorage(
                 "async+redis+cluster://" + redis_url.split("://", 1)[1].split("/", 1)[0],

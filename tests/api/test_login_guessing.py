@@ -81,7 +81,7 @@ async def test_common_and_blank_passwords_are_refused_at_registration(api: ApiCl
 async def test_the_failure_window_runs_on_the_dev_modes_fake_redis_too() -> None:
     settings = make_settings(redis_url=f"memory://{uuid.uuid4().hex}")
     redis = create_redis(settings)
-    window, item = Limiter(redis, settings).failures, ratelimit.parse("3/minute")
+    window, item = Limiter(redis, settings.redis_url).failures, ratelimit.parse("3/minute")
     assert item is not None
     first, second, third = [await window.reserve(item, "login-failed", "bob") for _ in range(3)]
     assert [r.verdict.remaining for r in (first, second, third)] == [2, 1, 0]
