@@ -14,11 +14,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 import yaml
+from redis.asyncio import Redis
 
 from chat.jobqueue.enqueue import QueueWriter
 from chat.jobqueue.keys import DEFAULT_QUEUE
@@ -26,8 +27,6 @@ from tests.support import services
 from tests.support.stack import E2E_REDIS_URL, ROOT, Process, Stack, free_port
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
-# Heartbeats (and so the queue gauges) every half second, a dead worker's record gone in 2 s.
-FAST_BEATS = {"WORKER_HEARTBEAT_SECONDS": "0.5", "WORKER_HEARTBEAT_TTL_SECONDS": "2"}
 
 
 def prometheus_binary() -> str:
@@ -92,11 +91,17 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def processes(stack: Stack) -> dict[str, Process]:
-    json_logs = {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
     return {
-        "web": stack.start("web", **json_logs),
-        "worker": stack.start("worker", **json_logs, **FAST_BEATS),
-        "push": stack.start("push", **json_logs),
+        "web": stack.start("web", LOG_FORMAT="json", LOG_LEVEL="INFO"),
+        # Heartbeats (and so the queue gauges) every half second, a dead worker's record gone in 2 s.
+        "worker": stack.start(
+            "worker",
+            LOG_FORMAT="json",
+            LOG_LEVEL="INFO",
+            WORKER_HEARTBEAT_SECONDS="0.5",
+            WORKER_HEARTBEAT_TTL_SECONDS="2",
+        ),
+        "push": stack.start("push", LOG_FORMAT="json", LOG_LEVEL="INFO"),
     }
 
 
@@ -183,7 +188,7 @@ async def test_dead_letters_growing_fires(prometheus: Prometheus) -> None:
     count = max(float(series["value"][1]) for series in before)
     redis = services.async_redis_client(E2E_REDIS_URL)
     try:
-        writer = QueueWriter(redis, DEFAULT_QUEUE)
+        writer = QueueWriter(cast(Redis, redis), DEFAULT_QUEUE)
         for n in range(3):  # no worker knows the function: each is a dead letter at its first try
             await writer.enqueue("no_such_function", [{}], f"prometheus-e2e:{n}")
     finally:
