@@ -47,6 +47,10 @@ class Socket:
     presence_outage: Outage = field(default_factory=lambda: Outage(log, "Redis (presence)"), init=False)
 
     async def on_websocket(self, req: Request, ws: WebSocket) -> None:
+        # Falcon gives every socket a receive buffer, even with buffering off (max_receive_queue = 0
+        # in create_app), and then never touches its deque: 760 bytes a socket. An empty tuple in
+        # its place fails loudly should a Falcon release start using it.
+        ws._buffered_receiver._messages = ()  # type: ignore[assignment]
         # Browsers cannot set headers on a WebSocket, so the token is in the query: never log it.
         try:
             claims = await self.authenticator.authenticate(req.get_param("token") or _bearer(req))

@@ -337,6 +337,9 @@ class PushProtocol(WebSocketsSansIOProtocol):
         # its headers are emptied, since the request itself cannot be let go.
         self.request.headers.clear()
         del self.request, self.response
+        # The scope's copy of the headers too: Falcon copied them into its Request before the
+        # app ran (falcon.asgi.Request.__init__), and reads only its own copy.
+        self.scope["headers"] = []
 
     def _flush_soon(self) -> None:
         """Write what this loop turn sent, once, at its end."""
