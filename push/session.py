@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -142,7 +144,6 @@ class Session:
     async def run(self, redis: Redis, hub: Hub, last_event_id: str | None) -> None:
         """Admit, accept, replay, relay; returns once the socket is closed."""
         tasks: list[asyncio.Task[None]] = []
-        expiry: asyncio.TimerHandle | None = None
         close = frames.SERVER_ERROR  # whatever goes wrong before a better answer is known
         # Until the claim answers, the connection may be recorded: a timed-out script can still run.
         present = True
@@ -163,16 +164,11 @@ class Session:
                 return
             await _bounded(hub.join(self))
             await self._start(redis, last_event_id)
-            # One task a socket (a sender while frames wait) and a timer. Presence is renewed for
-            # all of the process's sockets at once (Connections.keep_present).
+            # One task a socket (and a sender while frames wait). Presence is renewed, and expired
+            # tokens closed, for all of the process's sockets at once (Connections).
             tasks = [asyncio.create_task(self._receive_loop())]
             for task in tasks:
                 task.add_done_callback(self._task_done)
-            expiry = asyncio.get_running_loop().call_at(
-                asyncio.get_running_loop().time() + max(0.0, self.expires_at.timestamp() - time.time()),
-                self.close_with,
-                frames.TOKEN_INVALID,
-            )
             self.present = True
             close = await self._closing
         except WebSocketDisconnected:  # before OSError below: it is a ConnectionError
@@ -183,8 +179,6 @@ class Session:
             log.exception("closing a socket with 1011")
         finally:
             self.present = False  # before the leave below: no renewal may bring this one back
-            if expiry is not None:
-                expiry.cancel()
             if self._sender is not None:
                 tasks.append(self._sender)
             for task in tasks:
@@ -315,21 +309,79 @@ async def _trimmed_after(redis: Redis, key: str, start: tuple[int, int]) -> bool
     return first_id is not None and first_id > start
 
 
+class Expiries:
+    """Closes each session with 4401 once its token has expired, on one timer for the process
+    rather than one a socket (650 bytes each: the timer, its bound method and its arguments).
+
+    Sessions are kept by the whole second their token expires in (a JWT's `exp` is in seconds),
+    and the timer is armed for the earliest of those seconds.
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[int, set[Session]] = {}
+        self._seconds: list[int] = []  # a heap of _due's keys, each once
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_for: int | None = None
+
+    def add(self, session: Session) -> None:
+        second = _second_of(session.expires_at)
+        sessions = self._due.get(second)
+        if sessions is None:
+            sessions = self._due[second] = set()
+            heapq.heappush(self._seconds, second)
+        sessions.add(session)
+        self._arm()
+
+    def discard(self, session: Session) -> None:
+        # An emptied second stays until it is due: dropped here, a client reconnecting with the
+        # same token would push that second onto the heap again on every connection.
+        sessions = self._due.get(_second_of(session.expires_at))
+        if sessions is not None:
+            sessions.discard(session)
+
+    def _arm(self) -> None:
+        first = self._seconds[0]
+        if self._timer_for == first:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + max(0.0, first - time.time()), self._expire)
+        self._timer_for = first
+
+    def _expire(self) -> None:
+        # The second the timer was armed for is due, even if the wall clock lags the loop's a little.
+        now = max(time.time(), self._timer_for or 0)
+        self._timer = self._timer_for = None
+        while self._seconds and self._seconds[0] <= now:
+            for session in self._due.pop(heapq.heappop(self._seconds)):
+                session.close_with(frames.TOKEN_INVALID)
+        if self._seconds:
+            self._arm()
+
+
+def _second_of(moment: datetime) -> int:
+    return math.ceil(moment.timestamp())
+
+
 class Connections:
     """The WebSocket sessions open on this process (no database sessions): a shutdown closes
-    each with 1012 and says why, and one task renews the presence of them all."""
+    each with 1012 and says why, one task renews the presence of them all, and one timer closes
+    those whose token expired."""
 
     def __init__(self) -> None:
         self._open: set[Session] = set()
         self._empty = asyncio.Event()
         self._empty.set()
         self._keeper: asyncio.Task[None] | None = None
+        self._expiries = Expiries()
 
     def __len__(self) -> int:
         return len(self._open)
 
     def add(self, session: Session, redis: Redis, ttl_seconds: int, outage: Outage) -> None:
         self._open.add(session)
+        self._expiries.add(session)
         self._empty.clear()
         if self._keeper is None or self._keeper.done():
             self._keeper = asyncio.create_task(self.keep_present(redis, ttl_seconds, outage))
@@ -351,6 +403,7 @@ class Connections:
 
     def discard(self, session: Session) -> None:
         self._open.discard(session)
+        self._expiries.discard(session)
         if not self._open:
             self._empty.set()
 
