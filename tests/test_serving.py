@@ -54,3 +54,13 @@ async def test_the_app_sees_the_peer_not_a_forwarded_header(monkeypatch: pytest.
         server.should_exit = True
         await task
         sock.close()
+
+
+def test_uvicorn_logs_only_what_went_wrong() -> None:
+    """Its "Uvicorn running on http://0.0.0.0:…" names the bind address, not where clients
+    connect; each process logs that line itself (README, Quick start)."""
+    import logging
+
+    config = serving.Config(lambda *a: None, header_timeout=5)
+    config.configure_logging()
+    assert logging.getLogger("uvicorn.error").getEffectiveLevel() == logging.WARNING

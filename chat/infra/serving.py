@@ -61,7 +61,9 @@ class Config(uvicorn.Config):
             server_header=False,
             # uvicorn's own logging config gives its loggers handlers that bypass the root's
             # (Redact, LOG_FORMAT): without one they propagate there (chat.infra.process).
-            **{"log_config": None, **options},
+            # Its start-up lines name the bind address (0.0.0.0), not where clients connect: each
+            # process logs that itself; uvicorn says only what went wrong.
+            **{"log_config": None, "log_level": "warning", **options},
         )
         self.header_timeout = header_timeout
 
