@@ -214,9 +214,10 @@ def test_uvicorn_and_arq_lines_go_through_the_same_handler(tmp_path: Path) -> No
 
         configure_logging()
         serving.Config("api.asgi:app", header_timeout=1.0).configure_logging()
-        logging.getLogger("uvicorn.error").info("Uvicorn running on http://u:pw@0.0.0.0:1")
+        # uvicorn runs at WARNING (serving.Config): what it says is what went wrong.
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request from http://u:pw@0.0.0.0:1")
         access = ("1.2.3.4:5", "GET", "/x", "1.1", 200)
-        logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', *access)
+        logging.getLogger("uvicorn.access").warning('%s - "%s %s HTTP/%s" %d', *access)
         logging.getLogger("arq.worker").warning("job failed")
         """
     )
