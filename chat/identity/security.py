@@ -16,8 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 import jwt
-from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from chat.errors import Unauthorized
 from chat.settings import Settings
@@ -27,6 +25,11 @@ class Passwords:
     """Argon2id hashing, CPU- and memory-bound on purpose: run in threads, a few at a time."""
 
     def __init__(self, settings: Settings) -> None:
+        # Imported here: the push process checks tokens but never passwords.
+        from argon2 import PasswordHasher, Type
+        from argon2.exceptions import InvalidHashError, VerificationError
+
+        self._refused = (VerificationError, InvalidHashError)
         self._slots = asyncio.Semaphore(settings.password_hash_concurrency)
         self._hasher = PasswordHasher(
             time_cost=settings.password_hash_time_cost,
@@ -43,7 +46,7 @@ class Passwords:
     def verify(self, password_hash: str | None, password: str) -> bool:
         try:
             return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
-        except (VerificationError, InvalidHashError):
+        except self._refused:
             return False
 
     async def hash_async(self, password: str) -> str:

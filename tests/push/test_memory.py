@@ -7,7 +7,8 @@ upgrade or a new attribute could quietly undo.
   an `Inbox` and waits on a `Flag` (no deques allocated up front).
 - An idle `Session` has no instance dict, no deque of pending frames, no sender task and no timer
   of its own: its token's expiry is one entry of the process's `Expiries`.
-- The push process does not import what it never uses (httpx, and rich and pygments with it).
+- The push process does not import what it never uses: httpx (and rich and pygments with it),
+  argon2.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ async def test_expiries_close_each_session_once_its_token_expired_and_not_one_th
     assert expiries._seconds == [int(later.expires_at.timestamp())]  # armed for the next one
 
 
-def test_the_push_process_does_not_import_httpx() -> None:
+def test_the_push_process_does_not_import_httpx_or_argon2() -> None:
     # A fresh interpreter: the test process itself imports httpx for its own clients.
     env: dict[str, Any] = {
         **os.environ,
@@ -175,7 +176,7 @@ def test_the_push_process_does_not_import_httpx() -> None:
         "from chat.settings import Settings\n"
         "server, sock = build_server(Settings(), '127.0.0.1', 0)\n"
         "sock.close()\n"
-        "print(sorted(m for m in ('httpx', 'rich', 'pygments') if m in sys.modules))\n"
+        "print(sorted(m for m in ('argon2', 'httpx', 'rich', 'pygments') if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
