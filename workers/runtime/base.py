@@ -197,16 +197,11 @@ class WorkerBase(Worker):
         return ShardQueue(lane, layout.queue(lane, shard), tag, heartbeats.held_key(self.worker_id, tag))
 
     def _node_client(self, host: str, port: int) -> Redis:
-        """A plain client of one cluster node, with the cluster client's credentials and restart
-        check (`chat.infra.restarts`): for what a cluster client cannot do (MULTI, SUBSCRIBE)."""
+        """A plain client of one cluster node, with the cluster client's credentials: for what a
+        cluster client cannot do (MULTI, SUBSCRIBE). Without the restart check of the cluster's own
+        connections (`chat.infra.restarts`): the counters it guards are the send path's."""
         options = cast(Any, self.pool).connection_kwargs
-        return Redis(
-            host=host,
-            port=port,
-            username=options.get("username"),
-            password=options.get("password"),
-            redis_connect_func=options.get("redis_connect_func"),
-        )
+        return Redis(host=host, port=port, username=options.get("username"), password=options.get("password"))
 
 
 def text(value: bytes | str) -> str:
