@@ -47,6 +47,7 @@ return 1
 # A slot this node does not serve (cluster) is another node's to record: its own connections do.
 # (redis-py raises these as their own types, the MOVED/ASK prefix stripped from the message.)
 _ELSEWHERE = (MovedError, AskError, ClusterCrossSlotError, ClusterDownError, TryAgainError)
+_CODES = ("MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "TRYAGAIN")
 
 
 def hook(shards: Shards) -> Callable[[Any], Awaitable[None]]:
@@ -65,10 +66,11 @@ def hook(shards: Shards) -> Callable[[Any], Awaitable[None]]:
         for _ in tags:
             try:
                 await connection.read_response()
-            except _ELSEWHERE:
-                pass
-            except ResponseError:
-                raise  # out of memory, read-only: this connection must not serve sends yet
+            except ResponseError as exc:
+                # A cluster client's parser raises the types (prefix stripped); a plain client's
+                # connection to a cluster node, a ResponseError that starts with the code.
+                if not isinstance(exc, _ELSEWHERE) and not str(exc).startswith(_CODES):
+                    raise  # out of memory, read-only: this connection must not serve sends yet
 
     return connect
 
