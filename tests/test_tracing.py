@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanKind
 from api.observe import RequestSpans
 from chat.infra import tracing
 from chat.jobqueue.codec import deserialize, job_body, seq_splice, trace_of
+from chat.realtime.eventbus import channel
 from chat.realtime.events import MessageCreated, decode, encode, frame, untraced
 from push.hub import Hub
 from tests.support.messages import message_created
@@ -246,7 +247,7 @@ async def test_push_delivers_the_untraced_frame_under_a_deliver_span(spans: InMe
     with tracing.span("publish"):
         parent = tracing.traceparent()
         traced = frame("5-0", encode(event))
-    hub._fan_out(f"user:{user}", traced)
+    hub._fan_out(channel(user), traced)
     expected = frame("5-0", message_bytes := encode(event)).decode()
     assert b"_traceparent" not in message_bytes
     assert phone.frames == laptop.frames == [expected]
@@ -264,7 +265,7 @@ def test_push_strips_the_context_with_its_own_tracing_off() -> None:
     phone = Socket(user)
     hub._local[user] = {phone}
     plain = frame("5-0", encode(message()))
-    hub._fan_out(f"user:{user}", plain[:-1] + b',"_traceparent":"' + CALLER.encode() + b'"}')
+    hub._fan_out(channel(user), plain[:-1] + b',"_traceparent":"' + CALLER.encode() + b'"}')
     assert phone.frames == [plain.decode()]
 
 

@@ -42,7 +42,7 @@ def families(settings: Settings) -> list[str]:
     """Every key family, as its owning module builds it: a prefix (or the whole name)."""
     q = settings.queue_name
     return [
-        eventbus.stream_key(""),
+        eventbus.stream_key("").removesuffix("{}"),
         sequence.counter_key("", ""),
         sequence.checked_key("", ""),
         restarts.node_key(""),
@@ -51,8 +51,8 @@ def families(settings: Settings) -> list[str]:
         accept.send_rate_prefix(""),
         membership.members_key("", ""),
         membership.generation_key("", ""),
-        presence.presence_key(""),
-        presence.last_seen_key(""),
+        presence.presence_key("").removesuffix("{}"),
+        presence.last_seen_key("").removesuffix("{}"),
         presence.typing_key("", "").rstrip(":"),
         deadletters.HASH,
         deadletters.INDEX,

@@ -3,6 +3,13 @@
 A stream entry id is the event's `event_id` for that user, so ids increase per user and a
 reconnecting client resumes with XRANGE from its last id. The push process subscribes only to the
 channels of users connected to it.
+
+A user's keys carry their id as hash tag (`events:{<id>}`, `user:{<id>}`, and their presence), so
+on a Redis Cluster they share one slot: the script that appends to a stream and publishes on the
+channel touches one slot, and publishes with SPUBLISH (sharded pub/sub), which reaches only the
+slot's own shard instead of every node of the cluster. An event for many users is one script call
+per slot group, pipelined to each node at once. On one Redis it is one call for every recipient,
+published with PUBLISH, as before.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.crc import key_slot
 
+from chat.infra.redisclient import is_cluster
 from chat.jobqueue.outbox import Outbox
 from chat.realtime.events import LUA_FRAME, StoredEvent, Typing, encode
 
@@ -23,11 +32,27 @@ EVENT_FIELD = b"e"
 
 
 def stream_key(user_id: uuid.UUID | str) -> str:
-    return f"{STREAM_PREFIX}{user_id}"
+    return f"{STREAM_PREFIX}{{{user_id}}}"
 
 
 def channel(user_id: uuid.UUID | str) -> str:
-    return f"{CHANNEL_PREFIX}{user_id}"
+    return f"{CHANNEL_PREFIX}{{{user_id}}}"
+
+
+def user_of_channel(name: str) -> str:
+    """The user id a channel name carries (`channel`'s inverse)."""
+    return name[len(CHANNEL_PREFIX) + 1 : -1]
+
+
+def slot_of(user_id: uuid.UUID | str) -> int:
+    """The cluster hash slot of every key of the user's (their id is the hash tag)."""
+    return key_slot(str(user_id).encode())
+
+
+def publish_command(cluster: bool) -> str:
+    # SPUBLISH reaches the subscribers of the channel's shard only; PUBLISH on a cluster is
+    # broadcast over the cluster bus to every node.
+    return "SPUBLISH" if cluster else "PUBLISH"
 
 
 class Publisher(Protocol):
@@ -40,24 +65,27 @@ class Publisher(Protocol):
 
 class RedisPublisher:
     # Append to each recipient's stream and publish the framed event on their channel, in one round
-    # trip; the frame is chat.realtime.events' own (LUA_FRAME).
-    _SCRIPT = (
-        LUA_FRAME
-        + """
+    # trip; the frame is chat.realtime.events' own (LUA_FRAME). On a cluster every key of one call
+    # is in one slot, and the channels too (they carry the same tags): SPUBLISH is checked
+    # against the script's slot like a key.
+    _BODY = """
 local ids = {}
 for i, key in ipairs(KEYS) do
   local id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
-  redis.call('PUBLISH', ARGV[2 + i], frame(id, ARGV[2]))
+  redis.call('%s', ARGV[2 + i], frame(id, ARGV[2]))
   ids[i] = id
 end
 return ids
 """
-    )
+    _SCRIPT = LUA_FRAME + _BODY % "PUBLISH"
+    _CLUSTER_SCRIPT = LUA_FRAME + _BODY % "SPUBLISH"
 
     def __init__(self, redis: Redis, *, stream_maxlen: int) -> None:
         self._redis = redis
         self._maxlen = stream_maxlen
-        self.script = redis.register_script(self._SCRIPT)
+        self._cluster = is_cluster(redis)
+        self._text = self._CLUSTER_SCRIPT if self._cluster else self._SCRIPT
+        self.script = redis.register_script(self._text)
 
     def call(self, event: StoredEvent, users: list[uuid.UUID]) -> tuple[list[str], list[str | int | bytes]]:
         """The script's keys and arguments for `event` to `users` (the benchmark pipelines them)."""
@@ -70,9 +98,23 @@ return ids
         users = list(dict.fromkeys(recipients))
         if not users:
             return []
+        if self._cluster:
+            return await self._publish_by_slot(event, users)
         keys, args = self.call(event, users)
         ids = await self.script(keys=keys, args=args)
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return [_text(i) for i in ids]
+
+    async def _publish_by_slot(self, event: StoredEvent, users: list[uuid.UUID]) -> list[str]:
+        groups = by_slot(users)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for group in groups:
+                keys, args = self.call(event, group)
+                pipe.execute_command("EVAL", self._text, len(keys), *keys, *args)
+            replies = await pipe.execute()
+        ids: dict[uuid.UUID, str] = {}
+        for group, reply in zip(groups, replies, strict=True):
+            ids.update(zip(group, map(_text, reply), strict=True))
+        return [ids[user] for user in users]
 
     async def publish_many(self, batch: Sequence[tuple[StoredEvent, Sequence[uuid.UUID]]]) -> None:
         """Publish several events in one round trip."""
@@ -82,23 +124,40 @@ return ids
             await pipe.execute()
 
     async def stage(self, pipe: Pipeline, event: StoredEvent, recipients: Iterable[uuid.UUID]) -> None:
+        """Add the publish to `pipe` (on a cluster, a cluster pipeline: one call per slot group)."""
         users = list(dict.fromkeys(recipients))
-        if users:
-            keys, args = self.call(event, users)
-            # EVAL with the script's text, not redis-py's EVALSHA: a pipeline holding a registered
-            # script asks SCRIPT EXISTS first, a round trip of its own every time. Redis caches the
-            # compiled script by its hash either way.
-            pipe.execute_command("EVAL", self._SCRIPT, len(keys), *keys, *args)
+        if not users:
+            return
+        # EVAL with the script's text, not redis-py's EVALSHA: a pipeline holding a registered
+        # script asks SCRIPT EXISTS first, a round trip of its own every time. Redis caches the
+        # compiled script by its hash either way.
+        for group in by_slot(users) if self._cluster else [users]:
+            keys, args = self.call(event, group)
+            pipe.execute_command("EVAL", self._text, len(keys), *keys, *args)
 
     async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None:
         data = encode(event)
+        command = publish_command(self._cluster)
         async with self._redis.pipeline(transaction=False) as pipe:
             for user in dict.fromkeys(recipients):
-                pipe.publish(channel(user), data)
+                # A cluster pipeline routes SPUBLISH by its channel's slot, as it does a key.
+                pipe.execute_command(command, channel(user), data)
             await pipe.execute()
 
     def staged(self, outbox: Outbox) -> StagedPublisher:
         return StagedPublisher(self, outbox)
+
+
+def by_slot(users: list[uuid.UUID]) -> list[list[uuid.UUID]]:
+    """`users` grouped by their keys' cluster slot, in the order each slot first appears."""
+    groups: dict[int, list[uuid.UUID]] = {}
+    for user in users:
+        groups.setdefault(slot_of(user), []).append(user)
+    return list(groups.values())
+
+
+def _text(event_id: bytes | str | int) -> str:
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
 
 class StagedPublisher:

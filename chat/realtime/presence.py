@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 
+# The user id is the hash tag, as in the user's stream and channel (`chat.realtime.eventbus`): on
+# a cluster the claim script's two keys share a slot.
 def presence_key(user_id: uuid.UUID | str) -> str:
-    return f"presence:{user_id}"
+    return f"presence:{{{user_id}}}"
 
 
 def last_seen_key(user_id: uuid.UUID | str) -> str:
-    return f"last_seen:{user_id}"
+    return f"last_seen:{{{user_id}}}"
 
 
 async def touch(redis: Redis, user_id: uuid.UUID | str, connection_id: str, ttl_seconds: int) -> None:

@@ -5,6 +5,7 @@ import uuid
 import orjson
 
 from api.deps import Deps
+from chat.realtime.eventbus import channel
 from tests.support import ApiClient, assert_problem
 from tests.support.messages import stream
 
@@ -143,12 +144,12 @@ async def test_typing_is_ephemeral_and_rate_limited(api: ApiClient, deps: Deps) 
     alice, bob = await api.user(), await api.user()
     conv = await api.conversation(alice, bob, kind="direct")
     pubsub = deps.redis.pubsub()
-    await pubsub.subscribe(f"user:{bob.id}", f"user:{alice.id}")
+    await pubsub.subscribe(channel(bob.id), channel(alice.id))
     for _ in range(2):
         await pubsub.get_message(timeout=1)
     assert (await api.post(f"/conversations/{conv['id']}/typing", alice)).status_code == 204
     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
-    assert message is not None and message["channel"] == f"user:{bob.id}".encode()
+    assert message is not None and message["channel"] == channel(bob.id).encode()
     frame = orjson.loads(message["data"])
     assert frame == {"type": "typing", "conversation_id": conv["id"], "data": {"user_id": alice.id}}
     assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None  # not to the typer
