@@ -5,6 +5,11 @@ closes, so adding push processes does not multiply traffic. Each published frame
 ready-to-send JSON and is decoded to text once, then offered to every local socket of that user.
 An order on the same channel (`chat.realtime.usercontrol`: the user was deactivated) is never
 offered as a frame: it closes every local socket of that user.
+
+On a Redis Cluster events are published with SPUBLISH, and a user's channel is subscribed with
+SSUBSCRIBE on the master of its slot (`push.sharded`: one connection a master). A node that is
+lost, or that gives up a slot, costs only the sockets of the users whose channels it carried: they
+are restarted, as every socket is on one Redis when its pub/sub connection breaks.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from chat.infra import metrics, tracing
+from chat.infra.redisclient import is_cluster
 from chat.realtime import usercontrol
-from chat.realtime.eventbus import CHANNEL_PREFIX, channel
+from chat.realtime.eventbus import channel, user_of_channel
 from chat.realtime.events import untraced
+from push.sharded import ShardedChannels
 
 log = logging.getLogger("push.hub")
 
@@ -44,6 +51,9 @@ class Hub:
         self._local: dict[str, set[Subscriber]] = defaultdict(set)
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()
+        self._sharded = (
+            ShardedChannels(cast(Any, redis), self._fan_out, self._lost) if is_cluster(redis) else None
+        )
 
     @property
     def connections(self) -> int:
@@ -51,6 +61,9 @@ class Hub:
 
     async def join(self, subscriber: Subscriber) -> None:
         """Register a socket; returns once its user's channel is subscribed (no event can be missed)."""
+        if self._sharded is not None:
+            await self._join_sharded(self._sharded, subscriber)
+            return
         async with self._lock:
             first = not self._local[subscriber.user_id]
             self._local[subscriber.user_id].add(subscriber)
@@ -82,9 +95,35 @@ class Hub:
             if sockets:
                 return
             del self._local[subscriber.user_id]
-            if self._pubsub is not None:
+            if self._sharded is not None:
+                await self._sharded.unsubscribe(channel(subscriber.user_id))
+            elif self._pubsub is not None:
                 with contextlib.suppress(Exception):
                     await self._pubsub.unsubscribe(channel(subscriber.user_id))
+
+    async def _join_sharded(self, sharded: ShardedChannels, subscriber: Subscriber) -> None:
+        async with self._lock:
+            first = not self._local[subscriber.user_id]
+            self._local[subscriber.user_id].add(subscriber)
+            if not first:
+                return
+            try:
+                await sharded.subscribe(channel(subscriber.user_id))
+            except BaseException:
+                sockets = self._local.get(subscriber.user_id)
+                if sockets is not None:
+                    sockets.discard(subscriber)
+                    if not sockets:
+                        del self._local[subscriber.user_id]
+                raise
+
+    def _lost(self, names: list[str]) -> None:
+        """Sharded channels that are no longer subscribed (their node was lost or gave up their
+        slot): their users' sockets restart, and resume from their streams."""
+        stale = [sockets for name in names if (sockets := self._local.pop(user_of_channel(name), None))]
+        for sockets in stale:
+            for subscriber in sockets:
+                subscriber.restart()
 
     def _ensure_pubsub(self) -> PubSub:
         if self._pubsub is None:
@@ -139,7 +178,7 @@ class Hub:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _fan_out(self, name: str, data: bytes | str) -> None:
-        sockets = self._local.get(name[len(CHANNEL_PREFIX) :])
+        sockets = self._local.get(user_of_channel(name))
         if not sockets:
             return
         frame = data.decode() if isinstance(data, bytes) else data  # once per process, not per socket
@@ -158,6 +197,8 @@ class Hub:
         # Anything else is neither an event nor an order this process knows: no client gets it.
 
     async def close(self) -> None:
+        if self._sharded is not None:
+            await self._sharded.close()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
