@@ -513,6 +513,18 @@ class SentinelSetup:
         _wait("the sentinels naming a new master", moved, timeout, interval=0.1)
         return time.monotonic() - self._killed_at
 
+    def restart_killed(self) -> None:
+        """Start the killed master again: the sentinels turn it into a replica of the new master
+        (as an orchestrator restarting the dead server would)."""
+        server = self._server(self._killed_port)
+        server.start()
+        server.wait_ping()
+
+        def replicating() -> bool | None:
+            return True if _replication(self._killed_port).get("master_link_status") == "up" else None
+
+        _wait("the old master replicating the new one", replicating, 30, interval=0.1)
+
     def stop(self) -> None:
         for server in [*self._sentinels, self._replica, self._master]:
             server.stop()
