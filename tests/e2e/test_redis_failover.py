@@ -28,7 +28,6 @@ from chat.jobqueue.shards import Shards
 from tests.support.chatload import reconcile, until
 from tests.support.faultchat import Chat, log_findings, reconciled
 from tests.support.rediscluster import RedisClusterProcess, SentinelSetup
-from tests.support.settings import migrated_database
 from tests.support.stack import Stack, stack_env
 
 pytestmark = pytest.mark.e2e
@@ -125,7 +124,9 @@ def _group_master(cluster: RedisClusterProcess, chat: Chat) -> int:
 
 
 @pytest.mark.parametrize("durability", ["replica", "none"])
-async def test_a_cluster_primary_killed_under_load(durability: str, tmp_path: Path) -> None:
+async def test_a_cluster_primary_killed_under_load(
+    durability: str, e2e_database: str, tmp_path: Path
+) -> None:
     cluster = RedisClusterProcess(tmp_path / "cluster")
     killed: list[int] = []
 
@@ -155,7 +156,9 @@ async def test_a_cluster_primary_killed_under_load(durability: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize("durability", ["replica", "none"])
-async def test_a_sentinel_master_killed_under_load(durability: str, tmp_path: Path) -> None:
+async def test_a_sentinel_master_killed_under_load(
+    durability: str, e2e_database: str, tmp_path: Path
+) -> None:
     sentinels = SentinelSetup(tmp_path / "sentinel")
 
     def kill(chat: Chat) -> float:
@@ -170,10 +173,9 @@ async def test_a_sentinel_master_killed_under_load(durability: str, tmp_path: Pa
         "ACCEPT_REPLICA_TIMEOUT_MS": "1000",
     }
     try:
-        with migrated_database() as database:
-            chat, rec, _, _ = await _run(
-                f"sentinel, {durability}", env, tmp_path / "stack", database, kill, sentinels.restart_killed
-            )
+        chat, rec, _, _ = await _run(
+            f"sentinel, {durability}", env, tmp_path / "stack", e2e_database, kill, sentinels.restart_killed
+        )
     finally:
         sentinels.stop()
     _check(durability, chat, rec)
