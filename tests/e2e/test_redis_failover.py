@@ -146,10 +146,7 @@ async def test_a_cluster_primary_killed_under_load(
         "ACCEPT_REPLICA_TIMEOUT_MS": "1000",
     }
     try:
-        with migrated_database() as database:
-            chat, rec, _, _ = await _run(
-                f"cluster, {durability}", env, tmp_path / "stack", database, kill, recover
-            )
+        chat, rec, _, _ = await _run(f"cluster, {durability}", env, tmp_path, e2e_database, kill, recover)
     finally:
         cluster.stop()
     _check(durability, chat, rec)
@@ -174,7 +171,7 @@ async def test_a_sentinel_master_killed_under_load(
     }
     try:
         chat, rec, _, _ = await _run(
-            f"sentinel, {durability}", env, tmp_path / "stack", e2e_database, kill, sentinels.restart_killed
+            f"sentinel, {durability}", env, tmp_path, e2e_database, kill, sentinels.restart_killed
         )
     finally:
         sentinels.stop()
