@@ -110,8 +110,10 @@ def create_redis(settings: Settings, *, max_connections: int | None = None) -> A
             password=password,
             max_connections=max_connections,
             redis_connect_func=restarts.hook(shards),
-            **options,
         )
+        # master_for hands every keyword to the connections: the arq pool's own ones go on after.
+        for name, value in options.items():
+            setattr(client, name, value)
     else:
         pool = ConnectionPool.from_url(
             url, max_connections=max_connections, redis_connect_func=restarts.hook(shards)
