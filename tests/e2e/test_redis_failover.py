@@ -81,7 +81,13 @@ async def _run(
                 30,
             )
         await chat.stop()
-        recovery = {"sends": round(back - killed_at, 1)}
+        # What a sender saw: the longest wait between two 202s (the failover, and for replica
+        # durability until the restarted server replicates again).
+        gaps = [b.at - a.at for s in chat.senders for a, b in zip(s.accepted, s.accepted[1:], strict=False)]
+        recovery = {
+            "longest wait for a 202": round(max(gaps), 1),
+            "until restarted": round(back - killed_at, 1),
+        }
         print(
             reconciled(
                 what, chat, rec, f"failover {failover:.1f} s; recovery {recovery}; {log_findings(stack)}"
