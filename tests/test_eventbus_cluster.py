@@ -81,7 +81,7 @@ def commands(cluster: RedisClusterProcess, name: str) -> int:
     for node in cluster.nodes():
         if node.role == "master" and not node.failed:
             with redis.Redis(port=node.port) as one:
-                stats: dict[str, Any] = one.info("commandstats")  # type: ignore[assignment]
+                stats: dict[str, Any] = one.info("commandstats")
                 total += int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
     return total
 
