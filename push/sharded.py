@@ -32,6 +32,10 @@ log = logging.getLogger("push.hub")
 CONFIRM_TIMEOUT = 5.0
 # A subscribe sent to a node that no longer serves the slot is told MOVED: learn the map, retry.
 ATTEMPTS = 3
+# After a node gave up a slot, the slot map is learned until it names the slot's new node, for at
+# most this many rounds: the map comes from one node, which may hear of the change a moment late.
+SETTLE_ROUNDS = 20
+SETTLE_INTERVAL = 0.1
 _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 
 OnMessage = Callable[[str, bytes], None]
@@ -73,6 +77,7 @@ class ShardedChannels:
         self._links: dict[str, _Link] = {}
         self._where: dict[str, _Link] = {}  # each subscribed channel's link
         self._refreshing: asyncio.Task[None] | None = None
+        self._moving: dict[int, str] = {}  # slots a node gave up, and that node, until the map moves them
         self._connecting = asyncio.Lock()
 
     @property
@@ -87,11 +92,22 @@ class ShardedChannels:
     async def subscribe(self, name: str) -> None:
         """SSUBSCRIBE `name` on its slot's master; returns once Redis confirmed it."""
         await self._cluster.initialize()  # the slot map (once; a no-op after)
+        if self._refreshing is not None and not self._refreshing.done():
+            # A node gave up slots: a replica it turned into still takes a subscribe to them (Redis
+            # serves a shard's replicas too), so a stale map would subscribe where no message comes.
+            await asyncio.shield(self._refreshing)
         for attempt in range(ATTEMPTS):
             node = self._cluster.get_node_from_key(name)
             if node is None:  # only a replica asked for can be missing; the master is named or raised
                 raise Moved(f"no node serves {name}")
-            link = await self._link(node)
+            try:
+                link = await self._link(node)
+            except (RedisError, OSError):
+                # Gone (killed, failing over): the map may already name its successor.
+                await self.refresh()
+                if attempt == ATTEMPTS - 1:
+                    raise
+                continue
             confirmed = asyncio.get_running_loop().create_future()
             link.confirmations[name] = confirmed
             link.channels.add(name)
@@ -142,12 +158,7 @@ class ShardedChannels:
                 socket_connect_timeout=CONFIRM_TIMEOUT,
                 socket_keepalive=True,
             )
-            try:
-                await connection.connect()  # type: ignore[no-untyped-call]
-            except (RedisError, OSError):
-                # Gone (killed, failing over): the map may already name its successor.
-                self._refresh_soon()
-                raise
+            await connection.connect()  # type: ignore[no-untyped-call]
             link = self._links[node.name] = _Link(node.name, connection)
             link.reader = asyncio.create_task(self._read(link), name=f"push-hub-shard-{node.name}")
             return link
@@ -186,6 +197,7 @@ class ShardedChannels:
             # Redis dropped it: the channel's slot moved to another node.
             log.warning("%s dropped %s (its slot moved); restarting its sockets", link.name, name)
             self._forget(link, name)
+            self._moving[self._cluster.keyslot(name)] = link.name
             self._refresh_soon()
             self._on_lost([name])
 
@@ -222,7 +234,22 @@ class ShardedChannels:
 
     def _refresh_soon(self) -> None:
         if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.create_task(self.refresh(), name="push-hub-slot-map")
+            self._refreshing = asyncio.create_task(self._settle(), name="push-hub-slot-map")
+
+    async def _settle(self) -> None:
+        for _ in range(SETTLE_ROUNDS):
+            await self.refresh()
+            cache = self._cluster.nodes_manager.slots_cache
+            self._moving = {
+                slot: node
+                for slot, node in self._moving.items()
+                if slot in cache and cache[slot][0].name == node
+            }
+            if not self._moving:
+                return
+            await asyncio.sleep(SETTLE_INTERVAL)
+        log.warning("the slot map still names the nodes that gave up slots %s", sorted(self._moving))
+        self._moving.clear()
 
     async def refresh(self) -> None:
         """Learn the slot map again (after a failover, the slot's new master)."""
