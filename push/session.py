@@ -290,23 +290,32 @@ async def _bounded(call: Awaitable[T]) -> T:
 
 
 async def _trimmed_after(redis: Redis, key: str, start: tuple[int, int]) -> bool:
-    """True when events after `start` may have been trimmed away (or `start` was never issued)."""
-    try:
-        info = await redis.xinfo_stream(key)
-    except Exception:  # no stream at all: nothing to resume from
+    """True when events after `start` may be missing: trimmed away, lost with data Redis no longer
+    holds, or `start` was never issued."""
+    at = f"{start[0]}-{start[1]}"
+    async with redis.pipeline(transaction=False) as pipe:  # one round trip, one key: one node
+        pipe.xinfo_stream(key)
+        pipe.xrange(key, min=at, max=at, count=1)
+        info, exact = await pipe.execute(raise_on_error=False)
+    if isinstance(info, Exception):  # no stream at all: nothing to resume from
         return True
+    # `start` named an entry the client got from this stream. Gone though trimming cannot have
+    # taken it (the check below), the stream went back in time: Redis came back from an older
+    # snapshot, or a replica that lacked it was promoted. The events after it may be gone too,
+    # while new ones get ids past it: replaying those alone would be a silent gap.
+    missing = isinstance(exact, Exception) or not exact
     last_generated = frames.parse_id(info.get("last-generated-id"))
     if last_generated is None or start > last_generated:
         return True
     deleted = frames.parse_id(info.get("max-deleted-entry-id"))
     if deleted is not None and deleted != (0, 0):
-        return deleted > start
+        return deleted > start or missing
     first = info.get("first-entry")
     first_id = frames.parse_id(first[0]) if first else None
     # The oldest kept event is newer than start: either trimmed (without Redis 7's bookkeeping),
     # or the stream began again after Redis lost its data. Events nobody holds any more lay
     # between, so the client must resync over REST either way.
-    return first_id is not None and first_id > start
+    return (first_id is not None and first_id > start) or missing
 
 
 class Expiries:
