@@ -51,6 +51,7 @@ from chat.jobqueue.lanes import Queues
 from chat.realtime import wsprotocol
 from chat.realtime.eventbus import RedisPublisher
 from chat.settings import Settings
+from chat.usecases.conversations import MEMBER_LIST_BODY_BYTES
 from chat.usecases.messages import Sending
 from chat.usecases.server_conversations import ServerConversations
 from chat.usecases.server_keys import ServerKeys
@@ -150,6 +151,7 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
     paths and methods are `api.operations`' declarations."""
     settings, sessions, redis, publisher = deps.settings, deps.sessions, deps.redis, deps.publisher
     body = settings.max_body_bytes
+    member_list = max(body, MEMBER_LIST_BODY_BYTES)  # bodies naming up to MAX_PARTICIPANTS users
     trusted = settings.trusted_networks
 
     def per_address(setting: str, name: str, what: str) -> AddressLimit:
@@ -189,9 +191,9 @@ def routes(deps: Deps) -> list[tuple[str, object]]:
         blocks.BlockedUser(sessions, redis),
         users.Users(sessions),
         users.UserById(sessions, redis),
-        conversations.Conversations(sessions, redis, deps.sequencer, publisher, body, storage),
+        conversations.Conversations(sessions, redis, deps.sequencer, publisher, member_list, storage),
         conversations.ConversationById(sessions, storage),
-        participants.Participants(sessions, redis, publisher, body, storage),
+        participants.Participants(sessions, redis, publisher, member_list, storage),
         participants.ParticipantById(sessions, redis, publisher),
         read_markers.ReadMarker(sessions, deps.sequencer, publisher, body),
         read_markers.ConversationSettings(sessions, body),
@@ -267,8 +269,8 @@ def server_conversation_resources(deps: Deps) -> tuple[object, ...]:
         settings.upload_unsent_ttl_seconds,
     )
     return (
-        server_conversations.ServerConversation(conversations, body),
-        server_conversations.ServerMembers(conversations, body),
+        server_conversations.ServerConversation(conversations, max(body, MEMBER_LIST_BODY_BYTES)),
+        server_conversations.ServerMembers(conversations, max(body, MEMBER_LIST_BODY_BYTES)),
         server_conversations.ServerMember(conversations),
         server_conversations.ServerMessages(sessions, sending, body),
     )

@@ -42,10 +42,14 @@ async def generation(redis: Redis, conversation_id: uuid.UUID) -> bytes:
 
 
 # KEYS: set, generation. ARGV: expected generation, ttl, member ids. 1 written, 0 a change came first.
+# SADD in slices of 1,000: Lua's unpack fails past about 8,000 values ("too many results to
+# unpack"), and a 10,000-member group's seed is 10,000.
 _SEED = """
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('SADD', KEYS[1], unpack(ARGV, 3))
+for first = 3, #ARGV, 1000 do
+  redis.call('SADD', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,8 +25,18 @@ from chat.realtime.eventbus import Publisher
 from chat.realtime.events import ConversationCreated
 from chat.schemas import ConversationOut, MessageOut, ParticipantOut
 
-# A group's size cap: fan-out to this many sockets stays cheap.
-MAX_PARTICIPANTS = 1000
+# A group's size cap. What a message costs grows with it (docs/design/fanout.md): up to here it
+# was measured (docs/benchmarks.md, "Big groups").
+MAX_PARTICIPANTS = 10_000
+# From this size a group is a room (docs/design/fanout.md): its typing frames are throttled, and its
+# conversation.created names only its first ANNOUNCED_PARTICIPANTS. That event is stored once per
+# member, so a full list costs members x members (10,000 members: 10,000 copies of 750 KB, 7.5 GB);
+# 20 keep a copy near 2 KB (20 MB for 10,000 members).
+LARGE_GROUP_MEMBERS = 200
+ANNOUNCED_PARTICIPANTS = 20
+# A request body that names MAX_PARTICIPANTS members: 10,000 UUIDs are 390 KB of JSON, 10,000
+# external ids (128 characters at most) 1.3 MB; the usual body limit (64 KB) holds about 1,600.
+MEMBER_LIST_BODY_BYTES = MAX_PARTICIPANTS * 132 + 16 * 1024
 
 
 async def create(
@@ -65,7 +75,9 @@ async def create(
         try:
             session.add(conversation)
             await session.flush()
-            session.add_all(members)
+            # Core's executemany (pages of insertmanyvalues), not the unit of work: 10,000 ORM
+            # objects cost more in bookkeeping than their INSERT does.
+            await session.execute(insert(Participant), members)
             await session.commit()
         except IntegrityError:
             # Both users opened the direct conversation at once; the other request won.
@@ -79,13 +91,24 @@ async def create(
     # yet, so 0), the first send needs no Postgres (it would otherwise seed the counter from it).
     await membership.seed(redis, conversation.id, b"0", [me, *others], refused)
     await sequencer.raise_to(conversation.id, 0)
-    await publisher.publish(ConversationCreated(conversation_id=conversation.id, data=view), [me, *others])
+    created = ConversationCreated(conversation_id=conversation.id, data=announced_view(view))
+    await publisher.publish(created, [me, *others])
     return view, True
+
+
+def announced_view(view: ConversationOut) -> ConversationOut:
+    """The conversation as conversation.created carries it: a room's with its first
+    ANNOUNCED_PARTICIPANTS (by joining, so the owner first); GET /conversations/{id} has them all."""
+    if len(view.participants) < LARGE_GROUP_MEMBERS:
+        return view
+    # Members who joined together tie on joined_at: the owner is put first by name.
+    first = sorted(view.participants, key=lambda p: p.role != "owner")[:ANNOUNCED_PARTICIPANTS]
+    return view.model_copy(update={"participants": first})
 
 
 def _new(
     me: uuid.UUID, kind: str, title: str | None, others: list[uuid.UUID]
-) -> tuple[Conversation, list[Participant]]:
+) -> tuple[Conversation, list[dict[str, Any]]]:
     """The rows of a new conversation: it, me (a group's owner) and the others."""
     now = datetime.now(UTC)
     conversation = Conversation(
@@ -100,7 +123,7 @@ def _new(
     )
     roles = [(me, "owner" if kind == "group" else "member")] + [(u, "member") for u in others]
     members = [
-        Participant(conversation_id=conversation.id, user_id=u, role=role, last_read_seq=0, joined_at=now)
+        {"conversation_id": conversation.id, "user_id": u, "role": role, "last_read_seq": 0, "joined_at": now}
         for u, role in roles
     ]
     return conversation, members

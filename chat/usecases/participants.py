@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,9 +18,10 @@ from chat.infra.db import Sessions
 from chat.infra.storage import Storage
 from chat.models import Participant
 from chat.realtime.eventbus import Publisher
-from chat.realtime.events import ParticipantAdded, ParticipantRemoved, UserRef
+from chat.realtime.events import ParticipantAdded, ParticipantRemoved, StoredEvent, UserRef
 from chat.schemas import ConversationOut
 from chat.usecases.conversations import (
+    LARGE_GROUP_MEMBERS,
     MAX_PARTICIPANTS,
     conversation_of,
     conversation_view,
@@ -28,6 +29,8 @@ from chat.usecases.conversations import (
     require_group,
     require_users,
 )
+
+_PUBLISH_SLICE = 500
 
 
 async def add(
@@ -62,15 +65,27 @@ async def announce(
     removed: Sequence[uuid.UUID] = (),
 ) -> None:
     """After a membership change commits: the Redis mirror is re-read on the next send, and
-    `recipients` (everyone in it before or after the change) hear who came and who went."""
+    `recipients` (everyone in it before or after the change) hear who came and who went.
+
+    In a room (LARGE_GROUP_MEMBERS or more) a newcomer hears only of their own arrival, not of every
+    other newcomer's: 10,000 added at once would otherwise be 10,000 x 10,000 stream entries. The
+    participants list over REST has them all; the members already there still hear of each one.
+    """
     if not (added or removed):
         return
     await membership.changed(redis, cid)
-    changes: list[ParticipantAdded | ParticipantRemoved]
-    changes = [ParticipantAdded(conversation_id=cid, data=UserRef(user_id=u)) for u in added]
-    changes += [ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=u)) for u in removed]
-    for event in changes:
-        await publisher.publish(event, recipients)
+    newcomers = set(added)
+    room = len(recipients) >= LARGE_GROUP_MEMBERS
+    others = [u for u in recipients if u not in newcomers] if room else list(recipients)
+    batch: list[tuple[StoredEvent, Sequence[uuid.UUID]]] = []
+    for user in added:
+        event = ParticipantAdded(conversation_id=cid, data=UserRef(user_id=user))
+        batch.append((event, [*others, user] if room else others))
+    batch += [(ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=u)), recipients) for u in removed]
+    # Pipelined in slices: one round trip per slice instead of one per event, and no single
+    # pipeline holding 10,000 script calls in memory at once.
+    for start in range(0, len(batch), _PUBLISH_SLICE):
+        await publisher.publish_many(batch[start : start + _PUBLISH_SLICE])
 
 
 async def _insert_new(session: AsyncSession, cid: uuid.UUID, wanted: list[uuid.UUID]) -> list[uuid.UUID]:
@@ -81,11 +96,14 @@ async def _insert_new(session: AsyncSession, cid: uuid.UUID, wanted: list[uuid.U
         if len(current) + len(new) > MAX_PARTICIPANTS:
             raise field_error("body.user_ids", f"A conversation has at most {MAX_PARTICIPANTS} participants.")
         now = datetime.now(UTC)
-        session.add_all(
-            Participant(conversation_id=cid, user_id=u, role="member", last_read_seq=0, joined_at=now)
+        # Core's executemany, as conversations.create does: no ORM object per row.
+        rows = [
+            {"conversation_id": cid, "user_id": u, "role": "member", "last_read_seq": 0, "joined_at": now}
             for u in new
-        )
+        ]
         try:
+            if rows:
+                await session.execute(insert(Participant), rows)
             await session.commit()
             return new
         except IntegrityError:

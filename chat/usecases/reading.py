@@ -7,7 +7,7 @@ import math
 import uuid
 
 from redis.asyncio import Redis
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from chat.domain import blocks
 from chat.domain.blocks import BLOCKED
@@ -18,7 +18,15 @@ from chat.models import Participant
 from chat.realtime import presence
 from chat.realtime.eventbus import Publisher
 from chat.realtime.events import ConversationRead, ReadMarker, Typing, UserRef
-from chat.usecases.conversations import conversation_of, participant_ids, require_participant
+from chat.usecases.conversations import (
+    LARGE_GROUP_MEMBERS,
+    conversation_of,
+    participant_ids,
+    require_participant,
+)
+
+# One typing frame per user per room per this many seconds, whatever TYPING_INTERVAL_SECONDS says.
+ROOM_TYPING_SECONDS = 3.0
 
 
 async def mark_read(
@@ -62,16 +70,24 @@ async def set_muted(sessions: Sessions, me: uuid.UUID, cid: uuid.UUID, muted: bo
 async def typing(
     sessions: Sessions, redis: Redis, publisher: Publisher, interval: float, me: uuid.UUID, cid: uuid.UUID
 ) -> None:
-    """Tell the others `me` is typing: at most once per `interval` seconds (429 sooner)."""
+    """Tell the others `me` is typing: at most once per `interval` seconds (429 sooner), and in a
+    room (LARGE_GROUP_MEMBERS or more) at most once per ROOM_TYPING_SECONDS."""
     async with sessions() as session:
         await require_participant(session, cid, me)
         if await session.scalar(blocks.refused(cid, me)):
             raise Forbidden(BLOCKED)
-        recipients = [u for u in await participant_ids(session, cid) if u != me]
-    wait_ms = await presence.typing_slot(redis, cid, me, interval)
-    if wait_ms is not None:
-        raise TooManyRequests(
-            "Typing notifications are limited to one per interval per conversation.",
-            retry_after=math.ceil(max(wait_ms, 1) / 1000),
+        members = await session.scalar(
+            select(func.count()).select_from(Participant).where(Participant.conversation_id == cid)
         )
+        # A room's typing frame goes to every member: thousands of frames a keystroke burst.
+        if (members or 0) >= LARGE_GROUP_MEMBERS:
+            interval = max(interval, ROOM_TYPING_SECONDS)
+        wait_ms = await presence.typing_slot(redis, cid, me, interval)
+        if wait_ms is not None:
+            raise TooManyRequests(
+                "Typing notifications are limited to one per interval per conversation.",
+                retry_after=math.ceil(max(wait_ms, 1) / 1000),
+            )
+        # Read only once the slot is taken: a refused call in a room reads no member list.
+        recipients = [u for u in await participant_ids(session, cid) if u != me]
     await publisher.publish_ephemeral(Typing(conversation_id=cid, data=UserRef(user_id=me)), recipients)

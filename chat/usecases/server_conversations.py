@@ -28,7 +28,7 @@ from chat.models import Conversation, Participant, User
 from chat.realtime.eventbus import Publisher
 from chat.realtime.events import ConversationCreated
 from chat.schemas import ConversationOut
-from chat.usecases.conversations import MAX_PARTICIPANTS, conversation_view, participant_ids
+from chat.usecases.conversations import MAX_PARTICIPANTS, announced_view, conversation_view, participant_ids
 from chat.usecases.messages import Queued, Sending
 from chat.usecases.participants import announce
 
@@ -71,7 +71,8 @@ class ServerConversations:
             # no Postgres; everyone in it hears of it.
             await membership.seed(self.redis, cid, b"0", wanted)
             await self.sequencer.raise_to(cid, 0)
-            await self.publisher.publish(ConversationCreated(conversation_id=cid, data=view), wanted)
+            announced = ConversationCreated(conversation_id=cid, data=announced_view(view))
+            await self.publisher.publish(announced, wanted)
         else:
             everyone = list(dict.fromkeys([*before, *added]))
             await announce(self.redis, self.publisher, cid, everyone, added=added, removed=removed)
