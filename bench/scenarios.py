@@ -12,11 +12,13 @@ import gc
 import itertools
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from redis import asyncio as aioredis
 
 from bench.clients import Client, Tracker, User
 from bench.meter import Meter, Window, latency_ms
@@ -247,3 +249,122 @@ async def fan_out(bench: Bench, members: int, burst: int, messages: int, in_flig
     figures |= _closed(client)
     await client.disconnect_all()
     return figures
+
+
+async def _redis_counts(redis_url: str) -> Counter[str]:
+    """Redis's CPU so far (INFO cpu, µs), its used_memory and how many times it ran each command
+    (INFO commandstats: a script's own XADDs and PUBLISHes count under their names too)."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        stats: dict[str, Any] = await client.info("commandstats")
+        cpu: dict[str, Any] = await client.info("cpu")
+        memory: dict[str, Any] = await client.info("memory")
+    finally:
+        await client.aclose()
+    counts: Counter[str] = Counter()
+    for name, value in stats.items():
+        counts[name.removeprefix("cmdstat_")] = int(value["calls"])
+    counts["cpu us"] = int((float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1e6)
+    counts["used_memory"] = int(memory["used_memory"])
+    return counts
+
+
+async def big_group(
+    bench: Bench, clients: list[Client], members: int, burst: int
+) -> tuple[Figures, list[User]]:
+    """One `members` group, every member online with one socket, the sockets dealt evenly over the
+    push processes (`clients`, one each; bench.client only sends); a burst of `burst` messages.
+    Delivery p50/p99 over all frames, frames/s out of each push process; and the users, for the
+    cost curve."""
+    client = bench.client
+    for each in clients:
+        each.closed.clear()
+    group = await client.users(members, concurrency=32)
+    owner = group[0]
+    cid = await client.conversation(owner, group[1:], title="bench big group")
+    share = -(-members // len(clients))
+    for n, each in enumerate(clients):
+        await each.connect_all(group[n * share : (n + 1) * share])
+    client.reset()
+    shares = [_Share(client.tracker) for _ in clients]
+    for each, counted in zip(clients, shares, strict=True):
+        each.tracker = counted
+
+    async def send() -> None:
+        await asyncio.gather(*(client.send(owner, cid, _body("g", n)) for n in range(burst)))
+
+    window, frames_s, tracker = await _fan_out(bench, send, burst * members, within=300)
+    elapsed = max(tracker.last_delivery - min(tracker.sent_at.values(), default=0.0), 1e-9)
+    figures: Figures = {
+        "members": members,
+        "push processes": len(clients),
+        "sockets a process": share,
+        "messages": burst,
+        "frames": len(tracker.delivery_s),
+        "lost": burst * members - len(tracker.delivery_s),
+        "frames/s": frames_s,
+    }
+    for n, counted in enumerate(shares):
+        figures[f"frames/s push {n + 1}"] = counted.count / elapsed
+    figures |= {k: v for k, v in _summary(tracker, window, len(tracker.delivery_s), unit="frame").items()}
+    for each in clients:
+        figures |= {f"{k} (push client)": v for k, v in _closed(each).items()}
+        await each.disconnect_all()
+    return figures, group
+
+
+@dataclass
+class _Share(Tracker):
+    """One push process's clients' frames: counted here, timed by the scenario's one tracker."""
+
+    inner: Tracker = field(default_factory=Tracker)
+    count: int = 0
+
+    def __init__(self, inner: Tracker) -> None:
+        super().__init__()
+        self.inner = inner
+        self.count = 0
+
+    def delivered(self, body: str, now: float) -> None:
+        if body in self.inner.sent_at:
+            self.count += 1
+        self.inner.delivered(body, now)
+
+
+async def redis_cost(
+    bench: Bench, redis_url: str, users: list[User], sizes: list[int], messages: int
+) -> dict[int, Figures]:
+    """Redis CPU and memory per message as the group grows: for each size a new group, one member
+    online (to know when the worker's publish ran), `messages` messages one at a time; INFO
+    commandstats and used_memory before and after, divided by the messages."""
+    client = bench.client
+    curve: dict[int, Figures] = {}
+    for size in sizes:
+        # Small groups get more messages: their memory per message is near the allocator's noise.
+        count = messages * max(1, 200 // size)
+        group = users[:size]
+        owner, listener = group[0], group[-1]
+        cid = await client.conversation(owner, group[1:], title=f"bench cost {size}")
+        await client.connect(listener)
+        client.reset()
+        await asyncio.sleep(0.5)
+        before = await _redis_counts(redis_url)
+        for n in range(count):
+            await client.send(owner, cid, _body("r", n))
+        await client.tracker.wait_delivered(count, within=120)
+        used = await _redis_counts(redis_url)
+        used.subtract(before)
+        calls = sum(n for name, n in used.items() if name not in ("cpu us", "used_memory"))
+        curve[size] = {
+            "members": size,
+            "messages": count,
+            "redis cpu ms/msg": used["cpu us"] / 1000 / count,
+            "redis bytes/msg": used["used_memory"] / count,
+            "redis bytes/msg/member": used["used_memory"] / count / size,
+            "xadd/msg": used["xadd"] / count,
+            "publish/msg": (used["publish"] + used["spublish"]) / count,
+            "redis commands/msg": calls / count,
+            "delivery p50 ms": latency_ms(client.tracker.delivery_s)["p50"],
+        }
+        await client.disconnect_all()
+    return curve

@@ -9,7 +9,10 @@ database 11 unless BENCH_REDIS_URL says otherwise, flushed first), about three m
 2. light load: open loop at 50 and at 300 messages/s, 20 s each;
 3. idle: everything running, 50 sockets open, nothing sent, 30 s;
 4. connections: 10,000 WebSockets on one push process (20 users x 500 devices), one message each;
-5. fan-out: a 1,000-member group all online, a burst of 10 messages, then 100 (100,000 frames).
+5. fan-out: a 1,000-member group all online, a burst of 10 messages, then 100 (100,000 frames);
+6. big group: a 10,000-member group all online on 4 push processes (2,500 sockets each), a burst
+   of 10 messages (100,000 frames); then the Redis cost curve: Redis CPU and memory per message
+   in groups of 10, 1,000 and 10,000 (INFO commandstats and used_memory before and after).
 
 The table goes to stdout and every figure, with the machine it ran on, to
 bench/results/<UTC time>.json.
@@ -47,6 +50,7 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 RESULTS = ROOT / "bench" / "results"
 OUTPUT_LIMIT = "client-output-buffer-limit"
 PUBSUB_LIMIT = "pubsub 256mb 64mb 60"
+BIG_GROUP_PUSHES = 4
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ TARGETS = [
     Target("fan-out", "lost", 0, at_least=False),
     Target("fan-out", "frames/s", 100_000, at_least=True),
     Target("fan-out", "burst delivery p99 ms", 500, at_least=False),
+    Target("big group", "lost", 0, at_least=False),
+    Target("big group", "delivery p99 ms", 1000, at_least=False),
 ]
 
 # What the table shows of each scenario (the JSON keeps everything).
@@ -113,6 +119,15 @@ SHOWN = {
     "connections": [
         "sockets", "handshakes/s", "push RSS MB before", "push RSS MB after", "push KB/socket", "frames",
         "lost", "delivery p50 ms", "delivery p99 ms", "delivery max ms",
+    ],
+    "big group": [
+        "members", "push processes", "sockets a process", "frames", "lost", "frames/s",
+        "frames/s push 1", "frames/s push 2", "frames/s push 3", "frames/s push 4",
+        "delivery p50 ms", "delivery p99 ms", "delivery max ms", "cpu ms/frame redis",
+    ],
+    "redis cost": [
+        "members", "messages", "redis cpu ms/msg", "redis bytes/msg", "redis bytes/msg/member", "xadd/msg",
+        "publish/msg", "redis commands/msg", "delivery p50 ms",
     ],
     "fan-out": [
         "members", "burst frames", "burst lost", "burst delivery p50 ms", "burst delivery p99 ms", "frames",
@@ -198,8 +213,32 @@ async def product(stack: Stack, url: str, run: Callable[[str], bool], quick: boo
         if run("fan-out"):
             members = 1000 if not quick else 200
             results["fan-out"] = await scenarios.fan_out(bench, members=members, burst=10, messages=100)
+        if run("big group"):
+            results |= await big_group(stack, bench, quick)
     finally:
         await client.close()
+    return results
+
+
+async def big_group(stack: Stack, bench: Bench, quick: bool) -> dict[str, Figures]:
+    """The 10,000-member group on four push processes, then the Redis cost curve with its users."""
+    members = 10_000 if not quick else 1_000
+    pushes = [p for p in stack.processes if p.name == "push"]
+    for _ in range(BIG_GROUP_PUSHES - len(pushes)):
+        pushes.append(stack.start("push"))
+    for n, process in enumerate(pushes[1:], start=2):
+        bench.meter.products = {**bench.meter.products, f"push {n}": process.popen.pid}
+    sockets = [Client(p.url, p.ws_url) for p in pushes]
+    results: dict[str, Figures] = {}
+    try:
+        results["big group"], users = await scenarios.big_group(bench, sockets, members, burst=10)
+    finally:
+        for each in sockets:
+            await each.close()
+    sizes = [size for size in (10, 1_000, 10_000) if size <= members]
+    curve = await scenarios.redis_cost(bench, REDIS_URL, users, sizes, messages=20)
+    for size, figures in curve.items():
+        results[f"redis cost {size:,}"] = figures
     return results
 
 
@@ -219,7 +258,8 @@ def table(results: dict[str, Figures]) -> str:
     targets = {(t.scenario, t.figure): t for t in TARGETS}
     lines = ["| scenario | figure | value | target | met |", "|---|---|---|---|---|"]
     for scenario, figures in results.items():
-        shown = SHOWN["open loop" if scenario.startswith("open loop") else scenario]
+        kind = next((k for k in ("open loop", "redis cost") if scenario.startswith(k)), scenario)
+        shown = SHOWN[kind]
         shown = shown + [name for name in figures if name.startswith("sockets closed")]
         for figure in shown:
             if figure not in figures:
