@@ -151,6 +151,9 @@ class WorkerRecord(Shape):
     done: int
     failed: int
     job_ids: list[str]
+    shards: list[int] = Field(
+        default=[0], description="The queue shards this worker claims from (WORKER_SHARDS; one Redis: [0])."
+    )
 
 
 class WorkerList(Shape):
