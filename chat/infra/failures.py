@@ -52,6 +52,12 @@ _REDIS: tuple[type[BaseException], ...] = (
     # it) when it started over the limit, and a flagged script before it runs: nothing is left
     # half-written, and the same call succeeds once memory frees up.
     redis.exceptions.OutOfMemoryError,
+    # A cluster mid-failover: the slot's master is down and no replica has taken over yet, or the
+    # slot is moving. The same call succeeds once the cluster has settled (seconds).
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.SlotNotCoveredError,
 )
 
 # SQLSTATE class 40 (transaction rollback), 08 (connection) and the server shutting down: the same

@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any, Protocol, cast
 
 import limits
-from redis.exceptions import NoScriptError
+from redis.exceptions import ClusterDownError, NoScriptError
 
 from chat.domain.membership import members_key
 from chat.domain.sequence import checked_key, counter_key
@@ -295,6 +295,8 @@ class JobQueue:
             if self._cluster:
                 # WAIT names no key: sent to the node that ran the script, in the same batch.
                 node = cast(Any, self._redis).get_node_from_key(keys[0])
+                if node is None:  # mid-failover: no master serves the slot yet
+                    raise ClusterDownError("no master serves the conversation's slot yet")  # type: ignore[no-untyped-call]
                 pipe.execute_command(*wait, target_nodes=node)
             else:
                 pipe.execute_command(*wait)
