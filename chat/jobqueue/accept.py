@@ -300,7 +300,12 @@ class JobQueue:
                 pipe.execute_command(*wait, target_nodes=node)
             else:
                 pipe.execute_command(*wait)
-            replies = await pipe.execute(raise_on_error=False)
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except AttributeError as exc:
+                # redis-py's cluster pipeline, routing a command whose slot no master serves yet
+                # (mid-failover), trips over the missing node: the cluster is down for this slot.
+                raise ClusterDownError("no master serves the conversation's slot yet") from exc  # type: ignore[no-untyped-call]
         result, confirmed = replies
         if isinstance(result, NoScriptError):
             await self._redis.script_load(_ACCEPT)
