@@ -78,13 +78,17 @@ class Hub:
                 self._ensure_reader()
                 await asyncio.wait_for(asyncio.shield(confirmed), 5)
             except BaseException:
-                sockets = self._local.get(subscriber.user_id)
-                if sockets is not None:
-                    sockets.discard(subscriber)
-                    if not sockets:
-                        del self._local[subscriber.user_id]
+                self._forget(subscriber)
                 self._confirmations.pop(name, None)
                 raise
+
+    def _forget(self, subscriber: Subscriber) -> None:
+        """A socket whose join failed: gone from the local table, its user too if it was the last."""
+        sockets = self._local.get(subscriber.user_id)
+        if sockets is not None:
+            sockets.discard(subscriber)
+            if not sockets:
+                del self._local[subscriber.user_id]
 
     async def leave(self, subscriber: Subscriber) -> None:
         async with self._lock:
@@ -110,11 +114,7 @@ class Hub:
             try:
                 await sharded.subscribe(channel(subscriber.user_id))
             except BaseException:
-                sockets = self._local.get(subscriber.user_id)
-                if sockets is not None:
-                    sockets.discard(subscriber)
-                    if not sockets:
-                        del self._local[subscriber.user_id]
+                self._forget(subscriber)
                 raise
 
     def _lost(self, names: list[str]) -> None:
