@@ -55,6 +55,9 @@ class PersistBatcher:
         # Yield once so that jobs started in the same loop iteration join the first batch.
         await asyncio.sleep(0)
         while self._pending:
+            # By seq within a conversation: jobs enqueued in one millisecond are claimed in job id
+            # order, and the futures resolve (so the jobs finish and publish) in batch order.
+            self._pending.sort(key=lambda pending: (pending[0].conversation_id, pending[0].seq))
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             await self._flush(batch)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
 from typing import Any
@@ -10,14 +11,18 @@ import redis.exceptions
 from arq import Retry
 
 from api.deps import Deps
+from chat.cli import set_admin
 from chat.domain.sequence import Sequencer, counter_key
 from chat.jobqueue import codec, enqueue, heartbeats, keys
 from chat.jobqueue.jobs import PersistMessage
+from chat.jobqueue.shards import shards_of
+from chat.realtime.events import MessageCreated
 from chat.settings import Settings
 from tests.support import ApiClient, assert_problem
 from tests.support.chatload import until
 from tests.support.messages import send, stored_count, stream
 from tests.support.settings import RunWorker
+from tests.support.webhooks import Receiver, receiving
 from workers import store
 from workers.main import create_worker
 from workers.runtime import ChatWorker
@@ -364,3 +369,32 @@ async def test_an_idle_worker_runs_a_retry_when_it_falls_due(deps: Deps, setting
         await worker.close()
     gaps = [later - earlier for earlier, later in itertools.pairwise(tried)]
     assert all(0.19 <= gap < 1.0 for gap in gaps), gaps
+
+
+@pytest.mark.parametrize("hooked", [False, True], ids=["plain", "with-a-webhook"])
+async def test_one_worker_publishes_a_conversations_messages_in_seq_order_when_their_jobs_tie(
+    api: ApiClient, deps: Deps, settings: Settings, run_worker: RunWorker, hooked: bool
+) -> None:
+    """Jobs enqueued within one millisecond share a score, and the queue hands out a tie in job id
+    order, not acceptance order; the worker must still store and publish them by `seq`. With a
+    webhook registered each job awaits the registry once more before it finishes."""
+    alice, bob, cid = await api.pair()
+    async with contextlib.AsyncExitStack() as stack:
+        if hooked:
+            receiver = await stack.enter_async_context(receiving(Receiver()))
+            admin = await api.user()
+            assert await set_admin(deps.settings, admin.username, True)
+            hook = await api.post(
+                "/admin/webhooks", admin, json={"url": receiver.url, "events": ["message.created"]}
+            )
+            assert hook.status_code == 201, hook.text
+        sent = [await send(api, alice, cid, f"message {i}") for i in range(20)]
+        shards = shards_of(deps.redis)
+        queue = shards.queue(settings.queue_name, shards.of(cid))
+        scores = await deps.redis.zrange(queue, 0, -1, withscores=True)
+        assert len(scores) == 20
+        await deps.redis.zadd(queue, {member: scores[0][1] for member, _ in scores}, xx=True)
+        assert await run_worker() == (40 if hooked else 20)
+    for user in (alice, bob):
+        created = [e.data.seq for e in await stream(deps.redis, user.id) if isinstance(e, MessageCreated)]
+        assert created == [m["seq"] for m in sent]

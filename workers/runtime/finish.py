@@ -29,6 +29,7 @@ from chat.infra.failures import describe
 from chat.infra.outage import Backoff
 from chat.jobqueue import deadletters, jobstats
 from chat.jobqueue.codec import serialize
+from chat.jobqueue.jobs import PERSIST_MESSAGE
 from chat.jobqueue.keys import in_progress_key, job_key, result_key, retry_key
 from workers.runtime.base import REDIS_DOWN, REDIS_ERRORS, Outcome, WorkerBase, iso, log
 
@@ -52,6 +53,7 @@ class Finishing(WorkerBase):
         backoff = Backoff()
         while self._finished:
             batch, self._finished = self._finished, []
+            _messages_in_seq_order(batch)
             while True:
                 try:
                     await self._write(batch)
@@ -256,3 +258,21 @@ def _check(replies: list[Any]) -> None:
             raise reply
         if isinstance(reply, Exception):
             log.error("finishing jobs: %s", describe(reply))  # not the commands: they hold bodies
+
+
+def _messages_in_seq_order(batch: list[Outcome]) -> None:
+    """Puts the stored messages of one conversation in `seq` order, each in a place a message held,
+    everything else where it was: the batcher resolves its jobs in that order, but a job that
+    awaited again before it finished (the webhook registry's read) may end after a later one."""
+    places = [i for i, o in enumerate(batch) if o.function == PERSIST_MESSAGE and o.args]
+    ordered = sorted((batch[i] for i in places), key=_seq_key)
+    for i, outcome in zip(places, ordered, strict=True):
+        batch[i] = outcome
+
+
+def _seq_key(outcome: Outcome) -> tuple[str, int]:
+    payload = outcome.args[0]
+    if not isinstance(payload, dict):
+        return "", 0
+    seq = payload.get("seq")
+    return str(payload.get("conversation_id")), seq if isinstance(seq, int) else 0
