@@ -85,7 +85,7 @@ def build_deps(settings: Settings) -> Deps:
         sessions=sessions,
         redis=redis,
         publisher=WebhookPublisher(
-            RedisPublisher(redis, stream_maxlen=settings.event_stream_maxlen), dispatcher
+            RedisPublisher.from_settings(redis, settings), dispatcher
         ),
         queue=JobQueue(
             redis,

@@ -98,6 +98,14 @@ class Settings(BaseSettings):
     dead_letter_max_count: int = Field(default=10_000, ge=1)
     dead_letter_max_age_days: float = Field(default=7, gt=0)
     event_stream_maxlen: int = Field(default=1000, ge=10)
+    # Rooms (docs/design/fanout.md): a conversation of this many members or more has its events
+    # stored once in its own stream and published once to every push process, not once a member.
+    large_room_members: int = Field(default=200, ge=2)
+    room_stream_maxlen: int = Field(default=10_000, ge=10)
+    room_stream_retention_seconds: int = Field(default=86_400, ge=60)
+    # A resume reads every stream from this long before the client's position: entries of a user's
+    # stream and of their rooms' are not written in id order across streams (nor clocks, on a cluster).
+    resume_overlap_ms: int = Field(default=1000, ge=0, le=60_000)
     typing_interval_seconds: float = Field(default=1.0, gt=0)
     # How long Redis answers repeats of a client_id by itself (about 100 bytes per message);
     # older repeats are recognised by the worker: stored once, no second event (docs/api.md).

@@ -20,6 +20,7 @@ from chat.infra import metrics, probes, tracing
 from chat.infra.db import create_engine, create_sessionmaker
 from chat.infra.outage import Outage
 from chat.infra.redisclient import create_redis
+from chat.realtime.roomlist import RoomList
 from chat.settings import Settings
 from push import frames
 from push.hub import Hub
@@ -43,6 +44,7 @@ class Socket:
     hub: Hub
     authenticator: Authenticator
     connections: Connections
+    room_list: RoomList
     # One per process: an outage is one log line, not one per socket.
     presence_outage: Outage = field(default_factory=lambda: Outage(log, "Redis (presence)"), init=False)
 
@@ -68,7 +70,8 @@ class Socket:
         self.connections.add(session, self.redis, self.settings.presence_ttl_seconds, self.presence_outage)
         metrics.WS_CONNECTIONS.inc()
         try:
-            await session.run(self.redis, self.hub, req.get_param("last_event_id"))
+            rooms = await self.room_list.of(claims.user_id)
+            await session.run(self.redis, self.hub, req.get_param("last_event_id"), rooms)
         finally:
             self.connections.discard(session)
             metrics.WS_CONNECTIONS.dec()
@@ -112,13 +115,17 @@ def create_app(
     tracing.setup("push")
     connections = connections if connections is not None else Connections()
     redis = create_redis(settings)
-    hub = Hub(redis)
-    # Postgres only for the handshake's user check (one connection, one more in a burst); when
-    # it is away the token's signature alone admits, as in the api. /readyz does not depend on it.
+    # Postgres only for the handshake's user check and the user's rooms (one connection, one more
+    # in a burst); when it is away the token's signature alone admits, as in the api, and the
+    # rooms are asked for again until it answers. /readyz does not depend on it.
     database = create_engine(settings.model_copy(update={"database_pool_size": 1}))
-    check = UserCheck(database.execution_options(isolation_level="AUTOCOMMIT"), HANDSHAKE_CHECK_SECONDS)
+    autocommit = database.execution_options(isolation_level="AUTOCOMMIT")
+    check = UserCheck(autocommit, HANDSHAKE_CHECK_SECONDS)
+    room_list = RoomList(autocommit, settings.large_room_members, HANDSHAKE_CHECK_SECONDS)
+    hub = Hub(redis, room_list=room_list, overlap_ms=settings.resume_overlap_ms)
     apps = app_users(settings, create_sessionmaker(database), check)
-    socket = Socket(settings, redis, hub, Authenticator(Tokens(settings), check, apps), connections)
+    authenticator = Authenticator(Tokens(settings), check, apps)
+    socket = Socket(settings, redis, hub, authenticator, connections, room_list)
     middleware: list[Any] = [Lifespan(redis, hub, connections, database)]
     app = falcon.asgi.App(middleware=middleware)
     # Falcon's buffered receiver runs a pump task per socket to notice disconnects while the app

@@ -10,6 +10,12 @@ On a Redis Cluster events are published with SPUBLISH, and a user's channel is s
 SSUBSCRIBE on the master of its slot (`push.sharded`: one connection a master). A node that is
 lost, or that gives up a slot, costs only the sockets of the users whose channels it carried: they
 are restarted, as every socket is on one Redis when its pub/sub connection breaks.
+
+Rooms (`chat.realtime.rooms`) are not subscribed one by one: every push process listens to the
+`FEEDS` room feeds, and keeps which of its users are in which room (read at connect, then kept up
+to date by the participant.* and conversation.created events each user hears on their own
+channel). A room frame arrives once per process, and goes as the same `str` to every local socket
+of every local member of the room.
 """
 
 from __future__ import annotations
@@ -17,20 +23,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any, Protocol, cast
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from chat.infra import metrics, tracing
 from chat.infra.redisclient import is_cluster
-from chat.realtime import usercontrol
-from chat.realtime.eventbus import channel, user_of_channel
-from chat.realtime.events import untraced
+from chat.realtime import rooms, usercontrol
+from chat.realtime.eventbus import EVENT_FIELD, channel, user_of_channel
+from chat.realtime.events import FRAME_PREFIX, event_id_of, untraced
+from chat.realtime.events import frame as event_frame
+from chat.realtime.roomlist import RoomList
 from push.sharded import ShardedChannels
 
 log = logging.getLogger("push.hub")
+
+# How often the rooms of users who connected while Postgres was away are asked for again.
+ROOM_LIST_RETRY_SECONDS = 2.0
+# Membership events are told apart from the rest by their type, found near the frame's start.
+_MEMBERSHIP_TYPES = ('"type":"participant.', '"type":"conversation.created"')
+_TYPE_WINDOW = 160
+# A newcomer's catch-up covers about a second of the room; more than that is a resume's job.
+CATCH_UP_LIMIT = 1000
 
 
 class Subscriber(Protocol):
@@ -44,7 +63,7 @@ class Subscriber(Protocol):
 
 
 class Hub:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, room_list: RoomList | None = None, overlap_ms: int = 1000) -> None:
         self._redis = redis
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -54,33 +73,99 @@ class Hub:
         self._sharded = (
             ShardedChannels(cast(Any, redis), self._fan_out, self._lost) if is_cluster(redis) else None
         )
+        self._room_list = room_list
+        self._overlap_ms = overlap_ms
+        self._feeds: set[str] = set()  # the room feeds subscribed
+        self._rooms: dict[str, set[str]] = {}  # a room's local members
+        self._user_rooms: dict[str, set[str]] = {}  # a local user's rooms
+        self._unknown: set[str] = set()  # local users whose rooms Postgres could not tell yet
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def rooms_of(self, user_id: str) -> set[str]:
+        return self._user_rooms.get(user_id, set())
 
     @property
     def connections(self) -> int:
         return sum(len(s) for s in self._local.values())
 
-    async def join(self, subscriber: Subscriber) -> None:
-        """Register a socket; returns once its user's channel is subscribed (no event can be missed)."""
+    async def join(self, subscriber: Subscriber, rooms: Iterable[str] | None = ()) -> None:
+        """Register a socket; returns once its user's channel (and the room feeds, when it is in a
+        room) are subscribed: no event can be missed. `rooms` None: Postgres could not tell them."""
+        wanted = list(rooms) if rooms is not None else []
         if self._sharded is not None:
             await self._join_sharded(self._sharded, subscriber)
-            return
-        async with self._lock:
-            first = not self._local[subscriber.user_id]
-            self._local[subscriber.user_id].add(subscriber)
-            if not first:
-                return
-            name = channel(subscriber.user_id)
-            confirmed = asyncio.get_running_loop().create_future()
-            self._confirmations[name] = confirmed
-            pubsub = self._ensure_pubsub()
-            try:
-                await pubsub.subscribe(name)
-                self._ensure_reader()
-                await asyncio.wait_for(asyncio.shield(confirmed), 5)
-            except BaseException:
-                self._forget(subscriber)
-                self._confirmations.pop(name, None)
-                raise
+        else:
+            async with self._lock:
+                first = not self._local[subscriber.user_id]
+                self._local[subscriber.user_id].add(subscriber)
+                try:
+                    if first:
+                        await self._subscribe(channel(subscriber.user_id))
+                    for name in _feeds_missing(self._feeds):
+                        await self._subscribe(name)
+                        self._feeds.add(name)
+                except BaseException:
+                    self._forget(subscriber)
+                    raise
+        self._add_rooms(subscriber.user_id, wanted)
+        if rooms is None:
+            self._unknown.add(subscriber.user_id)
+            self._spawn(self._ask_rooms_again())
+
+    async def _subscribe(self, name: str) -> None:
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations[name] = confirmed
+        pubsub = self._ensure_pubsub()
+        try:
+            await pubsub.subscribe(name)
+            self._ensure_reader()
+            await asyncio.wait_for(asyncio.shield(confirmed), 5)
+        except BaseException:
+            self._confirmations.pop(name, None)
+            raise
+
+    def _add_rooms(self, user_id: str, cids: Iterable[str]) -> None:
+        for cid in cids:
+            self._rooms.setdefault(cid, set()).add(user_id)
+            self._user_rooms.setdefault(user_id, set()).add(cid)
+
+    def _drop_room(self, user_id: str, cid: str) -> None:
+        members = self._rooms.get(cid)
+        if members is not None:
+            members.discard(user_id)
+            if not members:
+                del self._rooms[cid]
+        mine = self._user_rooms.get(user_id)
+        if mine is not None:
+            mine.discard(cid)
+            if not mine:
+                del self._user_rooms[user_id]
+
+    def _drop_user_rooms(self, user_id: str) -> None:
+        for cid in list(self._user_rooms.get(user_id, ())):
+            self._drop_room(user_id, cid)
+        self._unknown.discard(user_id)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ask_rooms_again(self) -> None:
+        """Users who connected while Postgres was away: once it answers, those in a room restart
+        their sockets and resume, their rooms' streams included."""
+        if self._room_list is None or len(self._tasks) > 1:
+            return  # one retry loop a process
+        while self._unknown:
+            await asyncio.sleep(ROOM_LIST_RETRY_SECONDS)
+            for user in list(self._unknown):
+                found = await self._room_list.of(uuid.UUID(user))
+                if found is None:
+                    break  # still away
+                self._unknown.discard(user)
+                if found and user in self._local:
+                    for subscriber in list(self._local[user]):
+                        subscriber.restart()
 
     def _forget(self, subscriber: Subscriber) -> None:
         """A socket whose join failed: gone from the local table, its user too if it was the last."""
@@ -99,6 +184,7 @@ class Hub:
             if sockets:
                 return
             del self._local[subscriber.user_id]
+            self._drop_user_rooms(subscriber.user_id)
             if self._sharded is not None:
                 await self._sharded.unsubscribe(channel(subscriber.user_id))
             elif self._pubsub is not None:
@@ -109,18 +195,50 @@ class Hub:
         async with self._lock:
             first = not self._local[subscriber.user_id]
             self._local[subscriber.user_id].add(subscriber)
-            if not first:
-                return
             try:
-                await sharded.subscribe(channel(subscriber.user_id))
+                if first:
+                    await sharded.subscribe(channel(subscriber.user_id))
+                await self._sharded_feeds(sharded)
             except BaseException:
                 self._forget(subscriber)
                 raise
 
+    async def _sharded_feeds(self, sharded: ShardedChannels) -> None:
+        for name in _feeds_missing(self._feeds):
+            await sharded.subscribe(name)
+            self._feeds.add(name)
+
+    async def _feeds_again(self, sharded: ShardedChannels) -> None:
+        """A feed whose node was lost is subscribed again at once, not at the next socket's join:
+        local users may join its rooms meanwhile."""
+        for _ in range(50):
+            try:
+                async with self._lock:
+                    await self._sharded_feeds(sharded)
+                return
+            except Exception as exc:
+                log.warning("room feeds not subscribed again yet (%s)", exc)
+                await asyncio.sleep(0.2)
+
     def _lost(self, names: list[str]) -> None:
         """Sharded channels that are no longer subscribed (their node was lost or gave up their
         slot): their users' sockets restart, and resume from their streams."""
+        feeds = {name for name in names if rooms.is_feed(name)}
+        if feeds:
+            # A room feed lost: the members of its rooms restart, and resume from the rooms' streams.
+            self._feeds -= feeds
+            users = {
+                user
+                for cid, members in self._rooms.items()
+                if rooms.feed_of_conversation(cid) in feeds
+                for user in members
+            }
+            names = [*names, *(channel(user) for user in users)]
+            if self._sharded is not None:
+                self._spawn(self._feeds_again(self._sharded))
         stale = [sockets for name in names if (sockets := self._local.pop(user_of_channel(name), None))]
+        for user in {user_of_channel(name) for name in names if not rooms.is_feed(name)}:
+            self._drop_user_rooms(user)
         for sockets in stale:
             for subscriber in sockets:
                 subscriber.restart()
@@ -165,6 +283,9 @@ class Hub:
             # its user unsubscribed, so that join subscribes again on a new connection (read by a
             # new reader) instead of counting a socket of the old one that has not left yet.
             stale, self._local = self._local, defaultdict(set)
+            self._feeds.clear()
+            self._rooms.clear()
+            self._user_rooms.clear()
             self._pubsub = None
             self._reader = None
             for confirmed in self._confirmations.values():
@@ -178,7 +299,11 @@ class Hub:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _fan_out(self, name: str, data: bytes | str) -> None:
-        sockets = self._local.get(user_of_channel(name))
+        if rooms.is_feed(name):
+            self._fan_out_room(data.decode() if isinstance(data, bytes) else data)
+            return
+        user = user_of_channel(name)
+        sockets = self._local.get(user)
         if not sockets:
             return
         frame = data.decode() if isinstance(data, bytes) else data  # once per process, not per socket
@@ -190,13 +315,78 @@ class Hub:
             if span is not None:
                 span.end()
             metrics.observe_delivery(frame)
+            head = frame[:_TYPE_WINDOW]
+            if any(kind in head for kind in _MEMBERSHIP_TYPES):
+                self._membership(user, frame)
             return
         if usercontrol.decode(frame) is usercontrol.Order.DEACTIVATED:
             for subscriber in list(sockets):
                 subscriber.deactivated()
         # Anything else is neither an event nor an order this process knows: no client gets it.
 
+    def _fan_out_room(self, message: str) -> None:
+        cid, frame = rooms.split(message)
+        members = self._rooms.get(cid)
+        if not members:
+            return
+        if frame.startswith(FRAME_PREFIX):
+            frame, parent = untraced(frame)
+            span = None if parent is None else tracing.deliver(parent, len(members))
+            for user in list(members):
+                for subscriber in list(self._local.get(user, ())):
+                    subscriber.offer(frame)
+            if span is not None:
+                span.end()
+            metrics.observe_delivery(frame)
+            return
+        # Typing: one publish for the room, and not back to the typer's own sockets.
+        try:
+            typer = orjson.loads(frame)["data"]["user_id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        for user in list(members):
+            if user != typer:
+                for subscriber in list(self._local.get(user, ())):
+                    subscriber.offer(frame)
+
+    def _membership(self, user: str, frame: str) -> None:
+        """A user's own membership event: their rooms here follow it. A newcomer also gets what the
+        room published from a moment before their arrival, which their feed may have carried
+        before this event reached here."""
+        try:
+            event = orjson.loads(frame)
+            cid = event["conversation_id"]
+            kind = event["type"]
+            subject = event["data"].get("user_id") if kind != "conversation.created" else user
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return
+        if kind == "participant.removed":
+            if subject == user:
+                self._drop_room(user, cid)
+            return
+        self._add_rooms(user, [cid])
+        if kind == "participant.added" and subject == user:
+            self._spawn(self._catch_up(user, cid, event_id_of(frame)))
+
+    async def _catch_up(self, user: str, cid: str, since: str | None) -> None:
+        ms = int(since.partition("-")[0]) if since else 0
+        start = f"{max(0, ms - self._overlap_ms)}-0"
+        try:
+            entries = await self._redis.xrange(
+                rooms.stream_key(cid), min=start, max="+", count=CATCH_UP_LIMIT
+            )
+        except Exception as exc:  # the newcomer's next resume reads the room's stream anyway
+            log.warning("room catch-up for a newcomer failed (%s)", exc)
+            return
+        for entry_id, fields in entries:
+            shown = rooms.shown(entry_id, fields[rooms.COUNTER_FIELD])
+            frame, _ = untraced(event_frame(shown, fields[EVENT_FIELD]).decode())
+            for subscriber in list(self._local.get(user, ())):
+                subscriber.offer(frame)
+
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._sharded is not None:
             await self._sharded.close()
         if self._reader is not None:
@@ -207,3 +397,7 @@ class Hub:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None
+
+
+def _feeds_missing(subscribed: set[str]) -> list[str]:
+    return [name for name in rooms.feeds() if name not in subscribed]

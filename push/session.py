@@ -33,11 +33,8 @@ from chat.domain import ratelimit
 from chat.infra import metrics
 from chat.infra.outage import Outage
 from chat.realtime import presence
-from chat.realtime.eventbus import EVENT_FIELD, stream_key
-from chat.realtime.events import frame as event_frame
-from chat.realtime.events import untraced
 from chat.settings import Settings
-from push import frames
+from push import frames, replay
 from push.frame_limit import FrameBudget
 from push.hub import Hub
 
@@ -141,8 +138,11 @@ class Session:
         if not self._closing.done():
             self._closing.set_result(close)
 
-    async def run(self, redis: Redis, hub: Hub, last_event_id: str | None) -> None:
-        """Admit, accept, replay, relay; returns once the socket is closed."""
+    async def run(
+        self, redis: Redis, hub: Hub, last_event_id: str | None, rooms: list[str] | None = None
+    ) -> None:
+        """Admit, accept, replay, relay; returns once the socket is closed. `rooms`: the user's
+        rooms (`chat.realtime.roomlist`), None when Postgres could not tell them."""
         tasks: list[asyncio.Task[None]] = []
         close = frames.SERVER_ERROR  # whatever goes wrong before a better answer is known
         # Until the claim answers, the connection may be recorded: a timed-out script can still run.
@@ -162,8 +162,8 @@ class Session:
             if not present:
                 close = frames.rate_limited("sockets", SOCKETS_RETRY_AFTER)
                 return
-            await _bounded(hub.join(self))
-            await self._start(redis, last_event_id)
+            await _bounded(hub.join(self, rooms if rooms is not None else None))
+            await self._start(redis, last_event_id, rooms or [])
             # One task a socket (and a sender while frames wait). Presence is renewed, and expired
             # tokens closed, for all of the process's sockets at once (Connections).
             tasks = [asyncio.create_task(self._receive_loop())]
@@ -210,36 +210,22 @@ class Session:
             log.error("a session loop failed; closing with 1011", exc_info=task.exception())
             self.close_with(frames.SERVER_ERROR)
 
-    async def _start(self, redis: Redis, last_event_id: str | None) -> None:
-        key = stream_key(self.user_id)
-        replayed = 0
-        last_sent: tuple[int, int] | None = None
-        if last_event_id is not None:
-            start = frames.parse_id(last_event_id)
-            if start is None or await _bounded(_trimmed_after(redis, key, start)):
-                await self.ws.send_text(frames.RESYNC_REQUIRED)
-            else:
-                last_sent = start
-                cursor = f"({start[0]}-{start[1]}"
-                while True:
-                    entries = await _bounded(redis.xrange(key, min=cursor, max="+", count=REPLAY_CHUNK))
-                    for entry_id, fields in entries:
-                        frame, _ = untraced(event_frame(entry_id, fields[EVENT_FIELD]).decode())
-                        await self.ws.send_text(frame)
-                        last_sent = frames.parse_id(entry_id)
-                        replayed += 1
-                    if len(entries) < REPLAY_CHUNK:
-                        break
-                    cursor = "(" + entries[-1][0].decode()
-        newest = await _bounded(redis.xrevrange(key, count=1))
-        newest_id = newest[0][0].decode() if newest else None
-        await self.ws.send_text(frames.ready(self.user_id, self.connection_id, replayed, newest_id))
-        metrics.WS_FRAMES_SENT.inc(replayed + 1)
-        # Go live: what arrived during the replay and is newer than it goes first, in order.
+    async def _start(self, redis: Redis, last_event_id: str | None, rooms: list[str]) -> None:
+        done = await replay.replay(
+            redis,
+            self.ws.send_text,
+            _bounded,
+            self.user_id,
+            rooms,
+            last_event_id,
+            self._settings.resume_overlap_ms,
+        )
+        await self.ws.send_text(frames.ready(self.user_id, self.connection_id, done.count, done.newest))
+        metrics.WS_FRAMES_SENT.inc(done.count + 1)
+        # Go live: what arrived during the replay and was not in it goes first, in order.
         buffered, self._buffer = self._buffer or [], None
         for frame in buffered:
-            event_id = frames.parse_id(frames.event_id_of(frame))
-            if event_id is None or last_sent is None or event_id > last_sent:
+            if done.is_new(frames.event_id_of(frame)):
                 self.offer(frame)
 
     async def _send_pending(self) -> None:
@@ -287,35 +273,6 @@ class Session:
 async def _bounded(call: Awaitable[T]) -> T:
     async with asyncio.timeout(REDIS_TIMEOUT):
         return await call
-
-
-async def _trimmed_after(redis: Redis, key: str, start: tuple[int, int]) -> bool:
-    """True when events after `start` may be missing: trimmed away, lost with data Redis no longer
-    holds, or `start` was never issued."""
-    at = f"{start[0]}-{start[1]}"
-    async with redis.pipeline(transaction=False) as pipe:  # one round trip, one key: one node
-        pipe.xinfo_stream(key)
-        pipe.xrange(key, min=at, max=at, count=1)
-        info, exact = await pipe.execute(raise_on_error=False)
-    if isinstance(info, Exception):  # no stream at all: nothing to resume from
-        return True
-    # `start` named an entry the client got from this stream. Gone though trimming cannot have
-    # taken it (the check below), the stream went back in time: Redis came back from an older
-    # snapshot, or a replica that lacked it was promoted. The events after it may be gone too,
-    # while new ones get ids past it: replaying those alone would be a silent gap.
-    missing = isinstance(exact, Exception) or not exact
-    last_generated = frames.parse_id(info.get("last-generated-id"))
-    if last_generated is None or start > last_generated:
-        return True
-    deleted = frames.parse_id(info.get("max-deleted-entry-id"))
-    if deleted is not None and deleted != (0, 0):
-        return deleted > start or missing
-    first = info.get("first-entry")
-    first_id = frames.parse_id(first[0]) if first else None
-    # The oldest kept event is newer than start: either trimmed (without Redis 7's bookkeeping),
-    # or the stream began again after Redis lost its data. Events nobody holds any more lay
-    # between, so the client must resync over REST either way.
-    return (first_id is not None and first_id > start) or missing
 
 
 class Expiries:

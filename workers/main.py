@@ -59,7 +59,7 @@ def make_startup(settings: Settings) -> Callable[[JobContext], Awaitable[None]]:
         ctx["settings"] = settings
         ctx["engine"] = engine
         ctx["sessions"] = create_sessionmaker(engine)
-        ctx["publisher"] = RedisPublisher(ctx["redis"], stream_maxlen=settings.event_stream_maxlen)
+        ctx["publisher"] = RedisPublisher.from_settings(ctx["redis"], settings)
         ctx["storage"] = create_storage(settings)
         ctx["max_tries"] = settings.job_max_tries
         ctx["outages"] = Outages(logging.getLogger("workers.tasks"))

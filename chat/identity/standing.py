@@ -11,7 +11,6 @@ after it arrived.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import uuid
 from collections.abc import Iterable
@@ -21,6 +20,7 @@ import asyncpg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chat.infra import sharedreads
 from chat.infra.failures import unavailable
 from chat.models import User
 
@@ -64,37 +64,11 @@ async def user_standings(engine: AsyncEngine, user_ids: Iterable[uuid.UUID]) -> 
 _BY_IDS = "SELECT id, deactivated_at, erased_at FROM users WHERE id = ANY($1::uuid[])"
 
 
-class SharedReads:
+class SharedReads(sharedreads.SharedReads[uuid.UUID, Standing]):
     """`user_standings` for one user at a time, the asks of one event-loop turn sharing one read."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._open: tuple[set[uuid.UUID], asyncio.Future[dict[uuid.UUID, Standing]]] | None = None
-        # The event loop keeps only weak references to tasks: a read in flight is held here.
-        self._reading: set[asyncio.Task[None]] = set()
+        super().__init__(lambda wanted: user_standings(engine, wanted))
 
     async def standing(self, user_id: uuid.UUID) -> Standing:
-        if self._open is None:
-            future: asyncio.Future[dict[uuid.UUID, Standing]] = asyncio.get_running_loop().create_future()
-            # Whoever stops waiting (a timeout), the outcome is still taken: no "never retrieved".
-            future.add_done_callback(lambda done: done.cancelled() or done.exception())
-            self._open = (set(), future)
-            task = asyncio.create_task(self._read(self._open))
-            self._reading.add(task)
-            task.add_done_callback(self._reading.discard)
-        wanted, outcome = self._open
-        wanted.add(user_id)
-        # Shielded: one waiter's timeout must not cancel the read the others wait for.
-        return (await asyncio.shield(outcome))[user_id]
-
-    async def _read(self, batch: tuple[set[uuid.UUID], asyncio.Future[dict[uuid.UUID, Standing]]]) -> None:
-        await asyncio.sleep(0)  # the rest of this turn's asks join
-        if self._open is batch:
-            self._open = None  # sent from here on: later asks open the next read
-        wanted, outcome = batch
-        try:
-            result = await user_standings(self._engine, wanted)
-        except Exception as exc:
-            outcome.set_exception(exc)
-        else:
-            outcome.set_result(result)
+        return await self.get(user_id)

@@ -10,12 +10,17 @@ channel touches one slot, and publishes with SPUBLISH (sharded pub/sub), which r
 slot's own shard instead of every node of the cluster. An event for many users is one script call
 per slot group, pipelined to each node at once. On one Redis it is one call for every recipient,
 published with PUBLISH, as before.
+
+A conversation of `LARGE_ROOM_MEMBERS` or more is a room (`chat.realtime.rooms`): its messages,
+reactions and read markers are one script call whatever its size, and its typing one publish.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -24,7 +29,9 @@ from redis.crc import key_slot
 
 from chat.infra.redisclient import is_cluster
 from chat.jobqueue.outbox import Outbox
+from chat.realtime import rooms as rooms_module
 from chat.realtime.events import LUA_FRAME, StoredEvent, Typing, encode
+from chat.settings import Settings
 
 STREAM_PREFIX = "events:"
 CHANNEL_PREFIX = "user:"
@@ -63,6 +70,26 @@ class Publisher(Protocol):
     async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class RoomPolicy:
+    """From how many members a conversation is a room, and how long its stream is kept."""
+
+    members: int
+    maxlen: int
+    retention_ms: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RoomPolicy:
+        return cls(
+            settings.large_room_members,
+            settings.room_stream_maxlen,
+            settings.room_stream_retention_seconds * 1000,
+        )
+
+    def is_room(self, event: StoredEvent, recipients: int) -> bool:
+        return recipients >= self.members and event.type in rooms_module.ROOM_EVENTS
+
+
 class RedisPublisher:
     # Append to each recipient's stream and publish the framed event on their channel, in one round
     # trip; the frame is chat.realtime.events' own (LUA_FRAME). On a cluster every key of one call
@@ -80,12 +107,41 @@ return ids
     _SCRIPT = LUA_FRAME + _BODY % "PUBLISH"
     _CLUSTER_SCRIPT = LUA_FRAME + _BODY % "SPUBLISH"
 
-    def __init__(self, redis: Redis, *, stream_maxlen: int) -> None:
+    def __init__(self, redis: Redis, *, stream_maxlen: int, rooms: RoomPolicy | None = None) -> None:
         self._redis = redis
         self._maxlen = stream_maxlen
+        self._rooms = rooms
         self._cluster = is_cluster(redis)
         self._text = self._CLUSTER_SCRIPT if self._cluster else self._SCRIPT
+        self._room_text = rooms_module.CLUSTER_ROOM_SCRIPT if self._cluster else rooms_module.ROOM_SCRIPT
         self.script = redis.register_script(self._text)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> RedisPublisher:
+        return cls(
+            redis, stream_maxlen=settings.event_stream_maxlen, rooms=RoomPolicy.from_settings(settings)
+        )
+
+    def _room_of(self, event: StoredEvent, users: list[uuid.UUID]) -> RoomPolicy | None:
+        if self._rooms is None or not self._rooms.is_room(event, len(users)):
+            return None
+        return self._rooms
+
+    @staticmethod
+    def room_call(event: StoredEvent, policy: RoomPolicy) -> tuple[list[str], list[str | int | bytes]]:
+        """The room script's keys and arguments: one call for every member."""
+        cid = event.conversation_id
+        oldest = int(time.time() * 1000) - policy.retention_ms
+        keys = [rooms_module.stream_key(cid), rooms_module.counter_key(cid)]
+        args: list[str | int | bytes] = [
+            policy.maxlen,
+            encode(event),
+            oldest,
+            rooms_module.feed_of_conversation(cid),
+            str(cid),
+            rooms_module.feed_of(cid),
+        ]
+        return keys, args
 
     def call(self, event: StoredEvent, users: list[uuid.UUID]) -> tuple[list[str], list[str | int | bytes]]:
         """The script's keys and arguments for `event` to `users` (the benchmark pipelines them)."""
@@ -98,6 +154,12 @@ return ids
         users = list(dict.fromkeys(recipients))
         if not users:
             return []
+        room = self._room_of(event, users)
+        if room is not None:
+            keys, args = self.room_call(event, room)
+            command = ("EVAL", self._room_text, len(keys), *keys, *args)
+            shown = _text(await self._redis.execute_command(*command))  # type: ignore[no-untyped-call]
+            return [shown] * len(users)
         if self._cluster:
             return await self._publish_by_slot(event, users)
         keys, args = self.call(event, users)
@@ -128,6 +190,11 @@ return ids
         users = list(dict.fromkeys(recipients))
         if not users:
             return
+        room = self._room_of(event, users)
+        if room is not None:
+            keys, args = self.room_call(event, room)
+            pipe.execute_command("EVAL", self._room_text, len(keys), *keys, *args)
+            return
         # EVAL with the script's text, not redis-py's EVALSHA: a pipeline holding a registered
         # script asks SCRIPT EXISTS first, a round trip of its own every time. Redis caches the
         # compiled script by its hash either way.
@@ -138,8 +205,16 @@ return ids
     async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None:
         data = encode(event)
         command = publish_command(self._cluster)
+        users = list(dict.fromkeys(recipients))
+        # The typer is not among the recipients: with them the conversation has one member more.
+        if self._rooms is not None and len(users) + 1 >= self._rooms.members:
+            # One publish for the room; each push process skips the typer's own sockets.
+            cid = event.conversation_id
+            feed = rooms_module.feed_of_conversation(cid)
+            await self._redis.execute_command(command, feed, f"{cid} ".encode() + data)  # type: ignore[no-untyped-call]
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for user in dict.fromkeys(recipients):
+            for user in users:
                 # A cluster pipeline routes SPUBLISH by its channel's slot, as it does a key.
                 pipe.execute_command(command, channel(user), data)
             await pipe.execute()

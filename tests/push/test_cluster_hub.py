@@ -15,6 +15,7 @@ import redis
 
 from chat.infra.redisclient import create_redis
 from chat.realtime.eventbus import RedisPublisher, channel
+from chat.realtime.rooms import FEEDS
 from push.hub import Hub
 from tests.support.messages import message_created
 from tests.support.rediscluster import RedisClusterProcess
@@ -83,7 +84,8 @@ async def test_a_killed_master_restarts_only_its_users_and_they_come_back_on_its
         sockets = await joined(hub, users)
         assert hub._sharded is not None
         by_node = hub._sharded.nodes
-        assert len(by_node) == 3 and sum(by_node.values()) == USERS
+        # Each user's channel, and the room feeds every push process listens to.
+        assert len(by_node) == 3 and sum(by_node.values()) == USERS + FEEDS
         await everyone_hears(client, sockets, "before")
 
         victim = cluster.master_for_key(channel(users[0]))
@@ -100,7 +102,7 @@ async def test_a_killed_master_restarts_only_its_users_and_they_come_back_on_its
 
         # The restarted clients reconnect: their channels are subscribed on the slot's new master.
         again = await joined(hub, affected)
-        assert sum(hub._sharded.nodes.values()) == USERS
+        assert sum(hub._sharded.nodes.values()) == USERS + FEEDS
         assert f"127.0.0.1:{victim}" not in hub._sharded.nodes
         await everyone_hears(client, {**{u: sockets[u] for u in others}, **again}, "after")
         assert not any(sockets[user].restarted.is_set() for user in others)

@@ -22,7 +22,8 @@ from chat.infra.redisclient import create_redis
 from chat.realtime.eventbus import RedisPublisher, stream_key
 from push import frames
 from push.hub import Hub
-from push.session import Session, _trimmed_after
+from push.replay import trimmed_after as _trimmed_after
+from push.session import Session
 from tests.support.messages import message_created
 from tests.support.settings import make_settings
 

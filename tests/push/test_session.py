@@ -10,10 +10,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 from arq.connections import ArqRedis
-from falcon.errors import PayloadTypeError
 from redis import exceptions as redis_errors
 
 from chat.infra.redisclient import create_redis
@@ -22,49 +20,11 @@ from chat.realtime.events import MessageCreated
 from chat.settings import Settings
 from push import frames
 from push.hub import Hub
-from push.session import Session, _trimmed_after
+from push.replay import trimmed_after as _trimmed_after
+from push.session import Session
+from tests.support.fakesocket import FakeWebSocket
 from tests.support.messages import message_created
-from tests.support.protocol import check_frame
 from tests.support.settings import make_settings
-
-
-class FakeWebSocket:
-    """Records what the session sends; `hold` blocks sends to mimic a client that stopped reading."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.closed_with: int | None = None
-        self.close_reason: str | None = None
-        self.accepted = False
-        self.closed = False
-        self.hold = asyncio.Event()
-        self.hold.set()
-        self._incoming: asyncio.Queue[str | bytes] = asyncio.Queue()
-        self.on_send: Any = None
-
-    async def send_text(self, text: str) -> None:
-        await self.hold.wait()
-        self.sent.append(check_frame(orjson.loads(text)))
-        if self.on_send is not None:
-            await self.on_send(self.sent[-1])
-
-    async def accept(self) -> None:
-        self.accepted = True
-
-    async def receive_text(self) -> str:
-        incoming = await self._incoming.get()
-        if isinstance(incoming, bytes):
-            raise PayloadTypeError("Missing TEXT (0x01) payload")  # what Falcon raises for binary
-        return incoming
-
-    def client_sends(self, *frames: str | bytes) -> None:
-        for frame in frames:
-            self._incoming.put_nowait(frame)
-
-    async def close(self, code: int | None = None, reason: str | None = None) -> None:
-        self.closed_with = code
-        self.close_reason = reason
-        self.closed = True
 
 
 def message(user: uuid.UUID, seq: int) -> MessageCreated:
