@@ -84,9 +84,7 @@ def build_deps(settings: Settings) -> Deps:
         reader=engine.execution_options(isolation_level="AUTOCOMMIT"),
         sessions=sessions,
         redis=redis,
-        publisher=WebhookPublisher(
-            RedisPublisher.from_settings(redis, settings), dispatcher
-        ),
+        publisher=WebhookPublisher(RedisPublisher.from_settings(redis, settings), dispatcher),
         queue=JobQueue(
             redis,
             durability=settings.accept_durability,
