@@ -25,11 +25,14 @@ FEEDS = 16
 ROOM_COUNTER_BASE = 1 << 40
 ROOM_STREAM_PREFIX = "room-events:"
 FEED_PREFIX = "room-feed:"
-# The events that go to every member of a conversation alike. conversation.created and
-# participant.* stay in the users' own streams: they change which rooms a user resumes from, so they
-# must be in that user's own order.
+# The events that go to every member of a conversation alike. conversation.created stays in the
+# users' own streams, and so does a participant.* event for the user it names (published to them
+# apart, chat.usecases.participants.announce): both change which rooms the user resumes from, so
+# they must be in that user's own order.
 ROOM_EVENTS = frozenset(
     {
+        "participant.added",
+        "participant.removed",
         "message.created",
         "message.updated",
         "message.deleted",

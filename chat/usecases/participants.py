@@ -67,21 +67,35 @@ async def announce(
     """After a membership change commits: the Redis mirror is re-read on the next send, and
     `recipients` (everyone in it before or after the change) hear who came and who went.
 
-    In a room (LARGE_GROUP_MEMBERS or more) a newcomer hears only of their own arrival, not of every
-    other newcomer's: 10,000 added at once would otherwise be 10,000 x 10,000 stream entries. The
-    participants list over REST has them all; the members already there still hear of each one.
+    Whoever came or went hears it in their own stream (it changes which rooms their push process
+    fans out to them). The others hear it in one publish per change, which in a room is one entry
+    in the room's stream (`chat.realtime.rooms`), not one per member. In a room (LARGE_GROUP_MEMBERS
+    or more) a newcomer hears only of their own arrival, not of every other newcomer's: 10,000
+    added at once would otherwise be 10^8 entries. The participants list over REST has them all.
     """
     if not (added or removed):
         return
     await membership.changed(redis, cid)
     newcomers = set(added)
     room = len(recipients) >= LARGE_GROUP_MEMBERS
-    others = [u for u in recipients if u not in newcomers] if room else list(recipients)
+    staying = [u for u in recipients if u not in newcomers]
     batch: list[tuple[StoredEvent, Sequence[uuid.UUID]]] = []
     for user in added:
         event = ParticipantAdded(conversation_id=cid, data=UserRef(user_id=user))
-        batch.append((event, [*others, user] if room else others))
-    batch += [(ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=u)), recipients) for u in removed]
+        batch.append((event, [user]))
+        audience = staying if room else [u for u in recipients if u != user]
+        if audience:
+            batch.append((event, audience))
+    gone = set(removed)
+    for user in removed:
+        event = ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=user))
+        batch.append((event, [user]))
+        batch.append(
+            (
+                event,
+                [u for u in recipients if u not in gone] if room else [u for u in recipients if u != user],
+            )
+        )
     # Pipelined in slices: one round trip per slice instead of one per event, and no single
     # pipeline holding 10,000 script calls in memory at once.
     for start in range(0, len(batch), _PUBLISH_SLICE):

@@ -192,6 +192,9 @@ async def _upsert(
     return found, False
 
 
+_INSERT_PAGE = 1_000  # rows a statement: six bind parameters each
+
+
 async def _insert_members(session: AsyncSession, cid: uuid.UUID, wanted: list[uuid.UUID]) -> list[uuid.UUID]:
     """Add those of `wanted` not in yet, all as members (no one owns the app's conversations), in
     the caller's transaction; the ones added. A concurrent add of the same user is no conflict."""
@@ -206,11 +209,14 @@ async def _insert_members(session: AsyncSession, cid: uuid.UUID, wanted: list[uu
         {"conversation_id": cid, "user_id": u, "role": "member", "last_read_seq": 0, "joined_at": now}
         for u in new
     ]
-    added = await session.scalars(
-        upsert_insert(session)(Participant)
-        .values(rows)
-        .on_conflict_do_nothing()
-        .returning(Participant.user_id)
-    )
-    inserted = set(added)
+    inserted: set[uuid.UUID] = set()
+    # In pages: one multi-row INSERT of 10,000 rows would pass asyncpg's 32,767 bind parameters.
+    for start in range(0, len(rows), _INSERT_PAGE):
+        added = await session.scalars(
+            upsert_insert(session)(Participant)
+            .values(rows[start : start + _INSERT_PAGE])
+            .on_conflict_do_nothing()
+            .returning(Participant.user_id)
+        )
+        inserted.update(added)
     return [u for u in new if u in inserted]

@@ -11,18 +11,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import RedisCluster
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, update
 
 from api.deps import Deps
 from chat.domain import membership
 from chat.infra.redisclient import is_cluster
 from chat.jobqueue.shards import shards_of
 from chat.models import User
-from chat.realtime import presence
+from chat.realtime import presence, rooms
 from chat.usecases.conversations import ANNOUNCED_PARTICIPANTS, LARGE_GROUP_MEMBERS, MAX_PARTICIPANTS
 from chat.usecases.reading import ROOM_TYPING_SECONDS
 from tests.support import ApiClient, TestUser
 from tests.support.messages import stream
+from tests.support.serverapi import server_key
 
 BIG = MAX_PARTICIPANTS
 
@@ -162,3 +163,48 @@ async def test_typing_in_a_room_is_throttled_to_one_per_three_seconds(api: ApiCl
         assert held_ms - 500 < ttl <= held_ms
     again = await api.post(f"/conversations/{room['id']}/typing", owner)
     assert again.status_code == 429 and again.headers["Retry-After"] == "3"
+
+
+async def test_the_server_api_makes_a_group_past_asyncpgs_bind_parameter_limit(
+    api: ApiClient, deps: Deps
+) -> None:
+    """PUT /server/conversations with 6,000 members: one INSERT of every row would pass asyncpg's
+    32,767 bind parameters (six a row), which answered 503 as if the database were away."""
+    count = 6_000
+    users = await _users(deps, count)
+    tag = uuid.uuid4().hex[:8]
+    async with deps.sessions() as session:
+        await session.execute(
+            update(User),
+            [{"id": uuid.UUID(u), "external_id": f"{tag}-{n}"} for n, u in enumerate(users)],
+        )
+        await session.commit()
+    key = await server_key(deps)
+    members = [f"{tag}-{n}" for n in range(count)]
+    made = await api.put(f"/server/conversations/{tag}", key, json={"title": "all", "member_ids": members})
+    assert made.status_code == 201, made.text
+    assert len(made.json["participants"]) == count
+
+
+async def test_in_a_room_the_members_hear_of_a_newcomer_once_in_the_rooms_stream(
+    api: ApiClient, deps: Deps
+) -> None:
+    owner = await api.user()
+    group = await _create(api, owner, await _users(deps, LARGE_GROUP_MEMBERS))
+    later = await _users(deps, 3)
+    before = await commands(deps)
+    added = await api.post(f"/conversations/{group['id']}/participants", owner, json={"user_ids": later})
+    assert added.status_code == 200, added.text
+    used = await commands(deps) - before
+    # Each newcomer's own entry, and one room entry for each of them: not one per member.
+    assert used["xadd"] == 2 * len(later)
+    heard = [e for e in await deps.redis.xrange(rooms.stream_key(group["id"]))]
+    assert len(heard) == len(later)
+    assert not [e for e in await stream(deps.redis, owner.id) if e.type == "participant.added"]
+    mine = [(e.type, str(e.data.user_id)) for e in await stream(deps.redis, later[0])]  # type: ignore[union-attr]
+    assert mine == [("participant.added", later[0])]
+    removed = await api.delete(f"/conversations/{group['id']}/participants/{later[1]}", owner)
+    assert removed.status_code in (200, 204), removed.text
+    assert len(await deps.redis.xrange(rooms.stream_key(group["id"]))) == len(later) + 1
+    gone = [e.type for e in await stream(deps.redis, later[1])]
+    assert gone == ["participant.added", "participant.removed"]
