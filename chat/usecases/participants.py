@@ -88,14 +88,10 @@ async def announce(
             batch.append((event, audience))
     gone = set(removed)
     for user in removed:
-        event = ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=user))
-        batch.append((event, [user]))
-        batch.append(
-            (
-                event,
-                [u for u in recipients if u not in gone] if room else [u for u in recipients if u != user],
-            )
-        )
+        left = ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=user))
+        batch.append((left, [user]))
+        others = [u for u in recipients if u not in gone] if room else [u for u in recipients if u != user]
+        batch.append((left, others))
     # Pipelined in slices: one round trip per slice instead of one per event, and no single
     # pipeline holding 10,000 script calls in memory at once.
     for start in range(0, len(batch), _PUBLISH_SLICE):
