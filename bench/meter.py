@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -45,7 +46,9 @@ class Meter:
 
     def groups(self) -> dict[str, list[psutil.Process]]:
         groups = {name: [psutil.Process(pid)] for name, pid in self.products.items()}
-        return groups | services(self.redis_port)
+        # The bench's own clients share the machine: their CPU says when they, not the product,
+        # are what a scenario measures.
+        return groups | services(self.redis_port) | {"bench client": [psutil.Process(os.getpid())]}
 
     def cpu(self) -> dict[str, dict[int, float]]:
         """CPU seconds so far, per pid, per group: a process that starts later counts from zero."""

@@ -103,9 +103,10 @@ class Settings(BaseSettings):
     large_room_members: int = Field(default=200, ge=2)
     room_stream_maxlen: int = Field(default=10_000, ge=10)
     room_stream_retention_seconds: int = Field(default=86_400, ge=60)
-    # A resume reads every stream from this long before the client's position: entries of a user's
-    # stream and of their rooms' are not written in id order across streams (nor clocks, on a cluster).
-    resume_overlap_ms: int = Field(default=1000, ge=0, le=60_000)
+    # A room member's resume reads every stream but the position's own from this long before it:
+    # across streams entries are not written in id order within a millisecond, and on a cluster the
+    # streams live on nodes whose clocks differ. Unset: 0 on one Redis (Sentinel too), 1000 on a cluster.
+    resume_overlap_ms: int | None = Field(default=None, ge=0, le=60_000)
     typing_interval_seconds: float = Field(default=1.0, gt=0)
     # How long Redis answers repeats of a client_id by itself (about 100 bytes per message);
     # older repeats are recognised by the worker: stored once, no second event (docs/api.md).
@@ -223,6 +224,12 @@ class Settings(BaseSettings):
     def _shard_list(cls, value: str) -> str:
         parse_shard_list(value)  # a ValueError names the bad part
         return value
+
+    @property
+    def resume_overlap(self) -> int:
+        if self.resume_overlap_ms is not None:
+            return self.resume_overlap_ms
+        return 1000 if self.redis_mode == "cluster" else 0
 
     @property
     def webhook_queue_name(self) -> str:

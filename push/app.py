@@ -122,7 +122,7 @@ def create_app(
     autocommit = database.execution_options(isolation_level="AUTOCOMMIT")
     check = UserCheck(autocommit, HANDSHAKE_CHECK_SECONDS)
     room_list = RoomList(autocommit, settings.large_room_members, HANDSHAKE_CHECK_SECONDS)
-    hub = Hub(redis, room_list=room_list, overlap_ms=settings.resume_overlap_ms)
+    hub = Hub(redis, room_list=room_list)
     apps = app_users(settings, create_sessionmaker(database), check)
     authenticator = Authenticator(Tokens(settings), check, apps)
     socket = Socket(settings, redis, hub, authenticator, connections, room_list)

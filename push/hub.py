@@ -48,7 +48,9 @@ ROOM_LIST_RETRY_SECONDS = 2.0
 # Membership events are told apart from the rest by their type, found near the frame's start.
 _MEMBERSHIP_TYPES = ('"type":"participant.', '"type":"conversation.created"')
 _TYPE_WINDOW = 160
-# A newcomer's catch-up covers about a second of the room; more than that is a resume's job.
+# A newcomer's catch-up: the room's entries from this long before their own participant.added (a
+# worker may publish a message to them just before the api announces them), at most this many.
+CATCH_UP_MS = 1000
 CATCH_UP_LIMIT = 1000
 
 
@@ -63,7 +65,9 @@ class Subscriber(Protocol):
 
 
 class Hub:
-    def __init__(self, redis: Redis, *, room_list: RoomList | None = None, overlap_ms: int = 1000) -> None:
+    def __init__(
+        self, redis: Redis, *, room_list: RoomList | None = None, catch_up_ms: int = CATCH_UP_MS
+    ) -> None:
         self._redis = redis
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -74,7 +78,7 @@ class Hub:
             ShardedChannels(cast(Any, redis), self._fan_out, self._lost) if is_cluster(redis) else None
         )
         self._room_list = room_list
-        self._overlap_ms = overlap_ms
+        self._catch_up_ms = catch_up_ms
         self._feeds: set[str] = set()  # the room feeds subscribed
         self._rooms: dict[str, set[str]] = {}  # a room's local members
         self._user_rooms: dict[str, set[str]] = {}  # a local user's rooms
@@ -370,7 +374,7 @@ class Hub:
 
     async def _catch_up(self, user: str, cid: str, since: str | None) -> None:
         ms = int(since.partition("-")[0]) if since else 0
-        start = f"{max(0, ms - self._overlap_ms)}-0"
+        start = f"{max(0, ms - self._catch_up_ms)}-0"
         try:
             entries = await self._redis.xrange(
                 rooms.stream_key(cid), min=start, max="+", count=CATCH_UP_LIMIT

@@ -2,11 +2,12 @@
 
 Without rooms it is one stream, the user's own, read after the client's position: ids are that
 stream's, so the replay is exact. With rooms (`chat.realtime.rooms`) the user's stream and each of
-their rooms' streams are read and merged by event id. Entries of different streams are not written
-in id order (a room entry can be published before a user entry of the same millisecond, and on a
-cluster the streams live on nodes whose clocks differ), so every stream other than the one the
-position came from is read from `resume_overlap_ms` before it: a few events may come twice, and
-clients de-duplicate by `event_id`, as the contract says. Nothing is missed.
+their rooms' streams are read and merged by event id. The stream the position came from is read
+after it exactly. Entries of different streams are not written in id order (a room entry can be
+published before a user entry of the same millisecond, and on a cluster the streams live on nodes
+whose clocks differ), so every other stream is read from `resume_overlap_ms` before the position's
+millisecond (0 on one Redis: from that millisecond): a few events may come twice, and clients
+de-duplicate by `event_id`, as the contract says. Nothing is missed.
 """
 
 from __future__ import annotations
@@ -100,14 +101,15 @@ async def _merged(
             await send(frames.RESYNC_REQUIRED)
         else:
             floor = f"{max(0, start[0] - overlap_ms)}-0"
-            # (key, first id to read, a room's or the user's)
-            reads: list[Read] = [(key, floor, True) for key in room_keys]
             exact = not room_streams.is_room_id(start)
-            if exact:
-                # The position came from the user's own stream, read in order: after it exactly.
-                reads.insert(0, (user_key, f"({start[0]}-{start[1]}", False))
-            else:
-                reads.insert(0, (user_key, floor, False))
+            # The stream the position came from is read in order, so after it exactly; the others
+            # from the overlap before it. (key, first id to read, a room's or the user's)
+            origin = None if exact else await bounded(_origin(redis, rooms, start))
+            reads: list[Read] = [
+                (key, f"({origin[1]}" if origin is not None and key == origin[0] else floor, True)
+                for key in room_keys
+            ]
+            reads.insert(0, (user_key, f"({start[0]}-{start[1]}" if exact else floor, False))
             if await bounded(_cut(redis, reads, user_key, start if exact else None)):
                 await send(frames.RESYNC_REQUIRED)
             else:
@@ -118,6 +120,27 @@ async def _merged(
                     done.count += 1
     done.newest = await bounded(_newest(redis, user_key, room_keys))
     return done
+
+
+async def _origin(redis: Redis, rooms: list[str], start: Position) -> tuple[str, str] | None:
+    """The room stream holding the entry a room id names, and that entry's Redis id; None when no
+    room of the user's has it (any more)."""
+    feed = (start[1] - room_streams.ROOM_COUNTER_BASE) % room_streams.FEEDS
+    keys = [room_streams.stream_key(cid) for cid in rooms if room_streams.feed_of(cid) == feed]
+    if not keys:
+        return None
+    counter = str(start[1]).encode()
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.xrange(key, min=f"{start[0]}-0", max=f"{start[0]}-18446744073709551615")
+        found = await pipe.execute(raise_on_error=False)
+    for key, entries in zip(keys, found, strict=True):
+        if isinstance(entries, Exception):
+            continue
+        for entry_id, fields in entries:
+            if fields.get(room_streams.COUNTER_FIELD) == counter:
+                return key, entry_id.decode()
+    return None
 
 
 async def _cut(

@@ -218,7 +218,7 @@ class Session:
             self.user_id,
             rooms,
             last_event_id,
-            self._settings.resume_overlap_ms,
+            self._settings.resume_overlap,
         )
         await self.ws.send_text(frames.ready(self.user_id, self.connection_id, done.count, done.newest))
         metrics.WS_FRAMES_SENT.inc(done.count + 1)
