@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import orjson
 
+from bench.rawsocket import RawSocket
 from tests.support.chatload import conversation, register
 
 User = dict[str, Any]
@@ -55,8 +55,8 @@ class Tracker:
 
 
 class Client:
-    """One aiohttp session for all HTTP and WebSocket traffic (aiohttp's parsers are in C: on a
-    two-core box a heavier client would be measured instead of the server)."""
+    """One aiohttp session for the HTTP traffic, and devices read by bench.rawsocket: on a two-core
+    box a heavier client would be measured instead of the server."""
 
     def __init__(self, web_url: str, ws_url: str) -> None:
         self.web_url = web_url
@@ -67,8 +67,7 @@ class Client:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=3)
         self.http = aiohttp.ClientSession(base_url=web_url, connector=connector)
         self.tracker = Tracker()
-        self._sockets: list[aiohttp.ClientWebSocketResponse] = []
-        self._readers: list[asyncio.Task[None]] = []
+        self._sockets: list[RawSocket] = []
         # Sockets the server closed, by close code: a frame never sent is lost, not slow.
         self.closed: Counter[int | None] = Counter()
 
@@ -86,16 +85,27 @@ class Client:
 
     async def connect(self, user: User) -> None:
         """Open one device's socket and read it until the scenario closes it."""
-        ws = await self.http.ws_connect(
-            f"{self.ws_url}?token={user['token']}", autoping=True, heartbeat=None, max_msg_size=2**20
+        socket, ready = await RawSocket.connect(
+            f"{self.ws_url}?token={user['token']}", self._frame, time.perf_counter
         )
         # Live delivery begins with the ready frame (docs/api.md): a message sent before it reaches
         # this device only through a resume, which a bench device never does.
-        ready = await ws.receive()
-        if ready.type is not aiohttp.WSMsgType.TEXT or '"ready"' not in ready.data:
-            raise RuntimeError(f"expected the ready frame, got {ready.type}: {ready.data!r}")
-        self._sockets.append(ws)
-        self._readers.append(asyncio.create_task(self._read(ws)))
+        if b'"ready"' not in ready:
+            raise RuntimeError(f"expected the ready frame, got {ready!r}")
+        self._sockets.append(socket)
+        socket.closed.add_done_callback(lambda closed: self._count_close(socket, closed))
+
+    def _frame(self, payload: bytes, now: float) -> None:
+        if b'"message.created"' not in payload:
+            return
+        # Bench bodies hold no quote: the body is read without decoding the whole frame.
+        start = payload.find(b'"body":"') + 8
+        # The tracker of the moment: a socket outlives the scenario that opened it.
+        self.tracker.delivered(payload[start : payload.find(b'"', start)].decode(), now)
+
+    def _count_close(self, socket: RawSocket, closed: asyncio.Future[int | None]) -> None:
+        if not socket.closed_by_client and not closed.cancelled():
+            self.closed[closed.result()] += 1
 
     async def connect_all(self, users: list[User], concurrency: int = 100) -> float:
         """Open a socket per entry (a user twice is two devices); returns handshakes per second."""
@@ -109,17 +119,6 @@ class Client:
         await asyncio.gather(*(one(u) for u in users))
         return len(users) / (time.perf_counter() - started)
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for frame in ws:
-            if frame.type is not aiohttp.WSMsgType.TEXT:
-                continue
-            now = time.perf_counter()
-            if '"message.created"' not in frame.data:
-                continue
-            # The tracker of the moment: a socket outlives the scenario that opened it.
-            self.tracker.delivered(orjson.loads(frame.data)["data"]["body"], now)
-        self.closed[ws.close_code] += 1
-
     async def push_connections(self) -> int:
         """The sockets the push process holds open, from its own metrics."""
         async with self.http.get(self.push_metrics_url) as answer:
@@ -129,12 +128,9 @@ class Client:
         return 0
 
     async def disconnect_all(self) -> None:
-        for reader in self._readers:
-            reader.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
-        await asyncio.gather(*(ws.close() for ws in self._sockets), return_exceptions=True)
+        for socket in self._sockets:
+            socket.close()
         self._sockets.clear()
-        self._readers.clear()
         # The next scenario starts on an empty push process, not one still closing these.
         deadline = time.perf_counter() + 60
         while await self.push_connections() and time.perf_counter() < deadline:  # noqa: ASYNC110

@@ -17,6 +17,7 @@ from chat.infra.redisclient import create_redis
 from chat.realtime.eventbus import RedisPublisher, channel
 from chat.realtime.rooms import FEEDS
 from push.hub import Hub
+from tests.support.fakesocket import Recorder
 from tests.support.messages import message_created
 from tests.support.rediscluster import RedisClusterProcess
 from tests.support.settings import make_settings
@@ -24,22 +25,6 @@ from tests.support.settings import make_settings
 pytestmark = pytest.mark.e2e
 
 USERS = 50
-
-
-class Recorder:
-    def __init__(self, user_id: str) -> None:
-        self.user_id = user_id
-        self.frames: list[str] = []
-        self.restarted = asyncio.Event()
-
-    def offer(self, frame: str) -> None:
-        self.frames.append(frame)
-
-    def restart(self) -> None:
-        self.restarted.set()
-
-    def deactivated(self) -> None:
-        raise AssertionError("not deactivated here")
 
 
 @pytest.fixture
@@ -106,6 +91,7 @@ async def test_a_killed_master_restarts_only_its_users_and_they_come_back_on_its
         assert f"127.0.0.1:{victim}" not in hub._sharded.nodes
         await everyone_hears(client, {**{u: sockets[u] for u in others}, **again}, "after")
         assert not any(sockets[user].restarted.is_set() for user in others)
+        assert not any(s.deactivations for s in sockets.values())
         print(f"failover {failover:.1f} s; {len(affected)} of {USERS} users restarted")
     finally:
         await hub.close()

@@ -12,23 +12,8 @@ from redis import exceptions as redis_errors
 from chat.infra.redisclient import create_redis
 from chat.realtime.eventbus import channel
 from push.hub import Hub
+from tests.support.fakesocket import Recorder
 from tests.support.settings import make_settings
-
-
-class Recorder:
-    def __init__(self, user_id: str) -> None:
-        self.user_id = user_id
-        self.frames: list[str] = []
-        self.restarted = asyncio.Event()
-
-    def offer(self, frame: str) -> None:
-        self.frames.append(frame)
-
-    def restart(self) -> None:
-        self.restarted.set()
-
-    def deactivated(self) -> None:
-        self.restarted.set()
 
 
 async def test_a_socket_back_before_the_others_left_is_subscribed_again(

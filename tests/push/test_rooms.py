@@ -21,29 +21,11 @@ from chat.settings import Settings
 from push import frames
 from push.hub import Hub
 from push.session import Session
-from tests.support.fakesocket import FakeWebSocket
+from tests.support.fakesocket import FakeWebSocket, Recorder
 from tests.support.messages import message_created
 
 ROOM = 5  # members from which a conversation is a room, in these tests
 POLICY = RoomPolicy(members=ROOM, maxlen=1000, retention_ms=86_400_000)
-
-
-class Socket:
-    """A hub subscriber that records what it was offered."""
-
-    def __init__(self, user: uuid.UUID) -> None:
-        self.user_id = str(user)
-        self.frames: list[str] = []
-        self.restarted = asyncio.Event()
-
-    def offer(self, frame: str) -> None:
-        self.frames.append(frame)
-
-    def restart(self) -> None:
-        self.restarted.set()
-
-    def deactivated(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -126,11 +108,11 @@ async def test_the_hub_fans_a_room_frame_out_to_its_local_members_once(redis: Re
     outsider = uuid.uuid4()
     hub = Hub(redis)
     try:
-        phone, laptop = Socket(members[0]), Socket(members[0])
-        sockets = [phone, laptop, *(Socket(u) for u in members[1:4])]
+        phone, laptop = Recorder(str(members[0])), Recorder(str(members[0]))
+        sockets = [phone, laptop, *(Recorder(str(u)) for u in members[1:4])]
         for socket in sockets:
             await hub.join(socket, [str(cid)])
-        stranger = Socket(outsider)
+        stranger = Recorder(str(outsider))
         await hub.join(stranger, [])
         ids = [(await publisher(redis).publish(created(cid, n), members))[0] for n in range(1, 4)]
         await _until(lambda: all(len(s.frames) == 3 for s in sockets))
@@ -152,7 +134,7 @@ async def test_the_hub_fans_a_room_frame_out_to_its_local_members_once(redis: Re
 async def test_the_hub_follows_a_users_own_membership_events(redis: Redis) -> None:
     cid = uuid.uuid4()
     members = [uuid.uuid4() for _ in range(ROOM * 2)]
-    newcomer, leaver = Socket(members[0]), Socket(members[1])
+    newcomer, leaver = Recorder(str(members[0])), Recorder(str(members[1]))
     hub = Hub(redis)
     pub = publisher(redis)
     try:

@@ -48,3 +48,22 @@ class FakeWebSocket:
         self.closed_with = code
         self.close_reason = reason
         self.closed = True
+
+
+class Recorder:
+    """A hub subscriber (push.hub.Subscriber) that records what it was offered and told."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.frames: list[str] = []
+        self.restarted = asyncio.Event()
+        self.deactivations = 0
+
+    def offer(self, frame: str) -> None:
+        self.frames.append(frame)
+
+    def restart(self) -> None:
+        self.restarted.set()
+
+    def deactivated(self) -> None:
+        self.deactivations += 1
