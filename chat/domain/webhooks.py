@@ -289,7 +289,15 @@ class WebhookPublisher:
 
     async def publish_many(self, batch: Sequence[tuple[StoredEvent, Sequence[uuid.UUID]]]) -> None:
         await self._inner.publish_many(batch)
+        # One event published to several audiences in a row (the user it names, then the rest:
+        # chat.usecases.participants.announce) is one event to a webhook, with every recipient.
+        merged: list[tuple[StoredEvent, list[uuid.UUID]]] = []
         for event, recipients in batch:
+            if merged and merged[-1][0] is event:
+                merged[-1][1].extend(recipients)
+            else:
+                merged.append((event, list(recipients)))
+        for event, recipients in merged:
             await self._dispatcher.dispatch(event, recipients, outbox=self._outbox, since=self._since)
 
     async def publish_ephemeral(self, event: Typing, recipients: Iterable[uuid.UUID]) -> None:

@@ -79,23 +79,24 @@ async def announce(
     newcomers = set(added)
     room = len(recipients) >= LARGE_GROUP_MEMBERS
     staying = [u for u in recipients if u not in newcomers]
-    batch: list[tuple[StoredEvent, Sequence[uuid.UUID]]] = []
+    # Each change: its event to the user it names, then to the others (published as two, but one
+    # event: a webhook hears it once, chat.domain.webhooks).
+    changes: list[list[tuple[StoredEvent, Sequence[uuid.UUID]]]] = []
     for user in added:
         event = ParticipantAdded(conversation_id=cid, data=UserRef(user_id=user))
-        batch.append((event, [user]))
         audience = staying if room else [u for u in recipients if u != user]
-        if audience:
-            batch.append((event, audience))
+        changes.append([(event, [user]), (event, audience)])
     gone = set(removed)
     for user in removed:
         left = ParticipantRemoved(conversation_id=cid, data=UserRef(user_id=user))
-        batch.append((left, [user]))
         others = [u for u in recipients if u not in gone] if room else [u for u in recipients if u != user]
-        batch.append((left, others))
+        changes.append([(left, [user]), (left, others)])
     # Pipelined in slices: one round trip per slice instead of one per event, and no single
-    # pipeline holding 10,000 script calls in memory at once.
-    for start in range(0, len(batch), _PUBLISH_SLICE):
-        await publisher.publish_many(batch[start : start + _PUBLISH_SLICE])
+    # pipeline holding 10,000 script calls in memory at once. A change's two parts stay together.
+    for start in range(0, len(changes), _PUBLISH_SLICE):
+        await publisher.publish_many(
+            [item for change in changes[start : start + _PUBLISH_SLICE] for item in change]
+        )
 
 
 async def _insert_new(session: AsyncSession, cid: uuid.UUID, wanted: list[uuid.UUID]) -> list[uuid.UUID]:
