@@ -84,6 +84,7 @@ class Hub:
         self._user_rooms: dict[str, set[str]] = {}  # a local user's rooms
         self._unknown: set[str] = set()  # local users whose rooms Postgres could not tell yet
         self._tasks: set[asyncio.Task[None]] = set()
+        self._feeding: asyncio.Task[None] | None = None  # subscribing the feeds, on a cluster
 
     def rooms_of(self, user_id: str) -> set[str]:
         return self._user_rooms.get(user_id, set())
@@ -97,7 +98,7 @@ class Hub:
         room) are subscribed: no event can be missed. `rooms` None: Postgres could not tell them."""
         wanted = list(rooms) if rooms is not None else []
         if self._sharded is not None:
-            await self._join_sharded(self._sharded, subscriber)
+            await self._join_sharded(self._sharded, subscriber, bool(wanted) or rooms is None)
         else:
             async with self._lock:
                 first = not self._local[subscriber.user_id]
@@ -195,34 +196,44 @@ class Hub:
                 with contextlib.suppress(Exception):
                     await self._pubsub.unsubscribe(channel(subscriber.user_id))
 
-    async def _join_sharded(self, sharded: ShardedChannels, subscriber: Subscriber) -> None:
+    async def _join_sharded(self, sharded: ShardedChannels, subscriber: Subscriber, in_rooms: bool) -> None:
         async with self._lock:
             first = not self._local[subscriber.user_id]
             self._local[subscriber.user_id].add(subscriber)
             try:
                 if first:
                     await sharded.subscribe(channel(subscriber.user_id))
-                await self._sharded_feeds(sharded)
             except BaseException:
                 self._forget(subscriber)
                 raise
+        # On a cluster the feeds are subscribed once a local user is in a room, and outside the
+        # lock: during a failover a feed's node may take seconds to come back, and no other user's
+        # join may wait for it. A member of a room waits.
+        if in_rooms:
+            try:
+                await asyncio.shield(self._sharded_feeds(sharded))
+            except BaseException:
+                await self.leave(subscriber)
+                raise
 
-    async def _sharded_feeds(self, sharded: ShardedChannels) -> None:
-        for name in _feeds_missing(self._feeds):
-            await sharded.subscribe(name)
-            self._feeds.add(name)
+    def _sharded_feeds(self, sharded: ShardedChannels) -> asyncio.Future[None]:
+        """The task subscribing the feeds not subscribed yet (one at a time for the process)."""
+        if self._feeding is None or (self._feeding.done() and _feeds_missing(self._feeds)):
+            self._feeding = asyncio.get_running_loop().create_task(self._subscribe_feeds(sharded))
+            self._feeding.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return self._feeding
 
-    async def _feeds_again(self, sharded: ShardedChannels) -> None:
-        """A feed whose node was lost is subscribed again at once, not at the next socket's join:
-        local users may join its rooms meanwhile."""
+    async def _subscribe_feeds(self, sharded: ShardedChannels) -> None:
         for _ in range(50):
             try:
-                async with self._lock:
-                    await self._sharded_feeds(sharded)
+                for name in _feeds_missing(self._feeds):
+                    await sharded.subscribe(name)
+                    self._feeds.add(name)
                 return
             except Exception as exc:
-                log.warning("room feeds not subscribed again yet (%s)", exc)
-                await asyncio.sleep(0.2)
+                log.warning("room feeds not subscribed yet (%s)", exc)
+                await asyncio.sleep(1.0)  # the slot map is relearned by each try: not in a tight loop
+        raise ConnectionError("the room feeds could not be subscribed")
 
     def _lost(self, names: list[str]) -> None:
         """Sharded channels that are no longer subscribed (their node was lost or gave up their
@@ -238,8 +249,9 @@ class Hub:
                 for user in members
             }
             names = [*names, *(channel(user) for user in users)]
-            if self._sharded is not None:
-                self._spawn(self._feeds_again(self._sharded))
+            if self._sharded is not None and self._rooms:
+                # Again at once, not at the next join: local users may join its rooms meanwhile.
+                self._sharded_feeds(self._sharded)
         stale = [sockets for name in names if (sockets := self._local.pop(user_of_channel(name), None))]
         for user in {user_of_channel(name) for name in names if not rooms.is_feed(name)}:
             self._drop_user_rooms(user)
@@ -369,6 +381,8 @@ class Hub:
                 self._drop_room(user, cid)
             return
         self._add_rooms(user, [cid])
+        if self._sharded is not None:
+            self._sharded_feeds(self._sharded)  # a no-op once subscribed
         if kind == "participant.added" and subject == user:
             self._spawn(self._catch_up(user, cid, event_id_of(frame)))
 
@@ -391,6 +405,8 @@ class Hub:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        if self._feeding is not None:
+            self._feeding.cancel()
         if self._sharded is not None:
             await self._sharded.close()
         if self._reader is not None:

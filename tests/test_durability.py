@@ -110,7 +110,7 @@ async def replica_api(
         update={
             "redis_url": f"redis://127.0.0.1:{port}/0",
             "accept_durability": "replica",
-            "accept_replica_timeout_ms": 300,
+            "accept_replica_timeout_ms": 2000,  # a loaded CI box: the replica may take a while
         }
     )
     async with ASGIConductor(create_app(ours, build_deps(ours))) as conductor:

@@ -68,6 +68,7 @@ async def test_a_killed_master_restarts_only_its_users_and_they_come_back_on_its
     try:
         sockets = await joined(hub, users)
         assert hub._sharded is not None
+        await hub._sharded_feeds(hub._sharded)  # subscribed beside the joins, not in them
         by_node = hub._sharded.nodes
         # Each user's channel, and the room feeds every push process listens to.
         assert len(by_node) == 3 and sum(by_node.values()) == USERS + FEEDS
@@ -87,6 +88,7 @@ async def test_a_killed_master_restarts_only_its_users_and_they_come_back_on_its
 
         # The restarted clients reconnect: their channels are subscribed on the slot's new master.
         again = await joined(hub, affected)
+        await asyncio.wait_for(hub._sharded_feeds(hub._sharded), 10)
         assert sum(hub._sharded.nodes.values()) == USERS + FEEDS
         assert f"127.0.0.1:{victim}" not in hub._sharded.nodes
         await everyone_hears(client, {**{u: sockets[u] for u in others}, **again}, "after")
