@@ -31,6 +31,10 @@ log = logging.getLogger("push")
 # The longest a handshake waits for Postgres to say whether its user exists, before it goes by the
 # token alone (a hung server must not hold every connecting client).
 HANDSHAKE_CHECK_SECONDS = 2.0
+# The rooms of a connecting user: a read shared by a burst of thousands of reconnects may queue
+# behind the others on the process's one connection; only past this is Postgres taken as away (the
+# socket is admitted without rooms and restarted once they are known).
+ROOM_LIST_SECONDS = 15.0
 # An app token whose user this process does not know yet, while Postgres is away (REST: 503).
 TRY_AGAIN_LATER = frames.Close(1013, "try again later", "reconnect with back-off")
 
@@ -121,7 +125,7 @@ def create_app(
     database = create_engine(settings.model_copy(update={"database_pool_size": 1}))
     autocommit = database.execution_options(isolation_level="AUTOCOMMIT")
     check = UserCheck(autocommit, HANDSHAKE_CHECK_SECONDS)
-    room_list = RoomList(autocommit, settings.large_room_members, HANDSHAKE_CHECK_SECONDS)
+    room_list = RoomList(autocommit, settings.large_room_members, ROOM_LIST_SECONDS)
     hub = Hub(redis, room_list=room_list)
     apps = app_users(settings, create_sessionmaker(database), check)
     authenticator = Authenticator(Tokens(settings), check, apps)
