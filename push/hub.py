@@ -85,6 +85,7 @@ class Hub:
         self._unknown: set[str] = set()  # local users whose rooms Postgres could not tell yet
         self._tasks: set[asyncio.Task[None]] = set()
         self._feeding: asyncio.Task[None] | None = None  # subscribing the feeds, on a cluster
+        self._asking: asyncio.Task[None] | None = None  # asking again for unknown users' rooms
 
     def rooms_of(self, user_id: str) -> set[str]:
         return self._user_rooms.get(user_id, set())
@@ -115,7 +116,8 @@ class Hub:
         self._add_rooms(subscriber.user_id, wanted)
         if rooms is None:
             self._unknown.add(subscriber.user_id)
-            self._spawn(self._ask_rooms_again())
+            if self._asking is None or self._asking.done():  # one retry loop a process
+                self._asking = asyncio.get_running_loop().create_task(self._ask_rooms_again())
 
     async def _subscribe(self, name: str) -> None:
         confirmed = asyncio.get_running_loop().create_future()
@@ -159,8 +161,8 @@ class Hub:
     async def _ask_rooms_again(self) -> None:
         """Users who connected while Postgres was away: once it answers, those in a room restart
         their sockets and resume, their rooms' streams included."""
-        if self._room_list is None or len(self._tasks) > 1:
-            return  # one retry loop a process
+        if self._room_list is None:
+            return
         while self._unknown:
             await asyncio.sleep(ROOM_LIST_RETRY_SECONDS)
             for user in list(self._unknown):
@@ -403,10 +405,9 @@ class Hub:
                 subscriber.offer(frame)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._feeding is not None:
-            self._feeding.cancel()
+        for task in [*self._tasks, self._feeding, self._asking]:
+            if task is not None:
+                task.cancel()
         if self._sharded is not None:
             await self._sharded.close()
         if self._reader is not None:
