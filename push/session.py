@@ -27,7 +27,7 @@ import orjson
 from falcon import WebSocketDisconnected
 from falcon.asgi import WebSocket
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from chat.domain import ratelimit
 from chat.infra import metrics
@@ -173,7 +173,7 @@ class Session:
             close = await self._closing
         except WebSocketDisconnected:  # before OSError below: it is a ConnectionError
             close = frames.GONE
-        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+        except (RedisError, RedisClusterException, OSError) as exc:  # TimeoutError is an OSError
             log.warning("closing a socket with 1011: Redis failed (%s: %s)", type(exc).__name__, exc)
         except Exception:
             log.exception("closing a socket with 1011")

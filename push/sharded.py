@@ -25,13 +25,16 @@ from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
-from redis.exceptions import MovedError, RedisError, ResponseError
+from redis.exceptions import MovedError, RedisClusterException, RedisError, ResponseError
 
 log = logging.getLogger("push.hub")
 
 CONFIRM_TIMEOUT = 5.0
 # A subscribe sent to a node that no longer serves the slot is told MOVED: learn the map, retry.
 ATTEMPTS = 3
+# What a node or the client can fail with; a cluster client's own errors are no RedisError (a
+# slot that no node serves while a replica takes over).
+FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 # After a node gave up a slot, the slot map is learned until it names the slot's new node, for at
 # most this many rounds: the map comes from one node, which may hear of the change a moment late.
 SETTLE_ROUNDS = 20
@@ -97,12 +100,14 @@ class ShardedChannels:
             # serves a shard's replicas too), so a stale map would subscribe where no message comes.
             await asyncio.shield(self._refreshing)
         for attempt in range(ATTEMPTS):
-            node = self._cluster.get_node_from_key(name)
-            if node is None:  # only a replica asked for can be missing; the master is named or raised
-                raise Moved(f"no node serves {name}")
             try:
+                node = self._cluster.get_node_from_key(name)
+                if node is None:  # only a replica asked for can be missing; the master is named
+                    raise Moved(f"no node serves {name}")
                 link = await self._link(node)
-            except (RedisError, OSError):
+            except Moved:
+                raise
+            except FAILURES:
                 # Gone (killed, failing over): the map may already name its successor.
                 await self.refresh()
                 if attempt == ATTEMPTS - 1:
@@ -130,7 +135,7 @@ class ShardedChannels:
         if link is None or link.dead:
             return
         link.channels.discard(name)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*FAILURES):
             await link.send(b"sunsubscribe", name)
 
     def _forget(self, link: _Link, name: str) -> None:
@@ -255,7 +260,7 @@ class ShardedChannels:
         """Learn the slot map again (after a failover, the slot's new master)."""
         try:
             await self._cluster.nodes_manager.initialize()
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             log.warning("could not learn the cluster's slot map again: %s", exc)
 
     async def close(self) -> None:

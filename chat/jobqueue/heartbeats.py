@@ -8,7 +8,8 @@ finish and release scripts touch one hash slot: `<tag>` is the shard's tag, "" o
   again: its existence is the one test of being alive (Redis's clock decides, not the workers').
   A worker writes it to every shard it serves;
 - `chat:worker:<tag><id>:jobs`, the ids of the jobs it holds from that shard, kept by the claim and
-  finish scripts (`chat.jobqueue.scripts`, which also holds the release script, `REAP`).
+  finish scripts (`chat.jobqueue.scripts`, which also holds the release scripts, `REAP` and
+  `RELEASE_UNKNOWN`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from redis.asyncio import Redis
 
 from chat.infra.redisclient import is_cluster
 from chat.jobqueue.keys import WORKER_RECORD_PREFIX
-from chat.jobqueue.scripts import REAP
+from chat.jobqueue.scripts import REAP, RELEASE_UNKNOWN
 from chat.jobqueue.shards import shards_of
 
 REGISTRY = "chat:workers"
@@ -113,3 +114,21 @@ async def reap(redis: Redis, tags: Sequence[str] | None = None) -> tuple[list[st
         dead.update(dict.fromkeys(names[:count]))
         released += names[count:]
     return list(dead), released
+
+
+async def release_unknown(
+    redis: Redis, worker_id: str, tags: Sequence[str], known: Sequence[str]
+) -> dict[str, list[str]]:
+    """Release the jobs held in the worker's name on the shards of `tags` that are not in `known`:
+    claimed by a claim whose answer was lost. One round trip, one script call per shard; the
+    released job ids by tag. Only while no claim of the worker's is in flight, or its jobs would be
+    released under it."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for tag in tags:
+            pipe.execute_command("EVAL", RELEASE_UNKNOWN, 1, held_key(worker_id, tag), worker_id, *known)
+        replies = await pipe.execute()
+    return {
+        tag: [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+        for tag, raw in zip(tags, replies, strict=True)
+        if raw
+    }

@@ -114,6 +114,29 @@ for _, job in ipairs(released) do out[#out + 1] = job end
 return out
 """
 
+# KEYS[1] one worker's set of the jobs it holds from one shard. ARGV: the worker's id, then the
+# ids of the jobs it knows it holds. Releases the others it holds (a claim Redis ran whose answer
+# the worker never got): their in-progress key goes, and the try that claim counted is given back.
+# Returns the released ids.
+RELEASE_UNKNOWN = f"""
+local known = {{}}
+for i = 2, #ARGV do known[ARGV[i]] = true end
+local released = {{}}
+for _, job in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not known[job] then
+    local progress = '{IN_PROGRESS_PREFIX}' .. job
+    if redis.call('GET', progress) == ARGV[1] then
+      redis.call('DEL', progress)
+      local retry = '{RETRY_PREFIX}' .. job
+      if tonumber(redis.call('GET', retry) or '0') > 0 then redis.call('DECR', retry) end
+      released[#released + 1] = job
+    end
+    redis.call('SREM', KEYS[1], job)
+  end
+end
+return released
+"""
+
 # KEYS[1] the queue. ARGV: now (ms), whether to read each job's function, scan limit. Returns
 # {due, deferred, in progress, oldest waiting score or -1, scanned, fn, queued, running, ...}.
 # The function is read from the body's JSON by pattern (`"f":"..."`, as `codec.job_body` writes it).

@@ -44,8 +44,14 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
     OSError,
 )
 # Every error Redis can answer with, besides being away: out of memory (`noeviction`), a script's
-# error, a read-only replica. The worker's loops wait these out too, and carry on once Redis can.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+# error, a read-only replica; and a cluster client's own, which is no RedisError (a slot that no
+# node serves while a replica takes over). The worker's loops wait these out too, and carry on
+# once Redis can.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
 
 # The first wait of a job that met a dependency away; later ones grow with the job's age.
 OUTAGE_FIRST_RETRY_SECONDS = 0.2
@@ -53,6 +59,9 @@ OUTAGE_FIRST_RETRY_SECONDS = 0.2
 # How often a worker that hears wake-ups looks at the queue anyway (WORKER_POLL_SECONDS applies
 # while it cannot hear them, and to arq's own worker).
 IDLE_POLL_SECONDS = 5.0
+# How often the claim loop looks for jobs held in its name that it never started, beside after
+# every claim that failed in transit (claim.py).
+HELD_AUDIT_SECONDS = 5.0
 # The queue gauges take four round trips; Prometheus scrapes every 15 s or so, not every beat.
 GAUGE_EVERY_BEATS = 5
 
@@ -147,6 +156,9 @@ class WorkerBase(Worker):
         self._tags: list[str] = [""]
         self._cluster = False  # a Redis Cluster: finishing per shard, wake-ups from one master
         self._woken: set[str] = set()  # shard queues whose wake-up came since the loop last looked
+        # The tags of shards where a claim failed in transit: Redis may have run it all the same
+        # and hold jobs in this worker's name that it never started (claim.py releases them).
+        self._unsure: set[str] = set()
         self._rotation: dict[str, int] = {}  # per lane, the shard whose turn it is to come first
         self._wake_node = 0  # on a cluster, which master to hear wake-ups from
         self._nodes: dict[str, Redis] = {}  # on a cluster, a client of the master of each shard

@@ -8,12 +8,20 @@ retry that fell due) share them first, with one other shard in rotation, so a sh
 was lost is looked at within as many claims as there are shards; after a poll timeout, or with no
 hot shard, every shard gets a share. A shard that came back full while its lane still has free
 slots is asked again at once. On one Redis a lane is one queue, which gets all its free slots.
+
+A claim can run in Redis and its answer still be lost: the connection drops between the two (a
+primary killed after its replica had the claim), or a cluster client, on one node's error, closes
+every connection and sends the rest of the pipeline again, so that the second run answers without
+what the first one took. Those jobs are held in this worker's name and would wait out their
+in-progress life (40 s by default). After a claim that failed, and every few seconds anyway, the
+loop releases what is held in its name but not running here, before it claims again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from typing import Any, cast
 
@@ -22,9 +30,18 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from chat.infra.outage import Backoff
+from chat.jobqueue import heartbeats
 from chat.jobqueue.keys import wake_channel
 from chat.jobqueue.scripts import CLAIM
-from workers.runtime.base import IDLE_POLL_SECONDS, REDIS_ERRORS, Claimed, Running, text
+from workers.runtime.base import (
+    HELD_AUDIT_SECONDS,
+    IDLE_POLL_SECONDS,
+    REDIS_ERRORS,
+    Claimed,
+    Running,
+    log,
+    text,
+)
 from workers.runtime.run import Runner
 
 
@@ -35,6 +52,7 @@ class Claiming(Runner):
         woken: set[str] = set()  # shard queues woken, or with a retry due, since the last claim
         full: set[str] = set()  # shard queues whose last claim took all it asked for
         due: dict[str, int] = {}  # each shard queue's next due score after its last claim
+        audit_at = time.monotonic() + HELD_AUDIT_SECONDS
         while not self._stopping:
             self._wake.clear()
             woken |= self._woken
@@ -44,11 +62,23 @@ class Claiming(Runner):
             timeout = self.poll_delay_s if self.burst or not self._listening else IDLE_POLL_SECONDS
             wants = self._free_slots()
             if wants and self.allow_pick_jobs:
-                now = timestamp_ms()
-                hot = woken | full | {queue for queue, at in due.items() if at <= now}
-                asks = self._split(wants, None if polled else hot)
                 try:
-                    claims = await self._claim(asks)
+                    if time.monotonic() >= audit_at:
+                        # What no error told of: a cluster pipeline that failed on one node and
+                        # succeeded on a retry may have claimed on another in between.
+                        self._unsure.update(self._tags)
+                        audit_at = time.monotonic() + HELD_AUDIT_SECONDS
+                    if self._unsure:
+                        released = await self._release_unknown_claims()
+                        woken |= {q for q, shard in self._by_queue.items() if shard.tag in released}
+                    now = timestamp_ms()
+                    hot = woken | full | {queue for queue, at in due.items() if at <= now}
+                    asks = self._split(wants, None if polled else hot)
+                    try:
+                        claims = await self._claim(asks)
+                    except REDIS_ERRORS:
+                        self._unsure.update(self._by_queue[queue].tag for queue in asks)
+                        raise
                 except REDIS_ERRORS as exc:
                     self._outage.down(exc)
                     await asyncio.sleep(backoff.next())
@@ -171,10 +201,12 @@ class Claiming(Runner):
         for i, (shard, _) in enumerate(shards):
             raw = replies[i]
             if isinstance(raw, Exception):
-                # Redis refused this queue's claim (out of memory, busy with a script...): it took
-                # nothing, and the other queues' jobs still run. The poll asks again; the log says
-                # so once, not on every poll.
+                # Redis refused this queue's claim (out of memory, busy with a script...), or its
+                # answer was lost on the way: the other queues' jobs still run. The poll asks again;
+                # the log says so once, not on every poll.
                 refused = raw
+                if not isinstance(raw, redis.exceptions.ResponseError):
+                    self._unsure.add(shard.tag)
                 self._outage.down(raw)
                 claims.append(([], None))
                 continue
@@ -194,6 +226,20 @@ class Claiming(Runner):
         if refused is None:
             self._outage.up()
         return claims
+
+    async def _release_unknown_claims(self) -> dict[str, list[str]]:
+        """Release the jobs Redis holds in this worker's name on the shards of `_unsure` that it
+        never started (by shard tag): their claim ran, but its answer was lost with the connection
+        (a primary killed after replicating it, or a cluster pipeline that failed on another node).
+        Left held they would wait out their in-progress life before another claim could take them.
+        Called from the claim loop, between claims, so that no claim's jobs are in flight."""
+        tags = sorted(self._unsure)
+        released = await heartbeats.release_unknown(self.pool, self.worker_id, tags, list(self._running))
+        self._unsure.clear()
+        if released:
+            count = sum(map(len, released.values()))
+            log.warning("released %d jobs taken by a claim whose answer was lost; they run again", count)
+        return released
 
     def _start(self, job: Claimed) -> None:
         task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}")

@@ -42,6 +42,7 @@ _ELSEWHERE: tuple[type[BaseException], ...] = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.ExecAbortError,
     redis.exceptions.ReadOnlyError,
+    redis.exceptions.RedisClusterException,  # a slot no node serves yet
     *REDIS_DOWN,
 )
 
