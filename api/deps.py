@@ -32,3 +32,9 @@ class Deps:
     limiter: Limiter
     sequencer: Sequencer
     storage: Storage
+
+    async def aclose(self) -> None:
+        """Close every client this process opened (at shutdown, and where a test built them)."""
+        await self.limiter.aclose()
+        await self.redis.aclose(close_connection_pool=True)
+        await self.engine.dispose()

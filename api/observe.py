@@ -70,5 +70,4 @@ class Lifespan:
         self._deps = deps
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
-        await self._deps.redis.aclose(close_connection_pool=True)
-        await self._deps.engine.dispose()
+        await self._deps.aclose()

@@ -60,8 +60,7 @@ def settings(postgres_db: str, redis_url: str) -> Iterator[Settings]:
 async def deps(settings: Settings) -> AsyncIterator[Deps]:
     deps = build_deps(settings)
     yield deps
-    await deps.redis.aclose(close_connection_pool=True)
-    await deps.engine.dispose()
+    await deps.aclose()
 
 
 @pytest.fixture

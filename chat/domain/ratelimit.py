@@ -79,9 +79,15 @@ class Limiter:
                 key_prefix="chat:limits",  # FailureWindow keeps its keys under it too
                 connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # passed through
             )
+        # The cluster client `limits` made for itself, to close with the process's own.
+        self._own_client = getattr(getattr(storage, "bridge", None), "storage", None) if cluster else None
         self._storage = storage
         self._strategy = SlidingWindowCounterRateLimiter(storage)
         self.failures = FailureWindow(redis)
+
+    async def aclose(self) -> None:
+        if self._own_client is not None:
+            await self._own_client.aclose()
 
     async def hit(self, item: limits.RateLimitItem, *identifiers: str) -> Verdict:
         """Count one and say whether it was within the limit."""

@@ -58,8 +58,7 @@ async def parts(ours: Settings) -> AsyncIterator[tuple[ApiClient, redis.asyncio.
     finally:
         await admin.config_set("maxmemory", 0)
         await admin.aclose()
-        await deps.redis.aclose(close_connection_pool=True)
-        await deps.engine.dispose()
+        await deps.aclose()
 
 
 async def drain(settings: Settings) -> None:

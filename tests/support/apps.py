@@ -30,5 +30,4 @@ async def api_with(settings: Settings, **overrides: Any) -> AsyncIterator[ApiCli
         async with ASGIConductor(create_app(changed, deps)) as conductor:
             yield ApiClient(conductor)
     finally:
-        await deps.redis.aclose(close_connection_pool=True)
-        await deps.engine.dispose()
+        await deps.aclose()
