@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 from chat.infra import restarts
@@ -53,6 +53,10 @@ class MemoryArqRedis(ArqRedis):
         return {"redis_version": "fakeredis", "mem_peak_human": "n/a", "connected_clients": 1}
 
 
+# Stands for "no default node" while a cluster client is closed for a retry; never connected.
+_NO_NODE = ClusterNode("", 0)
+
+
 class ClusterArqRedis(RedisCluster):
     """A cluster client that carries what the product reads off an arq pool (the queue's name and
     the job codec); arq's own enqueue_job is never used on a cluster (its WATCH/MULTI crosses slots)."""
@@ -70,6 +74,15 @@ class ClusterArqRedis(RedisCluster):
         # Callers written for redis.asyncio.Redis ask for the pool too; a cluster client owns its
         # nodes' pools and closes them all.
         await super().aclose()
+
+    def get_default_node(self) -> ClusterNode:
+        # One coroutine's pipeline that meets a dead node closes the shared client, which empties
+        # its default node, and retries. Another pipeline in flight then has its answers and asks
+        # the default node's name only to decide whether to replace it: None raised
+        # AttributeError (redis-py 5.3), losing answers Redis had given, and ended the worker.
+        # A node of no name is simply not the one any pipeline used.
+        node: ClusterNode | None = self.nodes_manager.default_node
+        return node if node is not None else _NO_NODE
 
 
 def create_redis(settings: Settings, *, max_connections: int | None = None) -> ArqRedis:
