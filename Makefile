@@ -29,17 +29,18 @@ e2e: $(READY)
 
 ## The end-to-end tests again on a Redis Cluster of three masters with a replica each, which the
 ## tests start themselves (redis-server --cluster-enabled on free ports; no Docker).
-## Not yet on a cluster, each for a reason the closing note of issue 20 gives: tests that seed or
-## read Redis keys in one Redis's layout with a plain client, and the flows listed below that
-## still fail there. Remove a line once its test passes on a cluster.
+## Not yet on a cluster: tests that seed or read Redis keys in one Redis's layout with a plain
+## client (an untagged job id enqueued by hand, a raw PUBLISH to a user's channel, ZCARD of a
+## presence key), which a cluster answers with MOVED or a cross-slot error before the product is
+## reached. Their flows through HTTP and WebSocket run here in other tests (the server API's
+## deactivation, the dead letters of the failover and webhook tests). Remove a line once its test
+## passes on a cluster.
 CLUSTER_NOT_YET := \
 	--deselect tests/e2e/test_admin_ui.py::test_dashboard_signs_in_shows_a_dead_letter_and_retries_it \
 	--deselect tests/e2e/test_admin_ui.py::test_dashboard_on_a_busy_queue_as_the_docs_show_it \
-	--deselect tests/e2e/test_api_docs.py::test_schemathesis_finds_no_server_error_and_no_response_off_the_spec \
 	--deselect tests/e2e/test_deactivation.py::test_deactivation_closes_sockets_on_both_push_processes_4403 \
 	--deselect tests/e2e/test_deployment.py::test_workers_on_one_host_share_a_metrics_port_setting \
 	--deselect tests/e2e/test_docs_commands.py::test_the_docs_shell_blocks_work_as_written \
-	--deselect tests/e2e/test_integrate_docs.py::test_integrate_md_runs_as_written \
 	--deselect tests/e2e/test_prometheus.py::test_dead_letters_growing_fires \
 	--deselect tests/e2e/test_push.py::test_trimmed_id_gets_resync_required \
 	--deselect tests/e2e/test_push.py::test_client_that_never_reads_is_closed_4408_with_memory_bounded \
@@ -47,8 +48,7 @@ CLUSTER_NOT_YET := \
 	--deselect tests/e2e/test_push.py::test_the_socket_cap_counts_both_push_processes \
 	--deselect tests/e2e/test_worker_tier.py::test_backlog_drains_fast_and_a_second_worker_adds_throughput \
 	--deselect tests/e2e/test_worker_tier.py::test_sigkilled_worker_jobs_come_back_within_15_seconds_each_once \
-	--deselect tests/e2e/test_worker_tier.py::test_workers_are_watched_with_rest_cli_and_metrics \
-	--deselect tests/e2e/test_tracing.py::test_a_message_is_one_trace_from_the_post_to_the_socket
+	--deselect tests/e2e/test_worker_tier.py::test_workers_are_watched_with_rest_cli_and_metrics
 
 e2e-cluster: $(READY)
 	TEST_REDIS_MODE=cluster $(BIN)/python -m pytest -m e2e $(CLUSTER_NOT_YET)
