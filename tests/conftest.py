@@ -11,8 +11,10 @@ from falcon.testing import ASGIConductor
 
 from api.app import build_deps, create_app
 from api.deps import Deps
+from chat.infra.redisclient import create_redis, is_cluster
 from chat.settings import Settings
 from tests.support import ApiClient, services
+from tests.support.rediscluster import RedisClusterProcess
 from tests.support.s3 import S3Server, moto_s3
 from tests.support.settings import EMPTY_TABLES, RunWorker, make_settings, migrated_database
 from workers.main import create_worker
@@ -90,3 +92,23 @@ def run_worker(settings: Settings) -> RunWorker:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
+
+
+# A Redis Cluster of its own for a test module (3 masters, a replica each), and the product's client of it.
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    started = RedisClusterProcess(tmp_path_factory.mktemp("cluster"))
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+async def cluster_client(cluster: RedisClusterProcess) -> AsyncIterator[Any]:
+    cluster.flush()
+    made: Any = create_redis(make_settings(redis_url=cluster.url, redis_mode="cluster"))
+    assert is_cluster(made)
+    # A client's first connection to a master runs the restart-epoch check's own EVALs
+    # (chat.infra.restarts): opened here, they stay out of the counts the tests take.
+    await made.ping(target_nodes=made.PRIMARIES)
+    yield made
+    await made.aclose()

@@ -1,7 +1,7 @@
-"""The product's cluster client on a real Redis Cluster, where redis-py's own bookkeeping can fail
+"""The product's cluster cluster_client on a real Redis Cluster, where redis-py's own bookkeeping can fail
 a pipeline that Redis ran.
 
-One coroutine's pipeline that meets a dead node closes the shared client (`aclose`, which empties
+One coroutine's pipeline that meets a dead node closes the shared cluster_client (`aclose`, which empties
 its default node) and retries. Another coroutine's pipeline in flight at that moment has its
 answers back, then reads the default node's name to decide whether to replace it, and raised
 `AttributeError: 'NoneType' object has no attribute 'name'`: the answers were lost and, being no
@@ -11,38 +11,17 @@ Redis error, the exception ended the worker's claim loop (CI's cluster failover 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode
 
-from chat.infra.redisclient import create_redis
-from tests.support.rediscluster import RedisClusterProcess
-from tests.support.settings import make_settings
-
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
-    started = RedisClusterProcess(tmp_path_factory.mktemp("cluster"))
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-async def client(cluster: RedisClusterProcess) -> AsyncIterator[Any]:
-    cluster.flush()
-    made: Any = create_redis(make_settings(redis_url=cluster.url, redis_mode="cluster"))
-    await made.ping(target_nodes=made.PRIMARIES)
-    yield made
-    await made.aclose()
-
-
 async def test_a_pipeline_keeps_its_answers_when_another_closes_the_client_meanwhile(
-    client: Any, monkeypatch: pytest.MonkeyPatch
+    cluster_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = ClusterNode.execute_pipeline
     down: list[str] = []
@@ -56,13 +35,13 @@ async def test_a_pipeline_keeps_its_answers_when_another_closes_the_client_meanw
             failed = True
         else:
             failed = await run(node, commands)
-        # What a concurrent pipeline's retry does to the shared client while this one awaits.
-        client.nodes_manager.default_node = None
+        # What a concurrent pipeline's retry does to the shared cluster_client while this one awaits.
+        cluster_client.nodes_manager.default_node = None
         return failed
 
     keys = [f"key-{n}" for n in range(30)]
     monkeypatch.setattr(ClusterNode, "execute_pipeline", one_node_down)
-    async with client.pipeline(transaction=False) as pipe:
+    async with cluster_client.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.incr(key)
         answers = await pipe.execute(raise_on_error=False)
@@ -71,11 +50,11 @@ async def test_a_pipeline_keeps_its_answers_when_another_closes_the_client_meanw
     refused = [a for a in answers if isinstance(a, redis.exceptions.ConnectionError)]
     assert refused and len(refused) < len(keys)
     assert all(a == 1 for a in answers if a not in refused)
-    stored = [await client.get(key) for key in keys]
+    stored = [await cluster_client.get(key) for key in keys]
     assert [s is not None for s in stored] == [a == 1 for a in answers]
 
 
-async def test_a_command_runs_after_the_client_lost_its_default_node(client: Any) -> None:
-    client.nodes_manager.default_node = None
-    assert await client.set("plain", "1")
-    assert await client.get("plain") == b"1"
+async def test_a_command_runs_after_the_client_lost_its_default_node(cluster_client: Any) -> None:
+    cluster_client.nodes_manager.default_node = None
+    assert await cluster_client.set("plain", "1")
+    assert await cluster_client.get("plain") == b"1"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -17,37 +16,16 @@ import redis
 from redis.crc import key_slot
 
 from chat.domain.webhooks import offline
-from chat.infra.redisclient import create_redis, is_cluster
 from chat.realtime import eventbus, presence, usercontrol
 from chat.realtime.eventbus import EVENT_FIELD, RedisPublisher, channel, stream_key
 from chat.realtime.events import Typing, UserRef, encode, frame
 from push.sharded import ShardedChannels
 from tests.support.messages import message_created
 from tests.support.rediscluster import RedisClusterProcess
-from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.e2e
 
 USERS = 50
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
-    started = RedisClusterProcess(tmp_path_factory.mktemp("cluster"))
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-async def client(cluster: RedisClusterProcess) -> AsyncIterator[Any]:
-    cluster.flush()
-    made: Any = create_redis(make_settings(redis_url=cluster.url, redis_mode="cluster"))
-    assert is_cluster(made)
-    # A client's first connection to a master runs the restart-epoch check's own EVALs
-    # (chat.infra.restarts): opened here, they stay out of the counts the tests take.
-    await made.ping(target_nodes=made.PRIMARIES)
-    yield made
-    await made.aclose()
 
 
 class Inbox:
@@ -104,17 +82,17 @@ def test_a_users_keys_share_their_slot() -> None:
 
 
 async def test_an_event_to_50_users_lands_in_every_stream_and_reaches_every_shard(
-    cluster: RedisClusterProcess, client: Any
+    cluster: RedisClusterProcess, cluster_client: Any
 ) -> None:
     users = users_over_slots(USERS)
     inbox = Inbox()
-    subscriber = ShardedChannels(client, inbox.message, inbox.gone)
+    subscriber = ShardedChannels(cluster_client, inbox.message, inbox.gone)
     try:
         for user in users:
             await subscriber.subscribe(channel(user))
         assert sorted(subscriber.nodes.values()) != [] and sum(subscriber.nodes.values()) == USERS
         assert len(subscriber.nodes) == 3  # 50 users over 16384 slots: every master has some
-        publisher = RedisPublisher(client, stream_maxlen=100)
+        publisher = RedisPublisher(cluster_client, stream_maxlen=100)
         publishes_before, spublishes_before = commands(cluster, "publish"), commands(cluster, "spublish")
         evals_before = commands(cluster, "eval")
 
@@ -124,7 +102,7 @@ async def test_an_event_to_50_users_lands_in_every_stream_and_reaches_every_shar
         assert len(ids) == USERS
         await inbox.until(USERS)
         for user, event_id in zip(users, ids, strict=True):
-            [(entry_id, fields)] = await client.xrange(stream_key(user))
+            [(entry_id, fields)] = await cluster_client.xrange(stream_key(user))
             assert entry_id.decode() == event_id and fields[EVENT_FIELD] == encode(event)
             assert inbox.messages[channel(user)] == [frame(event_id, encode(event))]
         # One EVAL a slot group (here, a user), SPUBLISH inside it, no PUBLISH anywhere.
@@ -137,7 +115,7 @@ async def test_an_event_to_50_users_lands_in_every_stream_and_reaches_every_shar
 
 
 async def test_users_sharing_a_slot_group_take_one_call_and_staging_goes_through_a_cluster_pipeline(
-    cluster: RedisClusterProcess, client: Any
+    cluster: RedisClusterProcess, cluster_client: Any
 ) -> None:
     # Users whose ids share a hash tag's slot: the same id twice is the plainest such group, but
     # recipients are de-duplicated; so two ids found with one slot.
@@ -151,31 +129,33 @@ async def test_users_sharing_a_slot_group_take_one_call_and_staging_goes_through
         by_slot[slot] = user
     loner = uuid.uuid4()
     assert eventbus.by_slot([*pair, loner]) == [list(pair), [loner]]
-    publisher = RedisPublisher(client, stream_maxlen=100)
+    publisher = RedisPublisher(cluster_client, stream_maxlen=100)
     evals_before = commands(cluster, "eval")
     first, second = message_created(uuid.uuid4(), 1, "one"), message_created(uuid.uuid4(), 2, "two")
     await publisher.publish_many([(first, [*pair, loner]), (second, [loner])])
     assert commands(cluster, "eval") - evals_before == 3  # the pair's group, the loner twice
     for user in pair:
-        assert [f[EVENT_FIELD] for _, f in await client.xrange(stream_key(user))] == [encode(first)]
-    stored = [f[EVENT_FIELD] for _, f in await client.xrange(stream_key(loner))]
+        assert [f[EVENT_FIELD] for _, f in await cluster_client.xrange(stream_key(user))] == [encode(first)]
+    stored = [f[EVENT_FIELD] for _, f in await cluster_client.xrange(stream_key(loner))]
     assert stored == [encode(first), encode(second)]
     # The api's path: one Redis script call when every recipient is in one slot.
     ids = await publisher.publish(second, list(pair))
     assert [i.split("-")[0].isdigit() for i in ids] == [True, True]
 
 
-async def test_typing_and_orders_are_sharded_messages(cluster: RedisClusterProcess, client: Any) -> None:
+async def test_typing_and_orders_are_sharded_messages(
+    cluster: RedisClusterProcess, cluster_client: Any
+) -> None:
     users = users_over_slots(6)
     inbox = Inbox()
-    subscriber = ShardedChannels(client, inbox.message, inbox.gone)
+    subscriber = ShardedChannels(cluster_client, inbox.message, inbox.gone)
     try:
         for user in users:
             await subscriber.subscribe(channel(user))
         publishes_before = commands(cluster, "publish")
         typing = Typing(conversation_id=uuid.uuid4(), data=UserRef(user_id=uuid.uuid4()))
-        await RedisPublisher(client, stream_maxlen=100).publish_ephemeral(typing, users)
-        await usercontrol.deactivated(client, users[0])
+        await RedisPublisher(cluster_client, stream_maxlen=100).publish_ephemeral(typing, users)
+        await usercontrol.deactivated(cluster_client, users[0])
         await inbox.until(len(users) + 1)
         for user in users:
             assert inbox.messages[channel(user)][0] == encode(typing)
@@ -186,15 +166,15 @@ async def test_typing_and_orders_are_sharded_messages(cluster: RedisClusterProce
         await subscriber.close()
 
 
-async def test_presence_and_the_webhooks_offline_read_on_a_cluster(client: Any) -> None:
+async def test_presence_and_the_webhooks_offline_read_on_a_cluster(cluster_client: Any) -> None:
     users = users_over_slots(8)
     online = users[:5]
     for user in online:
-        assert await presence.claim(client, user, "c1", ttl_seconds=30, cap=2)
-    await presence.touch_many(client, [(u, "c1") for u in online], 30)
-    assert await offline(client, users) == users[5:]
-    live, seen = await presence.status(client, online[0])
+        assert await presence.claim(cluster_client, user, "c1", ttl_seconds=30, cap=2)
+    await presence.touch_many(cluster_client, [(u, "c1") for u in online], 30)
+    assert await offline(cluster_client, users) == users[5:]
+    live, seen = await presence.status(cluster_client, online[0])
     assert live and seen is not None
-    await presence.leave(client, online[0], "c1")
-    assert not (await presence.status(client, online[0]))[0]
-    assert not (await presence.status(client, users[6]))[0]
+    await presence.leave(cluster_client, online[0], "c1")
+    assert not (await presence.status(cluster_client, online[0]))[0]
+    assert not (await presence.status(cluster_client, users[6]))[0]
