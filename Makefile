@@ -32,9 +32,9 @@ e2e: $(READY)
 ## Not yet on a cluster: tests that seed or read Redis keys in one Redis's layout with a plain
 ## client (an untagged job id enqueued by hand, a raw PUBLISH to a user's channel, ZCARD of a
 ## presence key), which a cluster answers with MOVED or a cross-slot error before the product is
-## reached. Their flows through HTTP and WebSocket run here in other tests (the server API's
-## deactivation, the dead letters of the failover and webhook tests). Remove a line once its test
-## passes on a cluster.
+## reached. Those checked are of that kind (the docs commands, the socket cap, deactivation, whose
+## server API flow runs here in test_deactivation.py); not every line has been checked for a
+## product cause. Remove a line once its test passes on a cluster.
 CLUSTER_NOT_YET := \
 	--deselect tests/e2e/test_admin_ui.py::test_dashboard_signs_in_shows_a_dead_letter_and_retries_it \
 	--deselect tests/e2e/test_admin_ui.py::test_dashboard_on_a_busy_queue_as_the_docs_show_it \

@@ -1,8 +1,8 @@
-"""The product's cluster cluster_client on a real Redis Cluster, where redis-py's own bookkeeping can fail
-a pipeline that Redis ran.
+"""The product's cluster client on a real Redis Cluster, where redis-py's own bookkeeping can fail a
+pipeline that Redis ran.
 
-One coroutine's pipeline that meets a dead node closes the shared cluster_client (`aclose`, which empties
-its default node) and retries. Another coroutine's pipeline in flight at that moment has its
+One coroutine's pipeline that meets a dead node closes the shared client (`aclose`, which empties its
+default node) and retries. Another coroutine's pipeline in flight at that moment has its
 answers back, then reads the default node's name to decide whether to replace it, and raised
 `AttributeError: 'NoneType' object has no attribute 'name'`: the answers were lost and, being no
 Redis error, the exception ended the worker's claim loop (CI's cluster failover test, with
@@ -35,7 +35,7 @@ async def test_a_pipeline_keeps_its_answers_when_another_closes_the_client_meanw
             failed = True
         else:
             failed = await run(node, commands)
-        # What a concurrent pipeline's retry does to the shared cluster_client while this one awaits.
+        # What a concurrent pipeline's retry does to the shared client while this one awaits.
         cluster_client.nodes_manager.default_node = None
         return failed
 
